@@ -1,0 +1,188 @@
+"""The driver contract's types: what a driver is given and what it answers.
+
+A driver is an object implementing `Driver`; drivers reach the server through the
+`mailgate_register_drivers` hook (see `mailgate.drivers.spec`). Everything here
+is plain Python: drivers know nothing of gRPC or of the store.
+"""
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class Outcome(enum.Enum):
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class ErrorCode(enum.Enum):
+    NONE = "UNSPECIFIED"
+    AUTH_FAILED = "AUTH_FAILED"
+    CONNECT_FAILED = "CONNECT_FAILED"
+    TLS_FAILED = "TLS_FAILED"
+    TIMEOUT = "TIMEOUT"
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
+    BACKOFF = "BACKOFF"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One step of checking a provider, e.g. `smtp.auth`."""
+
+    id: str
+    side: str
+    host: str
+    port: int
+    outcome: Outcome
+    error_code: ErrorCode = ErrorCode.NONE
+    server_message: str = ""
+    duration: float = 0.0  # seconds
+    retry_after: float | None = None  # seconds, for BACKOFF
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAILED
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[CheckResult, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.failed]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    send: bool = False
+    receive: bool = False
+    oauth: bool = False
+
+
+class Kind(enum.Enum):
+    STRING = "STRING"
+    INTEGER = "INTEGER"
+    BOOLEAN = "BOOLEAN"
+    ENUM = "ENUM"
+    HOSTNAME = "HOSTNAME"
+    EMAIL = "EMAIL"
+    PEM = "PEM"
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One field of a driver's settings form; `path` is dotted for nested fields.
+
+    `required_when` maps a field path to the value that makes this one required;
+    paths without a dot name Provider fields (`receive_emails`).
+    """
+
+    path: str
+    label: str
+    kind: Kind = Kind.STRING
+    description: str = ""
+    required: bool = False
+    required_when: Mapping[str, Any] = field(default_factory=dict)
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    """How the server interpreted input (a preset applied, a legacy habit mapped)."""
+
+    code: str
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A provider as a driver sees it: common fields plus its own settings.
+
+    `settings` holds the driver's non-secret settings as nested dicts;
+    `secrets` the secret ones (passwords, tokens) in clear, in memory only.
+    """
+
+    type: str
+    account: str
+    display_name: str = ""
+    from_name: str = ""
+    receive_emails: bool = False
+    active_reference: bool = False
+    reply_to: tuple[str, ...] = ()
+    campaign: str = ""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    id: str | None = None
+
+    def with_(self, **changes: Any) -> "ProviderConfig":
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:  # secrets never reach a log through repr
+        return (f"ProviderConfig(id={self.id!r}, type={self.type!r}, account={self.account!r}, "
+                f"secrets={sorted(self.secrets)!r})")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What activation decided. OAuth drivers return an authorization to follow
+    instead of a report (later issue)."""
+
+    report: Report | None = None
+    authorization_uri: str | None = None
+
+
+class DriverContext(ABC):
+    """What the server lends a driver: bounded pools for blocking work and defaults."""
+
+    default_timeout: float = 10.0
+
+    @abstractmethod
+    def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """Runs a blocking call (smtplib, imapclient, MSAL...) in the bounded worker pool."""
+
+
+class Driver(ABC):
+    """A provider type. Subclass it, fill the class attributes, implement the
+    coroutines, and register an instance from `mailgate_register_drivers`."""
+
+    type: str
+    display_name: str
+    description: str = ""
+    capabilities: Capabilities = Capabilities()
+    settings_schema: tuple[SettingField, ...] = ()
+
+    def prepare(self, config: ProviderConfig) -> tuple[ProviderConfig, list[Notice]]:
+        """Fills defaults and maps legacy input before fields are validated.
+        Returns the config to validate and store, and what was changed."""
+        return config, []
+
+    def needs_recheck(self, changed_paths: set[str]) -> bool:
+        """True when changing these paths (Provider fields and `settings.`/`secrets.`
+        paths) needs the credentials checked again. Default: any settings change."""
+        return any(p.startswith(("settings.", "secrets.")) or p in {"account", "receive_emails"}
+                   for p in changed_paths)
+
+    @abstractmethod
+    async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:
+        """Checks the provider against its servers. Never raises for a server's
+        failure: every failure is a FAILED check in the report."""
+
+    async def activate(self, config: ProviderConfig, ctx: DriverContext) -> Activation:
+        """Makes the provider usable. Default: the validation report decides."""
+        return Activation(report=await self.validate(config, ctx))

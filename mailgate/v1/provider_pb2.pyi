@@ -1,0 +1,124 @@
+import datetime
+
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import resource_pb2 as _resource_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Security(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SECURITY_UNSPECIFIED: _ClassVar[Security]
+    SECURITY_STARTTLS: _ClassVar[Security]
+    SECURITY_TLS: _ClassVar[Security]
+    SECURITY_NONE: _ClassVar[Security]
+
+class InboundProtocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INBOUND_PROTOCOL_UNSPECIFIED: _ClassVar[InboundProtocol]
+    INBOUND_PROTOCOL_IMAP: _ClassVar[InboundProtocol]
+    INBOUND_PROTOCOL_POP3: _ClassVar[InboundProtocol]
+SECURITY_UNSPECIFIED: Security
+SECURITY_STARTTLS: Security
+SECURITY_TLS: Security
+SECURITY_NONE: Security
+INBOUND_PROTOCOL_UNSPECIFIED: InboundProtocol
+INBOUND_PROTOCOL_IMAP: InboundProtocol
+INBOUND_PROTOCOL_POP3: InboundProtocol
+
+class Provider(_message.Message):
+    __slots__ = ("name", "display_name", "type", "account", "from_name", "receive_emails", "active_reference", "reply_to", "campaign", "state", "state_reason", "state_time", "create_time", "update_time", "etag", "notices", "smtp_imap", "plugin_settings")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Provider.State]
+        STATE_GREY: _ClassVar[Provider.State]
+        STATE_GREEN: _ClassVar[Provider.State]
+        STATE_RED: _ClassVar[Provider.State]
+    STATE_UNSPECIFIED: Provider.State
+    STATE_GREY: Provider.State
+    STATE_GREEN: Provider.State
+    STATE_RED: Provider.State
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    FROM_NAME_FIELD_NUMBER: _ClassVar[int]
+    RECEIVE_EMAILS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
+    SMTP_IMAP_FIELD_NUMBER: _ClassVar[int]
+    PLUGIN_SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    display_name: str
+    type: str
+    account: str
+    from_name: str
+    receive_emails: bool
+    active_reference: bool
+    reply_to: _containers.RepeatedScalarFieldContainer[str]
+    campaign: str
+    state: Provider.State
+    state_reason: str
+    state_time: _timestamp_pb2.Timestamp
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    smtp_imap: SmtpImapSettings
+    plugin_settings: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., account: _Optional[str] = ..., from_name: _Optional[str] = ..., receive_emails: _Optional[bool] = ..., active_reference: _Optional[bool] = ..., reply_to: _Optional[_Iterable[str]] = ..., campaign: _Optional[str] = ..., state: _Optional[_Union[Provider.State, str]] = ..., state_reason: _Optional[str] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., smtp_imap: _Optional[_Union[SmtpImapSettings, _Mapping]] = ..., plugin_settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Endpoint(_message.Message):
+    __slots__ = ("host", "port", "security")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    SECURITY_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    port: int
+    security: Security
+    def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., security: _Optional[_Union[Security, str]] = ...) -> None: ...
+
+class SmtpImapSettings(_message.Message):
+    __slots__ = ("username", "password", "password_set", "smtp", "inbound_protocol", "inbound", "ca_certificates_pem", "timeout_seconds")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_SET_FIELD_NUMBER: _ClassVar[int]
+    SMTP_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    password_set: bool
+    smtp: Endpoint
+    inbound_protocol: InboundProtocol
+    inbound: Endpoint
+    ca_certificates_pem: str
+    timeout_seconds: int
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
+
+class Notice(_message.Message):
+    __slots__ = ("code", "field", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    field: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
