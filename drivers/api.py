@@ -151,6 +151,8 @@ class DriverContext(ABC):
     """What the server lends a driver: bounded pools for blocking work and defaults."""
 
     default_timeout: float = 10.0
+    # the transport LoginThrottle shared by every login of this process (None: no throttling)
+    throttle: Any = None
 
     @abstractmethod
     def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:

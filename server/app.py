@@ -1,0 +1,92 @@
+"""Assembles and runs the grpc.aio server: store, drivers, services, health,
+reflection, graceful shutdown on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mailgate.drivers.registry import DriverRegistry
+from mailgate.v1 import provider_service_pb2, provider_service_pb2_grpc
+
+from .config import Settings
+from .providers import Providers
+from .rpc_errors import ErrorInterceptor
+from .runtime import Runtime
+from .secrets import SecretBox
+from .servicer import ProviderServicer
+from .store.db import Database
+
+log = logging.getLogger("mailgate.server")
+
+SERVICE_NAMES = [provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name]
+
+
+@dataclass
+class App:
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    db: Database
+    runtime: Runtime
+    health: health.aio.HealthServicer
+    providers: Providers
+
+    @property
+    def address(self) -> str:
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace if grace is None else grace)
+        self.runtime.close()
+        self.db.close()
+        log.info("stopped")
+
+
+async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
+    from mailgate.drivers.transport.throttle import LoginThrottle
+
+    db = Database(settings.database_url)
+    await asyncio.to_thread(db.upgrade)
+    box = SecretBox.from_environment(settings.key_file)
+    drivers = DriverRegistry.from_entry_points(extra_plugins)
+    runtime = Runtime(settings.io_workers, settings.timeout,
+                      LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap))
+    providers = Providers(db, box, drivers, runtime)
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                         reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    for name in SERVICE_NAMES + [""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    app = App(settings, server, port, db, runtime, health_servicer, providers)
+    log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
+             db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    app = await start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: finishing calls in flight (up to %.0f s)", settings.grace)
+    await app.stop()

@@ -1,0 +1,38 @@
+"""Domain types shared by the store, the provider service and the converters."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from mailgate.drivers.api import ProviderConfig
+
+
+class State(enum.Enum):
+    GREY = "GREY"    # not yet activated
+    GREEN = "GREEN"  # active
+    RED = "RED"      # failed, see reason
+
+
+@dataclass(frozen=True)
+class StoredProvider:
+    config: ProviderConfig  # id set, secrets opened
+    state: State
+    state_reason: str
+    state_time: datetime
+    create_time: datetime
+    update_time: datetime
+    version: int
+
+    @property
+    def id(self) -> str:
+        assert self.config.id
+        return self.config.id
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,83 @@
+"""Domain errors. They know nothing of gRPC: server/rpc_errors.py maps each kind
+to a status code and google.rpc details, in one place."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from mailgate.drivers.api import Report
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A bad field. `field` is a domain path: `account`, `reply_to[1]`,
+    `settings.smtp.port`, `secrets.password`."""
+
+    field: str
+    description: str
+
+
+class MailgateError(Exception):
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(MailgateError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[Violation], message: str | None = None):
+        self.violations = violations
+        super().__init__(message or "; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class NotFound(MailgateError):
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(MailgateError):
+    reason = "ALREADY_EXISTS"
+
+
+def name_taken(display_name: str) -> AlreadyExists:
+    name = display_name.strip()
+    return AlreadyExists(f"a provider named {name!r} already exists", metadata={"display_name": name})
+
+
+class Aborted(MailgateError):
+    reason = "ETAG_MISMATCH"
+
+
+def etag_mismatch(provider_id: str, version: int) -> Aborted:
+    return Aborted(f"provider {provider_id!r} changed meanwhile (etag W/\"{version}\"): "
+                   "read it again and retry", metadata={"provider": provider_id})
+
+
+class ChecksFailed(MailgateError):
+    """The provider's servers refused it (login, TLS, connection): nothing was stored."""
+
+    def __init__(self, message: str, *, reason: str, report: Report,
+                 metadata: Mapping[str, str] | None = None, retry_after: float | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.report = report
+        self.retry_after = retry_after
+
+
+@dataclass
+class Violations:
+    """Collects violations; `raise_if_any()` at the end of a validation pass."""
+
+    items: list[Violation] = field(default_factory=list)
+
+    def add(self, path: str, description: str) -> None:
+        self.items.append(Violation(path, description))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)

@@ -1,0 +1,70 @@
+"""AIP-158 page tokens and the AIP-160 filter subset ListProviders accepts."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any, Callable
+
+from .errors import InvalidArgument, Violation
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+# field = value, joined by AND; values quoted strings, bare words, true/false
+_TERM = re.compile(r'\s*([a-z_]+)\s*=\s*("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.@-]+)\s*')
+
+
+def parse_filter(text: str, fields: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
+    """`type = "smtp_imap" AND state = STATE_RED` -> {"type": "smtp_imap", "state": "RED"}.
+    `fields` maps each filterable field to a function that converts (and checks) its value."""
+    result: dict[str, Any] = {}
+    if not text.strip():
+        return result
+    for term in re.split(r"\s+AND\s+", text.strip()):
+        m = _TERM.fullmatch(term)
+        if not m:
+            raise InvalidArgument([Violation("filter", f"cannot parse {term!r}: expected "
+                                              f"field = value joined by AND ({', '.join(fields)})")])
+        name, raw = m.groups()
+        if name not in fields:
+            raise InvalidArgument([Violation("filter", f"cannot filter on {name!r}; "
+                                              f"filterable: {', '.join(fields)}")])
+        value = json.loads(raw) if raw.startswith('"') else raw
+        try:
+            result[name] = fields[name](value)
+        except ValueError as e:
+            raise InvalidArgument([Violation("filter", f"{name}: {e}")]) from None
+    return result
+
+
+def page_size(requested: int, maximum: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE) -> int:
+    if requested < 0:
+        raise InvalidArgument([Violation("page_size", "must not be negative")])
+    return min(requested or default, maximum)
+
+
+def _fingerprint(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()[:12]
+
+
+def encode_token(after: tuple[datetime, str], query: str) -> str:
+    t, i = after
+    raw = json.dumps({"t": t.isoformat(), "i": i, "q": _fingerprint(query)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, query: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after = (datetime.fromisoformat(data["t"]), str(data["i"]))
+        same_query = data["q"] == _fingerprint(query)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument([Violation("page_token", "not a page token from this service")]) from None
+    if not same_query:
+        raise InvalidArgument([Violation("page_token", "was issued for another filter")])
+    return after

@@ -1,0 +1,260 @@
+"""The provider lifecycle: create, read, change, check, activate, delete.
+
+Knows nothing of gRPC (server/servicer.py translates). Every rule about *when*
+credentials are checked and *what* state follows lives here.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from typing import Any, Iterable
+
+from mailgate.drivers.api import (CheckResult, Driver, DriverContext, ErrorCode, Notice,
+                                  ProviderConfig, Report)
+from mailgate.drivers.registry import DriverRegistry
+
+from . import paging, validation
+from .domain import State, StoredProvider, utcnow
+from .errors import (ChecksFailed, InvalidArgument, Violation, Violations,
+                     etag_mismatch, name_taken)
+from .secrets import SecretBox
+from .store.db import Database
+from .store.providers import ProviderStore
+
+log = logging.getLogger("mailgate.providers")
+
+# Provider fields an update may name; `settings.*` and `secrets.*` paths too.
+WRITABLE = ("display_name", "account", "from_name", "receive_emails", "active_reference",
+            "reply_to", "campaign")
+
+_SIDES = {"smtp": "SMTP", "imap": "IMAP", "pop3": "POP3"}
+
+
+def describe(c: CheckResult) -> str:
+    """One sentence an administrator can act on."""
+    side = _SIDES.get(c.side, c.side.upper())
+    where = f"{c.host}:{c.port}"
+    said = f": {c.server_message}" if c.server_message else ""
+    return {
+        ErrorCode.AUTH_FAILED: f"{side} authentication failed at {where}{said}",
+        ErrorCode.CONNECT_FAILED: f"cannot connect to the {side} server {where}{said}",
+        ErrorCode.TLS_FAILED: f"TLS with the {side} server {where} failed{said}",
+        ErrorCode.TIMEOUT: f"the {side} server {where} did not answer in time{said}",
+        ErrorCode.PROTOCOL_ERROR: f"the {side} server {where} answered unexpectedly{said}",
+        ErrorCode.AUTH_UNAVAILABLE: f"the {side} server {where} offers no usable login{said}",
+        ErrorCode.BACKOFF: f"{side} login at {where} not retried yet{said}",
+    }.get(c.error_code, f"{c.id} failed at {where}{said}")
+
+
+def checks_failed(report: Report, doing: str) -> ChecksFailed:
+    failures = report.failures
+    first = failures[0]
+    reason = f"{first.side}_{first.error_code.value}".upper()
+    message = f"{doing}: " + "; ".join(describe(c) for c in failures)
+    metadata = {"side": first.side, "check": first.id, "host": first.host, "port": str(first.port),
+                "error_code": first.error_code.value,
+                "failed_checks": ",".join(c.id for c in failures)}
+    return ChecksFailed(message, reason=reason, report=report, metadata=metadata,
+                        retry_after=first.retry_after)
+
+
+class Providers:
+    def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext):
+        self.db, self.box, self.drivers, self.ctx = db, box, drivers, ctx
+
+    def _store(self, session: Any) -> ProviderStore:
+        return ProviderStore(session, self.box)
+
+    # -- reads
+    async def get(self, provider_id: str) -> StoredProvider:
+        return await self.db.run(lambda s: self._store(s).get(provider_id))
+
+    async def list(self, filter_text: str, page_token: str, size: int
+                   ) -> tuple[list[StoredProvider], str]:
+        filters = paging.parse_filter(filter_text, {
+            "type": str, "campaign": str, "state": _state_filter, "receive_emails": _bool_filter})
+        limit = paging.page_size(size)
+        after = paging.decode_token(page_token, filter_text)
+        rows = await self.db.run(lambda s: self._store(s).list(filters, after, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
+        return rows, token
+
+    # -- create
+    async def create(self, config: ProviderConfig, validate_only: bool = False
+                     ) -> tuple[StoredProvider, list[Notice]]:
+        driver = self._driver(config.type)
+        config, notices = self.prepare(driver, config)
+        taken = await self.db.run(lambda s: self._store(s).is_name_taken(config.display_name))
+        if taken:
+            raise name_taken(config.display_name)
+        if driver.capabilities.oauth:
+            state, reason = State.GREY, "waiting for authorization: call ActivateProvider"
+        else:
+            report = await driver.validate(config, self.ctx)
+            if not report.ok:
+                log.info("create %r refused: %s", config.display_name, _summary(report))
+                raise checks_failed(report, "not created")
+            state, reason = State.GREEN, "credentials checked at creation"
+        config = config.with_(id=str(uuid.uuid4()))
+        if validate_only:
+            now = utcnow()
+            return StoredProvider(config, state, reason, now, now, now, 0), notices
+        stored = await self.db.run(lambda s: self._store(s).insert(config, state, reason))
+        log.info("created provider %s %r (%s) %s", stored.id, config.display_name, config.type, state.value)
+        return stored, notices
+
+    def prepare(self, driver: Driver, config: ProviderConfig) -> tuple[ProviderConfig, list[Notice]]:
+        """Driver defaults and legacy mapping, then every field rule."""
+        config = config.with_(reply_to=tuple(_split_addresses(config.reply_to)),
+                              display_name=config.display_name.strip(),
+                              account=config.account.strip())
+        config, notices = driver.prepare(config)
+        v = Violations()
+        validation.check_provider(config, driver, v)
+        v.raise_if_any()
+        return config, notices
+
+    # -- update
+    async def update(self, provider_id: str, patch: ProviderConfig, paths: set[str],
+                     etag: str = "", validate_only: bool = False
+                     ) -> tuple[StoredProvider, list[Notice]]:
+        current = await self.get(provider_id)
+        version = _etag_version(etag) if etag else None
+        if version is not None and version != current.version:
+            raise etag_mismatch(provider_id, current.version)
+        driver = self._driver(current.config.type)
+        merged = merge(current.config, patch, paths)
+        config, notices = self.prepare(driver, merged)
+        changed = changed_paths(current.config, config)
+        state = None
+        if changed and current.state is not State.GREY and driver.needs_recheck(changed):
+            report = await driver.validate(config, self.ctx)
+            if not report.ok:
+                log.info("update of %s refused: %s", provider_id, _summary(report))
+                raise checks_failed(report, "not updated")
+            state = (State.GREEN, "credentials checked after update")
+        if validate_only:
+            s = state or (current.state, current.state_reason)
+            return replace(current, config=config, state=s[0], state_reason=s[1]), notices
+        stored = await self.db.run(
+            lambda s: self._store(s).update(config, version or current.version, state))
+        log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
+        return stored, notices
+
+    # -- delete
+    async def delete(self, provider_id: str, etag: str = "") -> None:
+        version = _etag_version(etag) if etag else None
+        await self.db.run(lambda s: self._store(s).delete(provider_id, version))
+        log.info("deleted provider %s", provider_id)
+
+    # -- checks and activation
+    async def validate(self, target: str | ProviderConfig) -> tuple[Report, list[Notice]]:
+        """Checks a stored provider (its id) or a candidate; stores nothing."""
+        if isinstance(target, str):
+            config, notices = (await self.get(target)).config, []
+            driver = self._driver(config.type)
+        else:
+            driver = self._driver(target.type)
+            config, notices = self.prepare(driver, target)
+        return await driver.validate(config, self.ctx), notices
+
+    async def activate(self, provider_id: str) -> tuple[StoredProvider, Report]:
+        current = await self.get(provider_id)
+        driver = self._driver(current.config.type)
+        activation = await driver.activate(current.config, self.ctx)
+        report = activation.report or Report()
+        if report.ok:
+            state, reason = State.GREEN, "activated"
+        else:
+            state, reason = State.RED, checks_failed(report, "activation failed").message
+        stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
+        log.info("activated provider %s: %s %s", provider_id, state.value, reason)
+        return stored, report
+
+    # -- helpers
+    def _driver(self, type_: str) -> Driver:
+        driver = self.drivers.get(type_)
+        if driver is None:
+            installed = ", ".join(self.drivers.types()) or "none"
+            problem = "required" if not type_ else f"unknown driver {type_!r}; installed: {installed}"
+            raise InvalidArgument([Violation("type", problem)])
+        return driver
+
+
+def merge(current: ProviderConfig, patch: ProviderConfig, paths: Iterable[str]) -> ProviderConfig:
+    """Applies the masked paths of `patch` to `current`. `settings` replaces every
+    non-secret setting (secrets are kept unless given); `settings.a.b` one subtree;
+    `secrets.x` one secret (an empty value removes it)."""
+    changes: dict[str, Any] = {}
+    settings = _deep_copy(current.settings)
+    secrets = dict(current.secrets)
+    for path in paths:
+        if path in WRITABLE:
+            changes[path] = getattr(patch, path)
+        elif path == "settings":
+            settings = _deep_copy(patch.settings)
+            secrets.update(patch.secrets)
+        elif path.startswith("settings."):
+            validation.set_path(settings, path[9:], _deep_copy(validation.get_path(patch.settings, path[9:])))
+        elif path.startswith("secrets."):
+            name = path[8:]
+            if patch.secrets.get(name):
+                secrets[name] = patch.secrets[name]
+            else:
+                secrets.pop(name, None)
+        else:
+            raise InvalidArgument([Violation("update_mask", f"{path!r} cannot be updated")])
+    return current.with_(settings=settings, secrets=secrets, **changes)
+
+
+def changed_paths(old: ProviderConfig, new: ProviderConfig) -> set[str]:
+    changed = {f for f in WRITABLE if getattr(old, f) != getattr(new, f)}
+    changed |= {f"settings.{p}" for p in _diff(old.settings, new.settings)}
+    changed |= {f"secrets.{k}" for k in set(old.secrets) | set(new.secrets)
+                if old.secrets.get(k) != new.secrets.get(k)}
+    return changed
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def _deep_copy(tree: Any) -> Any:
+    return {k: _deep_copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
+def _split_addresses(entries: Iterable[str]) -> list[str]:
+    """The admin screen joins several Reply-To addresses with `;`."""
+    return [a.strip() for e in entries for a in e.replace(",", ";").split(";") if a.strip()]
+
+
+def _etag_version(etag: str) -> int:
+    try:
+        return int(etag.removeprefix("W/").strip('"'))
+    except ValueError:
+        raise InvalidArgument([Violation("etag", f"{etag!r} is not an etag from this service")]) from None
+
+
+def _state_filter(value: str) -> str:
+    name = value.removeprefix("STATE_")
+    if name not in State.__members__:
+        raise ValueError(f"unknown state {value!r}; use STATE_GREY, STATE_GREEN or STATE_RED")
+    return name
+
+
+def _bool_filter(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
+def _summary(report: Report) -> str:
+    return "; ".join(f"{c.id} {c.error_code.value}" for c in report.failures)

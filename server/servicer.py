@@ -1,0 +1,102 @@
+"""ProviderService over gRPC: translate the request, call the domain, translate back."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import grpc
+from google.protobuf import empty_pb2
+
+from mailgate.drivers.registry import DriverRegistry
+from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
+
+from . import converters as conv
+from . import paging
+from .errors import InvalidArgument, Violation
+from .providers import Providers
+
+
+@contextmanager
+def request_paths(type_: str, drivers: DriverRegistry) -> Iterator[None]:
+    """Names violations by the request's field paths (`provider.smtp_imap.smtp.port`)."""
+    try:
+        yield
+    except InvalidArgument as e:
+        e.violations = [Violation(conv.violation_path(v.field, type_, drivers), v.description)
+                        for v in e.violations]
+        raise
+
+
+class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, providers: Providers):
+        self.providers = providers
+        self.drivers = providers.drivers
+
+    def _provider_out(self, stored, notices=()) -> provider_pb2.Provider:
+        return conv.to_proto(stored, self.drivers, notices)
+
+    async def CreateProvider(self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext):
+        config = conv.to_config(request.provider, self.drivers)
+        with request_paths(config.type, self.drivers):
+            stored, notices = await self.providers.create(config, request.validate_only)
+        return self._provider_out(stored, notices)
+
+    async def GetProvider(self, request: pb.GetProviderRequest, context):
+        return self._provider_out(await self.providers.get(conv.provider_id(request.name)))
+
+    async def ListProviders(self, request: pb.ListProvidersRequest, context):
+        rows, token = await self.providers.list(request.filter, request.page_token, request.page_size)
+        return pb.ListProvidersResponse(providers=[self._provider_out(p) for p in rows],
+                                        next_page_token=token)
+
+    async def UpdateProvider(self, request: pb.UpdateProviderRequest, context):
+        pid = conv.provider_id(request.provider.name)
+        current = await self.providers.get(pid)
+        type_ = current.config.type
+        with request_paths(type_, self.drivers):
+            patch = conv.to_config(request.provider, self.drivers).with_(type=type_)
+            paths = conv.mask_paths(request.provider, request.update_mask.paths, type_, self.drivers)
+            stored, notices = await self.providers.update(
+                pid, patch, paths, etag=request.provider.etag, validate_only=request.validate_only)
+        return self._provider_out(stored, notices)
+
+    async def DeleteProvider(self, request: pb.DeleteProviderRequest, context):
+        await self.providers.delete(conv.provider_id(request.name), request.etag)
+        return empty_pb2.Empty()
+
+    async def ValidateProvider(self, request: pb.ValidateProviderRequest, context):
+        which = request.WhichOneof("target")
+        if which == "name":
+            report, notices = await self.providers.validate(conv.provider_id(request.name))
+            type_ = ""
+        elif which == "provider":
+            config = conv.to_config(request.provider, self.drivers)
+            type_ = config.type
+            with request_paths(type_, self.drivers):
+                report, notices = await self.providers.validate(config)
+        else:
+            raise InvalidArgument([Violation("target", "give a provider name or a candidate provider")])
+        return pb.ValidateProviderResponse(
+            report=conv.report_to_proto(report),
+            notices=[provider_pb2.Notice(code=n.code, message=n.message,
+                                         field=conv.violation_path(n.field, type_, self.drivers))
+                     for n in notices])
+
+    async def ActivateProvider(self, request: pb.ActivateProviderRequest, context):
+        stored, report = await self.providers.activate(conv.provider_id(request.name))
+        return pb.ActivateProviderResponse(provider=self._provider_out(stored),
+                                           report=conv.report_to_proto(report))
+
+    async def ListDrivers(self, request: pb.ListDriversRequest, context):
+        size = paging.page_size(request.page_size, maximum=100, default=100)
+        types = self.drivers.types()
+        start = 0
+        if request.page_token:
+            if request.page_token not in types:
+                raise InvalidArgument([Violation("page_token", "not a page token from this service")])
+            start = types.index(request.page_token)
+        page = types[start:start + size]
+        nxt = types[start + size] if start + size < len(types) else ""
+        return pb.ListDriversResponse(
+            drivers=[conv.driver_to_proto(self.drivers.get(t), self.drivers.source(t)) for t in page],
+            next_page_token=nxt)

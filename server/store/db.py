@@ -1,0 +1,85 @@
+"""Engine set-up and the one way to run a transaction.
+
+Blocking SQLAlchemy calls run off the event loop in a small executor. On SQLite
+that executor has ONE thread: every transaction of this process is serialized,
+so the process never fights itself for SQLite's single write lock; WAL and a
+busy timeout cover other processes (the CLI, a second server) touching the file.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any, Callable, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("mailgate.store")
+
+T = TypeVar("T")
+
+
+def normalize_url(url: str) -> URL:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")  # psycopg 3, not psycopg2
+    return u
+
+
+def make_engine(url: str) -> Engine:
+    u = normalize_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(u, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+        return engine
+    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=4)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("mailgate.server.store") / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Brings the schema to the newest migration (run at every start)."""
+    command.upgrade(alembic_config(engine), "head")
+
+
+class Database:
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1 if self.is_sqlite else 8, thread_name_prefix="mailgate-db")
+
+    def upgrade(self) -> None:
+        upgrade(self.engine)
+
+    def transaction(self, fn: Callable[[Session], T]) -> T:
+        """Runs fn in one short transaction: committed if it returns, rolled back if it raises."""
+        with self._sessions.begin() as session:
+            return fn(session)
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        """`transaction` off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.transaction, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()

@@ -1,0 +1,98 @@
+"""Tables. Alembic owns the schema (migrations/); these typed models describe it."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, LargeBinary, MetaData, String, Text, types
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ..secrets import Sealed
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(types.TypeDecorator[datetime]):
+    """Timezone-aware UTC in, aware UTC out, on SQLite (which keeps no zone) too."""
+
+    impl = types.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class SealedBytes(types.TypeDecorator[Sealed]):
+    """A secret column: accepts only `Sealed` ciphertext, never plaintext."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Sealed | None, dialect: Any) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, Sealed):
+            raise TypeError("secret columns take Sealed values only")
+        return value.data
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> Sealed | None:
+        return None if value is None else Sealed(bytes(value))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class ProviderRow(Base):
+    __tablename__ = "providers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    # casefolded display_name: uniqueness is case-insensitive on every engine
+    name_key: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    account: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    receive_emails: Mapped[bool] = mapped_column(default=False)
+    active_reference: Mapped[bool] = mapped_column(default=False)
+    reply_to: Mapped[list[str]] = mapped_column(default=list)
+    campaign: Mapped[str] = mapped_column(String(200), default="", index=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(8), index=True)
+    state_reason: Mapped[str] = mapped_column(Text, default="")
+    state_time: Mapped[datetime]
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    # bumped on every write; the etag is derived from it
+    version: Mapped[int] = mapped_column(default=1)
+
+    secrets: Mapped[list["ProviderSecretRow"]] = relationship(
+        back_populates="provider", cascade="all, delete-orphan", passive_deletes=True,
+        lazy="selectin")
+
+
+class ProviderSecretRow(Base):
+    __tablename__ = "provider_secrets"
+
+    provider_id: Mapped[str] = mapped_column(
+        ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Sealed] = mapped_column(SealedBytes)
+
+    provider: Mapped[ProviderRow] = relationship(back_populates="secrets")

@@ -1,0 +1,138 @@
+"""Named store operations on providers. Each takes the caller's session and never
+commits: the caller's transaction (Database.run) decides."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailgate.drivers.api import ProviderConfig
+
+from ..domain import State, StoredProvider, utcnow
+from ..errors import NotFound, etag_mismatch, name_taken
+from ..secrets import SecretBox
+from .models import ProviderRow, ProviderSecretRow
+
+
+def name_key(display_name: str) -> str:
+    return display_name.strip().casefold()
+
+
+def _secret_context(provider_id: str, name: str) -> str:
+    return f"provider:{provider_id}:{name}"
+
+
+class ProviderStore:
+    def __init__(self, session: Session, box: SecretBox):
+        self.session = session
+        self.box = box
+
+    # -- reads
+    def get(self, provider_id: str) -> StoredProvider:
+        return self._load(self._row(provider_id))
+
+    def is_name_taken(self, display_name: str, except_id: str | None = None) -> bool:
+        found = self.session.scalar(
+            select(ProviderRow.id).where(ProviderRow.name_key == name_key(display_name)))
+        return found is not None and found != except_id
+
+    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None,
+             limit: int) -> list[StoredProvider]:
+        q = select(ProviderRow).order_by(ProviderRow.create_time, ProviderRow.id).limit(limit)
+        for column, value in filters.items():
+            q = q.where(getattr(ProviderRow, column) == value)
+        if after:
+            t, i = after
+            q = q.where((ProviderRow.create_time > t)
+                        | ((ProviderRow.create_time == t) & (ProviderRow.id > i)))
+        return [self._load(row) for row in self.session.scalars(q)]
+
+    # -- writes
+    def insert(self, config: ProviderConfig, state: State, reason: str) -> StoredProvider:
+        assert config.id
+        if self.is_name_taken(config.display_name):
+            raise name_taken(config.display_name)
+        now = utcnow()
+        row = ProviderRow(id=config.id, state=state.value, state_reason=reason, state_time=now,
+                          create_time=now, update_time=now, version=1)
+        self._write(row, config)
+        self.session.add(row)
+        try:
+            self.session.flush()
+        except IntegrityError:  # lost a race with a concurrent create of the same name
+            raise name_taken(config.display_name) from None
+        return self._load(row)
+
+    def update(self, config: ProviderConfig, expected_version: int | None,
+               state: tuple[State, str] | None = None) -> StoredProvider:
+        assert config.id
+        row = self._row(config.id, expected_version)
+        if self.is_name_taken(config.display_name, except_id=config.id):
+            raise name_taken(config.display_name)
+        self._write(row, config)
+        if state:
+            self._set_state(row, *state)
+        row.version += 1
+        row.update_time = utcnow()
+        self.session.flush()
+        return self._load(row)
+
+    def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
+        row = self._row(provider_id)
+        if (row.state, row.state_reason) != (state.value, reason):
+            self._set_state(row, state, reason)
+            row.version += 1
+            self.session.flush()
+        return self._load(row)
+
+    def delete(self, provider_id: str, expected_version: int | None) -> None:
+        self.session.delete(self._row(provider_id, expected_version))
+        self.session.flush()
+
+    # -- helpers
+    def _row(self, provider_id: str, expected_version: int | None = None) -> ProviderRow:
+        row = self.session.get(ProviderRow, provider_id, with_for_update=expected_version is not None)
+        if row is None:
+            raise NotFound(f"provider {provider_id!r} does not exist", metadata={"provider": provider_id})
+        if expected_version is not None and row.version != expected_version:
+            raise etag_mismatch(provider_id, row.version)
+        return row
+
+    @staticmethod
+    def _set_state(row: ProviderRow, state: State, reason: str) -> None:
+        row.state, row.state_reason, row.state_time = state.value, reason, utcnow()
+
+    def _write(self, row: ProviderRow, c: ProviderConfig) -> None:
+        row.display_name = c.display_name.strip()
+        row.name_key = name_key(c.display_name)
+        row.type = c.type
+        row.account = c.account
+        row.from_name = c.from_name
+        row.receive_emails = c.receive_emails
+        row.active_reference = c.active_reference
+        row.reply_to = list(c.reply_to)
+        row.campaign = c.campaign
+        row.settings = dict(c.settings)
+        existing = {s.name: s for s in row.secrets}
+        for name, value in c.secrets.items():
+            sealed = self.box.seal(value, _secret_context(c.id, name))  # type: ignore[arg-type]
+            if name in existing:
+                existing[name].value = sealed
+            else:
+                row.secrets.append(ProviderSecretRow(name=name, value=sealed))
+        for name in set(existing) - set(c.secrets):
+            row.secrets.remove(existing[name])
+
+    def _load(self, row: ProviderRow) -> StoredProvider:
+        secrets = {s.name: self.box.open(s.value, _secret_context(row.id, s.name)) for s in row.secrets}
+        config = ProviderConfig(
+            id=row.id, type=row.type, display_name=row.display_name, account=row.account,
+            from_name=row.from_name, receive_emails=row.receive_emails,
+            active_reference=row.active_reference, reply_to=tuple(row.reply_to),
+            campaign=row.campaign, settings=row.settings, secrets=secrets)
+        return StoredProvider(config=config, state=State(row.state), state_reason=row.state_reason,
+                              state_time=row.state_time, create_time=row.create_time,
+                              update_time=row.update_time, version=row.version)

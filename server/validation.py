@@ -1,0 +1,148 @@
+"""Field rules for providers, answered as violations named by field path.
+
+protovalidate's .proto is not available here, so every rule lives in this one
+module: the common Provider fields, then the driver's settings schema
+(required, required-when, kinds, choices, integer bounds).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailgate.drivers.api import Driver, Kind, ProviderConfig, SettingField
+
+from .errors import Violations
+
+MAX_NAME = 200
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def address_problem(value: str) -> str | None:
+    """Why `value` is not a usable mailbox address, or None. Private domains
+    (corp.local, example.test) are fine: providers often live on them."""
+    try:
+        validate_email(value, check_deliverability=False, globally_deliverable=False)
+    except EmailNotValidError as e:
+        return str(e)
+    return None
+
+
+def is_address(value: str) -> bool:
+    return bool(value) and address_problem(value) is None
+
+
+def host_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    name = value[:-1] if value.endswith(".") else value
+    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
+        return f"{value!r} is not a host name or IP address"
+    return None
+
+
+def pem_problem(value: str) -> str | None:
+    try:
+        ssl.create_default_context(cadata=value)
+    except (ssl.SSLError, ValueError) as e:
+        return f"not PEM certificates ({e})"
+    return None
+
+
+def check_provider(config: ProviderConfig, driver: Driver, v: Violations) -> None:
+    """Appends every violation of `config` to `v`; raises nothing itself."""
+    name = config.display_name.strip()
+    if not name:
+        v.add("display_name", "required")
+    elif len(name) > MAX_NAME:
+        v.add("display_name", f"at most {MAX_NAME} characters")
+    if not config.account:
+        v.add("account", "required")
+    elif problem := address_problem(config.account):
+        v.add("account", f"{config.account!r} is not a valid email address: {problem}")
+    for i, addr in enumerate(config.reply_to):
+        if problem := address_problem(addr):
+            v.add(f"reply_to[{i}]", f"{addr!r} is not a valid email address: {problem}")
+    if config.receive_emails and not driver.capabilities.receive:
+        v.add("receive_emails", f"the {driver.type} driver cannot receive mail")
+    for f in driver.settings_schema:
+        _check_setting(f, config, v)
+
+
+def _check_setting(f: SettingField, config: ProviderConfig, v: Violations) -> None:
+    value = (config.secrets.get(f.path) if f.secret else get_path(config.settings, f.path))
+    path = ("secrets." if f.secret else "settings.") + f.path
+    if value in (None, "", []):
+        if f.required:
+            v.add(path, "required")
+        elif f.required_when and all(_lookup(config, k) == want for k, want in f.required_when.items()):
+            cond = " and ".join(f"{k} is {_show(want)}" for k, want in f.required_when.items())
+            v.add(path, f"required when {cond}")
+        return
+    problem = _kind_problem(f, value)
+    if problem:
+        v.add(path, problem)
+
+
+def _kind_problem(f: SettingField, value: Any) -> str | None:
+    if f.kind is Kind.INTEGER:
+        # bool is an int in Python; a Struct carries numbers as floats
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            return f"must be a whole number, got {value!r}"
+        lo, hi = f.minimum, f.maximum
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return f"must be between {lo} and {hi}, got {int(value)}"
+        return None
+    if f.kind is Kind.BOOLEAN:
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if not isinstance(value, str):
+        return f"must be text, got {value!r}"
+    if f.kind is Kind.ENUM and value not in f.choices:
+        return f"must be one of {', '.join(f.choices)}, got {value!r}"
+    if f.kind is Kind.HOSTNAME:
+        return host_problem(value)
+    if f.kind is Kind.EMAIL:
+        return address_problem(value)
+    if f.kind is Kind.PEM:
+        return pem_problem(value)
+    return None
+
+
+def _lookup(config: ProviderConfig, path: str) -> Any:
+    if "." not in path:
+        return getattr(config, path)
+    return get_path(config.settings, path)
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def get_path(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def set_path(tree: dict, path: str, value: Any) -> None:
+    """Sets (or, with value None, removes) a dotted path in nested dicts."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        nxt = tree.get(part)
+        if not isinstance(nxt, dict):
+            if value is None:
+                return
+            nxt = tree[part] = {}
+        tree = nxt
+    if value is None:
+        tree.pop(leaf, None)
+    else:
+        tree[leaf] = value
