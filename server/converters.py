@@ -46,9 +46,11 @@ def provider_id(name: str) -> str:
 
 
 # ---------------------------------------------------------------- Provider in
-def to_config(msg: provider_pb2.Provider, drivers: DriverRegistry) -> ProviderConfig:
+def to_config(msg: provider_pb2.Provider, drivers: DriverRegistry,
+              stored_type: str | None = None) -> ProviderConfig:
+    """`stored_type`: the type of the provider an update applies to."""
     which = msg.WhichOneof("settings")
-    type_ = msg.type or (which if which in TYPED_SETTINGS else "")
+    type_ = stored_type or msg.type or (which if which in TYPED_SETTINGS else "")
     if which and which != settings_field(type_):
         raise InvalidArgument([Violation(
             f"provider.{which}", f"settings for {which!r} given to a provider of type {type_!r}; "

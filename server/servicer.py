@@ -54,7 +54,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         current = await self.providers.get(pid)
         type_ = current.config.type
         with request_paths(type_, self.drivers):
-            patch = conv.to_config(request.provider, self.drivers).with_(type=type_)
+            patch = conv.to_config(request.provider, self.drivers, stored_type=type_)
             paths = conv.mask_paths(request.provider, request.update_mask.paths, type_, self.drivers)
             stored, notices = await self.providers.update(
                 pid, patch, paths, etag=request.provider.etag, validate_only=request.validate_only)

@@ -11,28 +11,13 @@ import re
 import ssl
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
+from mailgate.drivers.addresses import address_problem
 from mailgate.drivers.api import Driver, Kind, ProviderConfig, SettingField
 
 from .errors import Violations
 
 MAX_NAME = 200
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-def address_problem(value: str) -> str | None:
-    """Why `value` is not a usable mailbox address, or None. Private domains
-    (corp.local, example.test) are fine: providers often live on them."""
-    try:
-        validate_email(value, check_deliverability=False, globally_deliverable=False)
-    except EmailNotValidError as e:
-        return str(e)
-    return None
-
-
-def is_address(value: str) -> bool:
-    return bool(value) and address_problem(value) is None
 
 
 def host_problem(value: str) -> str | None:

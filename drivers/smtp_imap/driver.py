@@ -1,0 +1,111 @@
+"""SMTP-IMAP (or SMTP-POP3) accounts with a password."""
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from ..addresses import is_address
+from ..api import (Capabilities, CheckResult, Driver, DriverContext, ErrorCode, Kind, Notice,
+                   Outcome, ProviderConfig, Report, SettingField)
+from ..transport.auth import PasswordAuth
+from ..transport.endpoint import Endpoint
+from ..transport.probe import probe
+from . import presets
+
+SECURITY = ("STARTTLS", "TLS", "NONE")
+PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
+RECEIVING = {"receive_emails": True}
+
+
+class SmtpImapDriver(Driver):
+    type = "smtp_imap"
+    display_name = "SMTP / IMAP"
+    description = ("A mailbox reached with a user name and password: SMTP to send; IMAP (or "
+                   "POP3) to receive when receive_emails is on.")
+    capabilities = Capabilities(send=True, receive=True, oauth=False)
+    settings_schema = (
+        SettingField("username", "User name", description="Login name; defaults to the account."),
+        SettingField("password", "Password", secret=True, required=True),
+        SettingField("smtp.host", "SMTP server", Kind.HOSTNAME, required=True,
+                     description="Filled in for gmail.com, outlook.com, hotmail.com and office365 "
+                                 "accounts when left empty."),
+        SettingField("smtp.port", "SMTP port", **PORT,
+                     description="Default: 587 with STARTTLS, 465 with TLS, 25 with NONE."),
+        SettingField("smtp.security", "SMTP security", Kind.ENUM, choices=SECURITY, default="STARTTLS"),
+        SettingField("inbound_protocol", "Incoming protocol", Kind.ENUM, choices=("IMAP", "POP3"),
+                     default="IMAP"),
+        SettingField("inbound.host", "Incoming server", Kind.HOSTNAME, required_when=RECEIVING),
+        SettingField("inbound.port", "Incoming port", **PORT,
+                     description="Default: IMAP 993 with TLS, 143 otherwise; POP3 995 with TLS, "
+                                 "110 otherwise."),
+        SettingField("inbound.security", "Incoming security", Kind.ENUM, choices=SECURITY,
+                     default="TLS"),
+        SettingField("ca_certificates_pem", "Trusted certificates (PEM)", Kind.PEM,
+                     description="Trust these instead of the system's, for a private server."),
+        SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
+                     default=10, description="Per network operation."),
+    )
+
+    # -- input
+    def prepare(self, config: ProviderConfig) -> tuple[ProviderConfig, list[Notice]]:
+        notices: list[Notice] = []
+        settings: dict[str, Any] = copy.deepcopy(dict(config.settings))
+        if (config.account and not is_address(config.account) and is_address(config.from_name)
+                and not settings.get("username")):
+            # The admin screen's habit: login in Account, address in From name.
+            notices.append(Notice(
+                "LEGACY_ACCOUNT_MAPPED", "account",
+                f"Account {config.account!r} is a login name and From name {config.from_name!r} an "
+                f"address: stored as username {config.account!r} sending as {config.from_name!r}"))
+            settings["username"] = config.account
+            config = config.with_(account=config.from_name, from_name="")
+        preset = presets.for_account(config.account)
+        inbound_side = _inbound_side(settings)
+        for side, key in (("smtp", "smtp"), (inbound_side, "inbound")):
+            ep = settings.setdefault(key, {})
+            if preset and not ep.get("host"):
+                known: Endpoint = getattr(preset, side)
+                ep.update(host=known.host, port=known.port, security=known.security)
+                notices.append(Notice("PRESET_APPLIED", f"settings.{key}",
+                                      f"{preset.name} {side.upper()} server filled in: "
+                                      f"{known.host}:{known.port} {known.security}"))
+            if ep.get("host"):
+                ep.setdefault("security", presets.DEFAULT_SECURITY[side])
+                if not ep.get("port") and ep["security"] in SECURITY:
+                    ep["port"] = presets.DEFAULT_PORTS[side][ep["security"]]
+            if not ep:
+                del settings[key]
+        return config.with_(settings=settings), notices
+
+    # -- checks
+    async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:
+        s = config.settings
+        timeout = float(s.get("timeout_seconds") or ctx.default_timeout)
+        auth = PasswordAuth(s.get("username") or config.account, config.secrets.get("password", ""))
+        sides = [("smtp", _endpoint(s["smtp"]))]
+        if config.receive_emails:
+            sides.append((_inbound_side(s), _endpoint(s["inbound"])))
+
+        async def run(side: str, ep: Endpoint) -> list[CheckResult]:
+            call = ctx.run_blocking(lambda: probe(side, ep, auth, timeout=timeout,
+                                                  ca_pem=s.get("ca_certificates_pem") or None,
+                                                  throttle=ctx.throttle))
+            try:
+                # Each socket operation has `timeout`; this bounds a server that drips bytes.
+                return await asyncio.wait_for(call, timeout * 4 + 1)
+            except asyncio.TimeoutError:
+                return [CheckResult(f"{side}.session", side, ep.host, ep.port, Outcome.FAILED,
+                                    ErrorCode.TIMEOUT, f"no result within {timeout * 4 + 1:.0f} s",
+                                    duration=timeout * 4 + 1)]
+
+        results = await asyncio.gather(*(run(side, ep) for side, ep in sides))
+        return Report(tuple(c for checks in results for c in checks))
+
+
+def _inbound_side(settings: dict[str, Any]) -> str:
+    return "pop3" if settings.get("inbound_protocol") == "POP3" else "imap"
+
+
+def _endpoint(tree: dict[str, Any]) -> Endpoint:
+    return Endpoint(tree["host"], int(tree["port"]), tree["security"])

@@ -1,0 +1,44 @@
+"""The `mailgate` pytest plugin (entry point pytest11): the real test servers and a
+real mailgate server as fixtures, for mailgate's own suite and for driver plugins."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .fixtures import *  # noqa: F401,F403  (Dovecot, aiosmtpd, certificates, silent listener)
+from .harness import ServerThread, database_urls, test_settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--mailgate-db", action="append", choices=["sqlite", "postgresql"],
+                     help="store engines to run the API tests against (default: both)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mailgate_db_engine" in metafunc.fixturenames:
+        engines = metafunc.config.getoption("--mailgate-db") or ["sqlite", "postgresql"]
+        metafunc.parametrize("mailgate_db_engine", engines)
+
+
+@pytest.fixture
+def mailgate_plugins() -> list[object]:
+    """Extra driver plugins to register beside the installed ones. Override it to
+    test a driver that is not installed as a distribution."""
+    return []
+
+
+@pytest.fixture
+def mailgate_database_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    engine = (request.getfixturevalue("mailgate_db_engine")
+              if "mailgate_db_engine" in request.fixturenames else "sqlite")
+    yield from database_urls(tmp_path, engine)
+
+
+@pytest.fixture
+def mailgate_server(tmp_path: Path, mailgate_database_url: str,
+                    mailgate_plugins: list[object]) -> Iterator[ServerThread]:
+    """A running mailgate (grpc.aio on 127.0.0.1:0) with a fresh database."""
+    with ServerThread(test_settings(tmp_path, mailgate_database_url), mailgate_plugins) as server:
+        yield server
