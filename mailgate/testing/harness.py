@@ -49,12 +49,16 @@ class ServerThread:
         return provider_service_pb2_grpc.ProviderServiceStub(self.channel)
 
     def stop(self) -> None:
+        """Stops the server like SIGTERM would; safe to call twice."""
         if self.channel:
             self.channel.close()
+            self.channel = None
         if self.app:
             self.call(self.app.stop(grace=1))
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+            self.app = None
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
 
     def __enter__(self) -> "ServerThread":
         return self.start()
@@ -63,7 +67,7 @@ class ServerThread:
         self.stop()
 
 
-def test_settings(directory: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+def make_settings(directory: Path, database_url: str | None = None, **overrides: Any) -> Settings:
     settings = Settings(listen="127.0.0.1:0",
                         database_url=database_url or f"sqlite:///{directory / 'mailgate.db'}",
                         key_file=directory / "mailgate.key", io_workers=8, login_backoff=0.5,

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from .fixtures import *  # noqa: F401,F403  (Dovecot, aiosmtpd, certificates, silent listener)
-from .harness import ServerThread, database_urls, test_settings
+from .harness import ServerThread, database_urls, make_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,5 +40,5 @@ def mailgate_database_url(tmp_path: Path, request: pytest.FixtureRequest) -> Ite
 def mailgate_server(tmp_path: Path, mailgate_database_url: str,
                     mailgate_plugins: list[object]) -> Iterator[ServerThread]:
     """A running mailgate (grpc.aio on 127.0.0.1:0) with a fresh database."""
-    with ServerThread(test_settings(tmp_path, mailgate_database_url), mailgate_plugins) as server:
+    with ServerThread(make_settings(tmp_path, mailgate_database_url), mailgate_plugins) as server:
         yield server
