@@ -230,7 +230,7 @@ def _message_to_dict(msg: Message) -> dict[str, Any]:
             if name != "UNSPECIFIED":
                 out[fd.name] = name
         else:
-            out[fd.name] = list(value) if fd.label == fd.LABEL_REPEATED else value
+            out[fd.name] = list(value) if fd.is_repeated else value
     return out
 
 
@@ -245,7 +245,7 @@ def _dict_to_message(tree: dict[str, Any], msg: Message) -> None:
             ev = fd.enum_type.values_by_name.get(_enum_prefix(fd) + str(value))
             if ev:
                 setattr(msg, key, ev.number)
-        elif fd.label == fd.LABEL_REPEATED:
+        elif fd.is_repeated:
             getattr(msg, key).extend(value)
         else:
             setattr(msg, key, value)

@@ -1,42 +1,34 @@
-"""Reading rich gRPC errors (google.rpc.Status details) in tests."""
+"""Reading rich gRPC errors (google.rpc.Status details) in tests.
+
+The parsing is the client's (mailgate.client.errors); this adds the raw ErrorInfo /
+RetryInfo views that tests assert on, and `expect_error` for the stub calls.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from mailgate.v1 import validation_pb2
+from mailgate.client.errors import MailgateError
 
 
-@dataclass
-class RichError:
-    code: grpc.StatusCode
-    message: str
-    info: error_details_pb2.ErrorInfo | None = None
-    violations: dict[str, str] = field(default_factory=dict)  # field path -> description
-    report: validation_pb2.ValidationReport | None = None
-    retry: error_details_pb2.RetryInfo | None = None
+class RichError(MailgateError):
+    @property
+    def info(self) -> error_details_pb2.ErrorInfo | None:
+        return _first(self, error_details_pb2.ErrorInfo)
+
+    @property
+    def retry(self) -> error_details_pb2.RetryInfo | None:
+        return _first(self, error_details_pb2.RetryInfo)
+
+
+def _first(err: MailgateError, kind: type) -> object:
+    return next((d for d in err.details if isinstance(d, kind)), None)
 
 
 def rich_error(err: grpc.RpcError) -> RichError:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    out = RichError(err.code(), err.details() or "")  # type: ignore[attr-defined]
-    for detail in status.details if status else []:
-        for kind, attr in ((error_details_pb2.ErrorInfo, "info"),
-                           (validation_pb2.ValidationReport, "report"),
-                           (error_details_pb2.RetryInfo, "retry")):
-            if detail.Is(kind.DESCRIPTOR):
-                msg = kind()
-                detail.Unpack(msg)
-                setattr(out, attr, msg)
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.violations = {v.field: v.description for v in bad.field_violations}
-    return out
+    return RichError.from_rpc_error(err)  # type: ignore[return-value]
 
 
 def expect_error(call: Callable[[], object]) -> RichError:

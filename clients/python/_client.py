@@ -1,0 +1,136 @@
+"""MailgateClient: the generated ProviderService stub with Python manners.
+
+Every method returns proto messages (mailgate.v1) and raises MailgateError for any
+failed call. Wherever a provider is referred to, `ref` may be the resource name
+(`providers/{id}`), the bare id, or the display name an administrator knows it by.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from mailgate.v1 import driver_pb2, provider_pb2
+from mailgate.v1 import provider_service_pb2 as pb
+from mailgate.v1 import provider_service_pb2_grpc
+
+from .errors import MailgateError, from_rpc_error
+
+Provider = provider_pb2.Provider
+Response = TypeVar("Response")
+
+PREFIX = "providers/"
+
+
+class MailgateClient:
+    def __init__(self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None,
+                 timeout: float = 30.0):
+        # A channel passed in belongs to the caller (it may carry TLS or interceptors); close only ours.
+        self._owns_channel = channel is None
+        self.channel = channel or grpc.insecure_channel(target)
+        self.target = target
+        self.timeout = timeout
+        self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self.channel.close()
+
+    def __enter__(self) -> "MailgateClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ providers
+    def create_provider(self, provider: Provider, *, validate_only: bool = False) -> Provider:
+        return self._call(self.stub.CreateProvider,
+                          pb.CreateProviderRequest(provider=provider, validate_only=validate_only))
+
+    def get_provider(self, ref: str) -> Provider:
+        return self._call(self.stub.GetProvider, pb.GetProviderRequest(name=self.resolve(ref)))
+
+    def list_providers(self, filter: str = "", page_size: int = 0) -> Iterator[Provider]:
+        """Every provider matching `filter`, fetched `page_size` at a time (0: server default)."""
+        token = ""
+        while True:
+            page = self._call(self.stub.ListProviders, pb.ListProvidersRequest(
+                filter=filter, page_size=page_size, page_token=token))
+            yield from page.providers
+            token = page.next_page_token
+            if not token:
+                return
+
+    def update_provider(self, provider: Provider, paths: list[str] | None = None, *,
+                        validate_only: bool = False) -> Provider:
+        """Changes the fields named in `paths` (e.g. `smtp_imap.smtp.port`); None: every
+        field set in `provider`. `provider.name` may be any ref."""
+        provider = _copy(provider)
+        provider.name = self.resolve(provider.name)
+        return self._call(self.stub.UpdateProvider, pb.UpdateProviderRequest(
+            provider=provider, update_mask=field_mask_pb2.FieldMask(paths=paths or []),
+            validate_only=validate_only))
+
+    def delete_provider(self, ref: str, etag: str = "") -> None:
+        self._call(self.stub.DeleteProvider, pb.DeleteProviderRequest(name=self.resolve(ref), etag=etag))
+
+    def validate_provider(self, ref_or_provider: str | Provider) -> pb.ValidateProviderResponse:
+        """Checks a stored provider (a ref) or an unsaved candidate (a Provider). Failed
+        checks are in the response's report, not raised."""
+        if isinstance(ref_or_provider, Provider):
+            request = pb.ValidateProviderRequest(provider=ref_or_provider)
+        else:
+            request = pb.ValidateProviderRequest(name=self.resolve(ref_or_provider))
+        return self._call(self.stub.ValidateProvider, request)
+
+    def activate_provider(self, ref: str) -> pb.ActivateProviderResponse:
+        return self._call(self.stub.ActivateProvider, pb.ActivateProviderRequest(name=self.resolve(ref)))
+
+    def list_drivers(self) -> list[driver_pb2.Driver]:
+        drivers, token = [], ""
+        while True:
+            page = self._call(self.stub.ListDrivers, pb.ListDriversRequest(page_token=token))
+            drivers += page.drivers
+            token = page.next_page_token
+            if not token:
+                return drivers
+
+    # ------------------------------------------------------------ helpers
+    def resolve(self, ref: str) -> str:
+        """`providers/{id}`, a bare id or a display name -> `providers/{id}`.
+
+        Anything with a slash is taken as a resource name and left to the server to
+        judge. Otherwise one listing decides: an exact id, or a display name compared
+        the way the server compares them (case-insensitively, ignoring outer blanks).
+        """
+        if "/" in ref:
+            return ref
+        wanted = ref.strip().casefold()
+        if not wanted:
+            raise MailgateError(grpc.StatusCode.INVALID_ARGUMENT, "no provider given",
+                                reason="INVALID_ARGUMENT", violations={"name": "must not be empty"})
+        matches = {p.name: p for p in self.list_providers(page_size=1000)
+                   if p.name == PREFIX + ref or p.display_name.strip().casefold() == wanted}
+        if len(matches) == 1:
+            return next(iter(matches))
+        if not matches:
+            raise MailgateError(grpc.StatusCode.NOT_FOUND,
+                                f"no provider has the id or the name {ref!r}",
+                                reason="NOT_FOUND", metadata={"ref": ref})
+        which = ", ".join(f"{name} ({p.display_name!r})" for name, p in matches.items())
+        raise MailgateError(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{ref!r} matches several providers: {which}; use the resource name",
+                            reason="AMBIGUOUS_REF", metadata={"ref": ref})
+
+    def _call(self, method: Callable[..., Response], request: Any) -> Response:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+
+
+def _copy(provider: Provider) -> Provider:
+    out = Provider()
+    out.CopyFrom(provider)
+    return out
