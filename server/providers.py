@@ -128,7 +128,8 @@ class Providers:
         driver = self._driver(current.config.type)
         merged = merge(current.config, patch, paths)
         config, notices = self.prepare(driver, merged)
-        changed = changed_paths(current.config, config)
+        # A secret typed in again counts as changed: the admin wants it tried.
+        changed = changed_paths(current.config, config) | {p for p in paths if p.startswith("secrets.")}
         state = None
         if changed and current.state is not State.GREY and driver.needs_recheck(changed):
             report = await driver.validate(config, self.ctx)
