@@ -29,7 +29,8 @@ class DriverRegistry:
         pm.add_hookspecs(spec)
         pm.load_setuptools_entrypoints(spec.ENTRY_POINT_GROUP)
         for plugin in extra_plugins:
-            pm.register(plugin)
+            if not pm.is_registered(plugin):  # installed and also passed in: once is enough
+                pm.register(plugin)
         sources = {id(plugin): f"{dist.project_name} {dist.version}"
                    for plugin, dist in pm.list_plugin_distinfo()}
         registry = cls()

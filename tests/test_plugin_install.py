@@ -3,6 +3,7 @@ entry point by a `mailgate serve` process, listed, and usable end to end."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
+    # Build from a copy: setuptools writes egg-info into the source tree it builds.
+    source = tmp_path_factory.mktemp("src") / "echo-driver"
+    shutil.copytree(ROOT / "examples" / "echo-driver", source, ignore=shutil.ignore_patterns("tests"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "--target", str(target),
-                    str(ROOT / "examples" / "echo-driver")], check=True)
+                    "--disable-pip-version-check", "--target", str(target), str(source)], check=True)
     assert (target / "mailgate_echo_driver").is_dir()
     return target
 

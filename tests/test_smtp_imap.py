@@ -168,7 +168,7 @@ def test_closed_port_is_connect_failed(mailgate_server, closed_port, mail_ca, sm
 def test_silent_server_times_out_within_the_limit(mailgate_server, silent_listener, smtp_server,
                                                   dovecot, mail_ca, side):
     s = settings(smtp_server("NONE"), mail_ca, timeout_seconds=1, protocol="POP3" if side == "pop3" else "IMAP",
-                 inbound=(dovecot.host, dovecot.imap_port if side == "imap" else dovecot.pop3_port, "NONE"))
+                 inbound=(dovecot.host, dovecot.pop3_port if side == "pop3" else dovecot.imap_port, "NONE"))
     target = s.smtp if side == "smtp" else s.inbound
     target.host, target.port = silent_listener.host, silent_listener.port
     started = time.monotonic()
