@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/validate.py [--runs 50]
 
-Starts a private Dovecot and an aiosmtpd (STARTTLS + AUTH), a mailgate server on
-SQLite, and a stored smtp_imap provider (SMTP STARTTLS + IMAPS). Then, in one run,
+Starts a private Dovecot, an aiosmtpd (STARTTLS + AUTH) and `mailgate serve` (SQLite),
+each in a process of its own as in a deployment, and a stored smtp_imap provider
+(SMTP STARTTLS + IMAPS). Then, in one run,
 times a bare smtplib login (connect, STARTTLS, AUTH, QUIT), a bare imapclient login
 (implicit TLS, LOGIN, LOGOUT) and ValidateProvider on the provider, and prints the
 medians and p90s, and ValidateProvider against the maximum and the sum of the bare
@@ -12,19 +13,26 @@ logins. The checks run concurrently, so the expectation is at most 1.2x the maxi
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import smtplib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import grpc
 import imapclient
 
-from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
+from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
-from mailgate.v1 import provider_pb2, provider_service_pb2 as pb
+from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
 USER, PASSWORD = "bench@example.test", "bench-password"
 
@@ -43,6 +51,41 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+@contextmanager
+def smtp_server(ca: TestCA, users: dict) -> Iterator[tuple[str, int]]:
+    """aiosmtpd in its own process: in ours it would compete for the GIL."""
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_smtp_serve_with, args=(ca, users, child))
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(10)
+
+
+def _smtp_serve_with(ca: TestCA, users: dict, conn) -> None:
+    with SmtpServer("STARTTLS", users, ca) as smtp:
+        conn.send((smtp.host, smtp.port))
+        conn.recv()
+
+
+@contextmanager
+def mailgate_process(root: Path) -> Iterator[provider_service_pb2_grpc.ProviderServiceStub]:
+    [port] = free_ports(1)
+    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield provider_service_pb2_grpc.ProviderServiceStub(channel)
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
@@ -52,12 +95,12 @@ def main() -> None:
         root = Path(d)
         ca = TestCA.create(root / "ca")
         users = {USER: PASSWORD}
-        with Dovecot(root / "dovecot", users, ca) as dovecot, SmtpServer("STARTTLS", users, ca) as smtp, \
-                ServerThread(make_settings(root)) as mailgate:
+        with Dovecot(root / "dovecot", users, ca) as dovecot, smtp_server(ca, users) as (smtp_host, smtp_port), \
+                mailgate_process(root) as stub:
             ctx = ca.client_context()
 
             def bare_smtp() -> None:
-                with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as s:
+                with smtplib.SMTP(smtp_host, smtp_port, timeout=10) as s:
                     s.starttls(context=ctx)
                     s.login(USER, PASSWORD)
 
@@ -66,17 +109,17 @@ def main() -> None:
                 c.login(USER, PASSWORD)
                 c.logout()
 
-            created = mailgate.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+            created = stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
                 display_name="Bench", type="smtp_imap", account=USER, receive_emails=True,
                 smtp_imap=provider_pb2.SmtpImapSettings(
                     password=PASSWORD, ca_certificates_pem=ca.ca_pem,
-                    smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port,
+                    smtp=provider_pb2.Endpoint(host=smtp_host, port=smtp_port,
                                                security=provider_pb2.SECURITY_STARTTLS),
                     inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
                                                   security=provider_pb2.SECURITY_TLS)))))
 
             def validate() -> None:
-                r = mailgate.stub.ValidateProvider(pb.ValidateProviderRequest(name=created.name))
+                r = stub.ValidateProvider(pb.ValidateProviderRequest(name=created.name))
                 assert r.report.ok, r.report
 
             # Interleave the three so drift on the machine hits them alike.

@@ -7,10 +7,9 @@ import stat
 
 import pytest
 from google.protobuf import struct_pb2
-from sqlalchemy import text
 
 import mailgate_echo_driver
-from mailgate.server.secrets import ENV_KEY, SecretBox, SecretKeyError, Sealed
+from mailgate.server.secrets import ENV_KEY, SecretBox, SecretKeyError
 from mailgate.server.store.db import Database
 from mailgate.server.store.models import ProviderSecretRow
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb

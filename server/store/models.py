@@ -84,7 +84,7 @@ class ProviderRow(Base):
 
     secrets: Mapped[list["ProviderSecretRow"]] = relationship(
         back_populates="provider", cascade="all, delete-orphan", passive_deletes=True,
-        lazy="selectin")
+        lazy="joined")  # one query: a provider is always read with its secrets
 
 
 class ProviderSecretRow(Base):
