@@ -48,7 +48,7 @@ class ProviderStore:
             t, i = after
             q = q.where((ProviderRow.create_time > t)
                         | ((ProviderRow.create_time == t) & (ProviderRow.id > i)))
-        return [self._load(row) for row in self.session.scalars(q)]
+        return [self._load(row) for row in self.session.scalars(q).unique()]
 
     # -- writes
     def insert(self, config: ProviderConfig, state: State, reason: str) -> StoredProvider:
