@@ -94,7 +94,9 @@ class ProviderStore:
 
     # -- helpers
     def _row(self, provider_id: str, expected_version: int | None = None) -> ProviderRow:
-        row = self.session.get(ProviderRow, provider_id, with_for_update=expected_version is not None)
+        # Lock the provider row only (its secrets come through an outer join).
+        lock = {"of": ProviderRow} if expected_version is not None else None
+        row = self.session.get(ProviderRow, provider_id, with_for_update=lock)
         if row is None:
             raise NotFound(f"provider {provider_id!r} does not exist", metadata={"provider": provider_id})
         if expected_version is not None and row.version != expected_version:
