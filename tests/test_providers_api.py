@@ -23,8 +23,7 @@ def mailgate_plugins():
 
 
 @pytest.fixture
-def server(mailgate_server, mailgate_db_engine):
-    """Every test here runs once per store engine."""
+def server(mailgate_server):
     return mailgate_server
 
 

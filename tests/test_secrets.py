@@ -7,6 +7,7 @@ import stat
 
 import pytest
 from google.protobuf import struct_pb2
+from sqlalchemy import create_engine, text
 
 import mailgate_echo_driver
 from mailgate.server.secrets import ENV_KEY, SecretBox, SecretKeyError
@@ -29,17 +30,29 @@ def _echo(key: str) -> provider_pb2.Provider:
                                  plugin_settings=s)
 
 
-def test_database_file_holds_no_plaintext_and_the_key_file_is_private(
-        tmp_path, mailgate_server, caplog, monkeypatch):
+def _everything_stored(tmp_path, database_url: str) -> bytes:
+    """The database as bytes: SQLite's files, or every PostgreSQL row as text."""
+    if database_url.startswith("sqlite"):
+        return b"".join(p.read_bytes() for p in tmp_path.glob("mailgate.db*"))
+    engine = create_engine(database_url)
+    with engine.connect() as c:
+        tables = c.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars()
+        rows = [r for t in list(tables) for r in c.execute(text(f'SELECT t::text FROM "{t}" t')).scalars()]
+    engine.dispose()
+    return "\n".join(rows).encode()
+
+
+def test_database_holds_no_plaintext_and_the_key_file_is_private(
+        tmp_path, mailgate_server, mailgate_database_url, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setattr(mailgate_echo_driver, "ACCEPTED_KEY", SECRET)
     created = mailgate_server.stub.CreateProvider(pb.CreateProviderRequest(provider=_echo(SECRET)))
     mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(name=created.name))
     mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(provider=_echo(SECRET + "x")))
-    mailgate_server.stop()  # checkpoint the WAL into the database file
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("mailgate.db*"))
-    assert b"Vault" in raw  # the file is the one the server wrote
-    assert SECRET.encode() not in raw
+    mailgate_server.stop()  # SQLite: checkpoint the WAL into the database file
+    stored = _everything_stored(tmp_path, mailgate_database_url)
+    assert b"Vault" in stored  # we are looking at what the server wrote
+    assert SECRET.encode() not in stored and SECRET.encode().hex().encode() not in stored
     key_file = tmp_path / "mailgate.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert all(SECRET not in r.getMessage() for r in caplog.records)

@@ -209,6 +209,10 @@ class Dovecot:
             return
         binary = ensure_installed()
         self._prepare_files()
+        # A master killed by stop() can leave its dotlock on state/instances; the next
+        # master would then wait ~12 s for it to go stale before it serves anyone.
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / "state" / "instances.lock").unlink()
         with open(self._stderr_path, "wb") as stderr:
             self._proc = subprocess.Popen(
                 [binary, "-F", "-c", str(self.config_path)],
