@@ -2,6 +2,7 @@
 POP3) and aiosmtpd (AUTH, STARTTLS, implicit TLS), on loopback."""
 from __future__ import annotations
 
+import logging
 import time
 
 import grpc
@@ -286,3 +287,20 @@ def test_failed_logins_back_off_instead_of_hammering(mailgate_server, mail_ca):
             provider=Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(password="corrected")),
             update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.password"])))
         assert fixed.state == Provider.STATE_GREEN and users.attempts == before + 2
+
+
+def test_password_never_in_logs_responses_or_the_database(mailgate_server, mailgate_database_url, tmp_path,
+                                                          smtp_server, dovecot, mail_ca, caplog):
+    caplog.set_level(logging.DEBUG)  # imapclient, smtplib's callers, mailgate, grpc: everything
+    wrong = settings(smtp_server("STARTTLS"), mail_ca, password="Wr0ng-pa55word!", inbound=imap_tls(dovecot))
+    expect_error(lambda: create(mailgate_server, provider("Leak", wrong)))
+    p = create(mailgate_server, provider("Leak", settings(smtp_server("STARTTLS"), mail_ca,
+                                                          inbound=imap_tls(dovecot))))
+    mailgate_server.stub.ActivateProvider(pb.ActivateProviderRequest(name=p.name))
+    got = mailgate_server.stub.GetProvider(pb.GetProviderRequest(name=p.name))
+    for secret in (PASSWORD, "Wr0ng-pa55word!"):
+        assert all(secret not in r.getMessage() for r in caplog.records), secret
+        assert secret.encode() not in got.SerializeToString()
+    if mailgate_database_url.startswith("sqlite"):
+        mailgate_server.stop()
+        assert PASSWORD.encode() not in b"".join(f.read_bytes() for f in tmp_path.glob("mailgate.db*"))
