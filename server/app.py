@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailgate.drivers.registry import DriverRegistry
+from mailgate.drivers.transport.throttle import LoginThrottle
 from mailgate.v1 import provider_service_pb2, provider_service_pb2_grpc
 
 from .config import Settings
@@ -52,8 +53,6 @@ class App:
 
 
 async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
-    from mailgate.drivers.transport.throttle import LoginThrottle
-
     db = Database(settings.database_url)
     await asyncio.to_thread(db.upgrade)
     box = SecretBox.from_environment(settings.key_file)

@@ -22,7 +22,7 @@ from .domain import State, StoredProvider
 from .errors import InvalidArgument, Violation
 from .logs import known_secrets
 from .providers import WRITABLE
-from .validation import get_path, set_path
+from .validation import copy_tree, get_path, set_path
 
 PLUGIN_SETTINGS = "plugin_settings"
 _SETTINGS_ONEOF = provider_pb2.Provider.DESCRIPTOR.oneofs_by_name["settings"]
@@ -133,9 +133,8 @@ def to_proto(p: StoredProvider, drivers: DriverRegistry,
         state=provider_pb2.Provider.State.Value(f"STATE_{p.state.value}"),
         state_reason=p.state_reason, state_time=_ts(p.state_time), create_time=_ts(p.create_time),
         update_time=_ts(p.update_time), etag=p.etag,
-        notices=[provider_pb2.Notice(code=n.code, field=violation_path(n.field, c.type, drivers),
-                                     message=n.message) for n in notices])
-    settings = _deep(c.settings)
+        notices=notices_to_proto(notices, c.type, drivers))
+    settings = copy_tree(c.settings)
     for path in _secret_paths(drivers.get(c.type)):  # secrets are input-only: say only "set"
         set_path(settings, path + "_set", bool(c.secrets.get(path)))
     which = settings_field(c.type)
@@ -145,6 +144,12 @@ def to_proto(p: StoredProvider, drivers: DriverRegistry,
     else:
         _dict_to_message(settings, getattr(msg, which))
     return msg
+
+
+def notices_to_proto(notices: Iterable[Notice], type_: str,
+                     drivers: DriverRegistry) -> list[provider_pb2.Notice]:
+    return [provider_pb2.Notice(code=n.code, field=violation_path(n.field, type_, drivers),
+                                message=n.message) for n in notices]
 
 
 def report_to_proto(report: Report) -> validation_pb2.ValidationReport:
@@ -201,10 +206,6 @@ def _value(v: Any) -> struct_pb2.Value:
 
 def _secret_paths(driver: Driver | None) -> list[str]:
     return [f.path for f in driver.settings_schema if f.secret] if driver else []
-
-
-def _deep(tree: Any) -> Any:
-    return {k: _deep(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
 def _output_only(fd: descriptor.FieldDescriptor) -> bool:

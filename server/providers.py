@@ -190,18 +190,19 @@ def merge(current: ProviderConfig, patch: ProviderConfig, paths: Iterable[str]) 
     non-secret setting (secrets are kept unless given); `settings.a.b` one subtree;
     `secrets.x` one secret (an empty value removes it)."""
     changes: dict[str, Any] = {}
-    settings = _deep_copy(current.settings)
+    settings = validation.copy_tree(current.settings)
     secrets = dict(current.secrets)
     for path in paths:
         if path in WRITABLE:
             changes[path] = getattr(patch, path)
         elif path == "settings":
-            settings = _deep_copy(patch.settings)
+            settings = validation.copy_tree(patch.settings)
             secrets.update(patch.secrets)
         elif path.startswith("settings."):
-            validation.set_path(settings, path[9:], _deep_copy(validation.get_path(patch.settings, path[9:])))
+            sub = path.removeprefix("settings.")
+            validation.set_path(settings, sub, validation.copy_tree(validation.get_path(patch.settings, sub)))
         elif path.startswith("secrets."):
-            name = path[8:]
+            name = path.removeprefix("secrets.")
             if patch.secrets.get(name):
                 secrets[name] = patch.secrets[name]
             else:
@@ -226,10 +227,6 @@ def _diff(a: Any, b: Any, prefix: str = "") -> set[str]:
             out |= _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return set() if a == b else {prefix.rstrip(".")}
-
-
-def _deep_copy(tree: Any) -> Any:
-    return {k: _deep_copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
 def _split_addresses(entries: Iterable[str]) -> list[str]:

@@ -76,11 +76,8 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                 report, notices = await self.providers.validate(config)
         else:
             raise InvalidArgument([Violation("target", "give a provider name or a candidate provider")])
-        return pb.ValidateProviderResponse(
-            report=conv.report_to_proto(report),
-            notices=[provider_pb2.Notice(code=n.code, message=n.message,
-                                         field=conv.violation_path(n.field, type_, self.drivers))
-                     for n in notices])
+        return pb.ValidateProviderResponse(report=conv.report_to_proto(report),
+                                           notices=conv.notices_to_proto(notices, type_, self.drivers))
 
     async def ActivateProvider(self, request: pb.ActivateProviderRequest, context):
         stored, report = await self.providers.activate(conv.provider_id(request.name))

@@ -131,3 +131,8 @@ def set_path(tree: dict, path: str, value: Any) -> None:
         tree.pop(leaf, None)
     else:
         tree[leaf] = value
+
+
+def copy_tree(tree: Any) -> Any:
+    """A copy of nested dicts (settings), leaves shared."""
+    return {k: copy_tree(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
