@@ -147,6 +147,35 @@ class Activation:
     authorization_uri: str | None = None
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """A message ready to go: the SMTP envelope and the exact MIME bytes."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+class SendFailure(Exception):
+    """A message did not go out. `transient`: a later attempt may work (4xx,
+    connection lost). `auth_failed`: the mailbox refused the login; the provider
+    turns RED and its mail waits until it is GREEN again."""
+
+    def __init__(self, message: str, *, code: int = 0, transient: bool = True,
+                 auth_failed: bool = False):
+        super().__init__(message)
+        self.message, self.code, self.transient, self.auth_failed = message, code, transient, auth_failed
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    """What the mailbox's operator allows; 0 means no limit. Mail over a limit
+    waits in the outbox instead of failing or getting the account blocked."""
+
+    per_minute: int = 0
+    per_day: int = 0
+
+
 class DriverContext(ABC):
     """What the server lends a driver: bounded pools for blocking work and defaults."""
 
@@ -188,3 +217,18 @@ class Driver(ABC):
     async def activate(self, config: ProviderConfig, ctx: DriverContext) -> Activation:
         """Makes the provider usable. Default: the validation report decides."""
         return Activation(report=await self.validate(config, ctx))
+
+    async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
+        """Hands one message to the provider's server; returns the server's words of
+        acceptance. Raises SendFailure. Drivers with capabilities.send implement it."""
+        raise SendFailure(f"the {self.type} driver cannot send", transient=False)
+
+    def sending_limits(self, config: ProviderConfig) -> SendLimits:
+        return SendLimits()
+
+    async def release(self, provider_id: str) -> None:
+        """Drops what the driver keeps for a provider (pooled connections) after it
+        changed or was deleted."""
+
+    async def release_all(self) -> None:
+        """Drops everything it keeps (server shutdown)."""

@@ -14,9 +14,11 @@ from grpc_reflection.v1alpha import reflection
 
 from mailgate.drivers.registry import DriverRegistry
 from mailgate.drivers.transport.throttle import LoginThrottle
-from mailgate.v1 import provider_service_pb2, provider_service_pb2_grpc
+from mailgate.v1 import mail_service_pb2, mail_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
 
 from .config import Settings
+from .mail_servicer import MailServicer
+from .outbox import Outbox, OutboxSettings
 from .providers import Providers
 from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
@@ -26,7 +28,8 @@ from .store.db import Database
 
 log = logging.getLogger("mailgate.server")
 
-SERVICE_NAMES = [provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name]
+SERVICE_NAMES = [provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
+                 mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name]
 
 
 @dataclass
@@ -38,6 +41,7 @@ class App:
     runtime: Runtime
     health: health.aio.HealthServicer
     providers: Providers
+    outbox: Outbox
 
     @property
     def address(self) -> str:
@@ -47,6 +51,9 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace if grace is None else grace)
+        await self.outbox.stop()  # attempts under way record their result first
+        for driver in self.providers.drivers:
+            await driver.release_all()
         self.runtime.close()
         self.db.close()
         log.info("stopped")
@@ -60,9 +67,13 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     runtime = Runtime(settings.io_workers, settings.timeout,
                       LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap))
     providers = Providers(db, box, drivers, runtime)
+    outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
+                                              retry_base=settings.retry_base,
+                                              first_attempt_wait=settings.first_attempt_wait))
 
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
+    mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -72,9 +83,10 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
+    outbox.start()
     for name in SERVICE_NAMES + [""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    app = App(settings, server, port, db, runtime, health_servicer, providers)
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

@@ -22,5 +22,9 @@ class Settings:
     # failed logins with the same credentials wait base * 2^(n-1) seconds, up to the cap
     login_backoff: float = field(default_factory=lambda: float(_env("MAILGATE_LOGIN_BACKOFF", "5")))
     login_backoff_cap: float = field(default_factory=lambda: float(_env("MAILGATE_LOGIN_BACKOFF_CAP", "900")))
+    # sending: the largest MIME message accepted, and the first retry delay (doubling)
+    max_message_bytes: int = field(default_factory=lambda: int(_env("MAILGATE_MAX_MESSAGE_BYTES", str(25 << 20))))
+    retry_base: float = field(default_factory=lambda: float(_env("MAILGATE_RETRY_BASE", "30")))
+    first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))
     grace: float = 10.0  # seconds given to running calls on SIGTERM

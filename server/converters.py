@@ -16,12 +16,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailgate.drivers.api import (CheckResult, Driver, Notice, ProviderConfig, Report,
                                   SettingField)
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.v1 import driver_pb2, provider_pb2, validation_pb2
+from mailgate.v1 import driver_pb2, mail_service_pb2, provider_pb2, validation_pb2
 
 from .domain import State, StoredProvider
+from .compose import AttachmentIn, Draft
 from .errors import InvalidArgument, Violation
 from .logs import known_secrets
 from .providers import WRITABLE
+from .store.outbox import Outbound
 from .validation import copy_tree, get_path, set_path
 
 PLUGIN_SETTINGS = "plugin_settings"
@@ -36,11 +38,11 @@ def settings_field(type_: str) -> str:
     return type_ if type_ in TYPED_SETTINGS else PLUGIN_SETTINGS
 
 
-def provider_id(name: str) -> str:
+def provider_id(name: str, field: str = "name") -> str:
     """`providers/{id}` -> id."""
     prefix, _, pid = name.partition("/")
     if prefix != "providers" or not pid or "/" in pid:
-        raise InvalidArgument([Violation("name", f"{name!r} is not a provider name "
+        raise InvalidArgument([Violation(field, f"{name!r} is not a provider name "
                                           "(expected providers/{provider})")])
     return pid
 
@@ -260,3 +262,40 @@ def _populated(msg: Message, prefix: str = "") -> list[str]:
         elif not _output_only(fd):
             paths.append(prefix + fd.name)
     return paths
+
+
+# ---------------------------------------------------------------- outbound mail
+def outbound_to_proto(m: Outbound) -> mail_service_pb2.OutboundMessage:
+    msg = mail_service_pb2.OutboundMessage(
+        name=f"outboundMessages/{m.id}", provider=f"providers/{m.provider_id}", message_id=m.message_id,
+        conversation_id=m.conversation_id,
+        state=mail_service_pb2.OutboundMessage.State.Value(f"STATE_{m.state.value}"),
+        to=list(m.to), cc=list(m.cc), bcc=list(m.bcc), subject=m.subject,
+        attachments=[mail_service_pb2.Attachment(filename=a["filename"], content_type=a["content_type"],
+                                                 size_bytes=a["size_bytes"]) for a in m.attachments],
+        attempts=m.attempts, create_time=_ts(m.create_time), size_bytes=m.size_bytes,
+        request_id=m.request_id or "")
+    if m.next_attempt_time and m.state.value in ("QUEUED", "RETRYING"):
+        msg.next_attempt_time.CopyFrom(_ts(m.next_attempt_time))
+    if m.sent_time:
+        msg.sent_time.CopyFrom(_ts(m.sent_time))
+    if m.last_error or m.last_code:
+        msg.last_error.CopyFrom(mail_service_pb2.DeliveryError(
+            smtp_code=m.last_code, message=m.last_error, transient=m.last_transient))
+    return msg
+
+
+def outbound_id(name: str) -> str:
+    """`outboundMessages/{id}` -> id."""
+    prefix, _, mid = name.partition("/")
+    if prefix != "outboundMessages" or not mid or "/" in mid:
+        raise InvalidArgument([Violation("name", f"{name!r} is not an outbound message name "
+                                          "(expected outboundMessages/{outbound_message})")])
+    return mid
+
+
+def draft_from_proto(r: mail_service_pb2.SendEmailRequest) -> Draft:
+    return Draft(to=tuple(r.to), cc=tuple(r.cc), bcc=tuple(r.bcc), subject=r.subject,
+                 text_body=r.text_body, html_body=r.html_body,
+                 attachments=tuple(AttachmentIn(a.filename, a.content_type or "application/octet-stream", a.data)
+                                   for a in r.attachments))

@@ -142,13 +142,18 @@ class Providers:
             return replace(current, config=config, state=s[0], state_reason=s[1]), notices
         stored = await self.db.run(
             lambda s: self._store(s).update(config, version or current.version, state))
+        await driver.release(provider_id)  # pooled connections use the old settings
         log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
         return stored, notices
 
     # -- delete
     async def delete(self, provider_id: str, etag: str = "") -> None:
         version = _etag_version(etag) if etag else None
+        stored = await self.get(provider_id)
         await self.db.run(lambda s: self._store(s).delete(provider_id, version))
+        driver = self.drivers.get(stored.config.type)
+        if driver:
+            await driver.release(provider_id)
         log.info("deleted provider %s", provider_id)
 
     # -- checks and activation
@@ -174,6 +179,12 @@ class Providers:
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("activated provider %s: %s %s", provider_id, state.value, reason)
         return stored, report
+
+    async def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
+        """For the services that find a mailbox broken (sending, watching) or mended."""
+        stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
+        log.info("provider %s is %s: %s", provider_id, state.value, reason)
+        return stored
 
     # -- helpers
     def _driver(self, type_: str) -> Driver:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 from typing import Any
 
 from ..addresses import is_address
-from ..api import (Capabilities, CheckResult, Driver, DriverContext, ErrorCode, Kind, Notice,
-                   Outcome, ProviderConfig, Report, SettingField)
+from ..api import (Capabilities, CheckResult, Driver, DriverContext, Envelope, ErrorCode, Kind,
+                   Notice, Outcome, ProviderConfig, Report, SendFailure, SendLimits, SettingField)
 from ..transport.auth import PasswordAuth
 from ..transport.endpoint import Endpoint
+from ..transport.pool import SendError, SmtpPool
 from ..transport.probe import probe
 from . import presets
 
@@ -45,7 +47,15 @@ class SmtpImapDriver(Driver):
                      description="Trust these instead of the system's, for a private server."),
         SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
                      default=10, description="Per network operation."),
+        SettingField("sending_limits.per_minute", "Messages per minute", Kind.INTEGER, minimum=0,
+                     maximum=1_000_000, description="0: no limit. Mail over it waits in the outbox."),
+        SettingField("sending_limits.per_day", "Messages per day", Kind.INTEGER, minimum=0,
+                     maximum=10_000_000, description="0: no limit. Mail over it waits in the outbox."),
     )
+
+    def __init__(self) -> None:
+        self.pool = SmtpPool()
+        self._pool_keys: dict[str, set[str]] = {}  # provider id -> its pool keys
 
     # -- input
     def prepare(self, config: ProviderConfig) -> tuple[ProviderConfig, list[Notice]]:
@@ -101,6 +111,36 @@ class SmtpImapDriver(Driver):
 
         results = await asyncio.gather(*(run(side, ep) for side, ep in sides))
         return Report(tuple(c for checks in results for c in checks))
+
+    # -- sending
+    async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
+        s = config.settings
+        endpoint = _endpoint(s["smtp"])
+        auth = PasswordAuth(s.get("username") or config.account, config.secrets.get("password", ""))
+        # A key per provider and connection settings: an update never reuses an old connection.
+        digest = hashlib.sha256(repr((endpoint, auth.fingerprint(), s.get("ca_certificates_pem"))).encode())
+        key = f"{config.id}:{digest.hexdigest()[:16]}"
+        self._pool_keys.setdefault(str(config.id), set()).add(key)
+        try:
+            result = await ctx.run_blocking(lambda: self.pool.send(
+                key, endpoint, auth, timeout=float(s.get("timeout_seconds") or ctx.default_timeout),
+                ca_pem=s.get("ca_certificates_pem") or None, mail_from=envelope.mail_from,
+                recipients=list(envelope.recipients), raw=envelope.raw, throttle=ctx.throttle))
+        except SendError as e:
+            raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
+        refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())
+        return f"{result.code} {result.message}" + (f" ({refused})" if refused else "")
+
+    def sending_limits(self, config: ProviderConfig) -> SendLimits:
+        limits = config.settings.get("sending_limits") or {}
+        return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
+
+    async def release(self, provider_id: str) -> None:
+        for key in self._pool_keys.pop(provider_id, ()):
+            self.pool.discard(key)
+
+    async def release_all(self) -> None:
+        self.pool.close()
 
 
 def _inbound_side(settings: dict[str, Any]) -> str:

@@ -1,11 +1,13 @@
 """Mail transport: the one place where connections to SMTP, IMAP and POP3 servers
 are opened, secured (verified TLS), authenticated, classified when they fail, and
-throttled after failed logins. Blocking; run it in a worker pool.
+throttled after failed logins; and pooled SMTP sending (SmtpPool). Blocking; run it
+in a worker pool.
 """
 from .auth import Authenticator, PasswordAuth
 from .endpoint import Endpoint
 from .errors import AuthUnavailable, TransportError, classify
 from .imap import connect_imap
+from .pool import SendError, SendResult, SmtpPool
 from .pop3 import connect_pop3
 from .probe import probe
 from .smtp import connect_smtp
@@ -14,6 +16,6 @@ from .tls import client_context
 
 __all__ = [
     "Authenticator", "AuthUnavailable", "Endpoint", "LoginThrottle", "PasswordAuth",
-    "TransportError", "classify", "client_context", "connect_imap", "connect_pop3",
-    "connect_smtp", "default_throttle", "probe",
+    "SendError", "SendResult", "SmtpPool", "TransportError", "classify", "client_context",
+    "connect_imap", "connect_pop3", "connect_smtp", "default_throttle", "probe",
 ]

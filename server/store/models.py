@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, MetaData, String, Text, types
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text, UniqueConstraint, types
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..secrets import Sealed
@@ -56,7 +56,8 @@ class SealedBytes(types.TypeDecorator[Sealed]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON(),
+                           list[dict[str, Any]]: JSON()}
 
 
 class ProviderRow(Base):
@@ -96,3 +97,51 @@ class ProviderSecretRow(Base):
     value: Mapped[Sealed] = mapped_column(SealedBytes)
 
     provider: Mapped[ProviderRow] = relationship(back_populates="secrets")
+
+
+class OutboundRow(Base):
+    """The durable outbox: a message is committed here before its first attempt."""
+
+    __tablename__ = "outbound_messages"
+    __table_args__ = (
+        UniqueConstraint("provider_id", "request_id", name="uq_outbound_messages_request"),
+        Index("ix_outbound_messages_due", "state", "next_attempt_time"),
+        Index("ix_outbound_messages_sent", "provider_id", "sent_time"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # No foreign key: the record of what was sent outlives a deleted provider.
+    provider_id: Mapped[str] = mapped_column(String(36), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
+    conversation_id: Mapped[str] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(8))
+    mail_from: Mapped[str] = mapped_column(String(320))
+    to: Mapped[list[str]] = mapped_column(default=list)
+    cc: Mapped[list[str]] = mapped_column(default=list)
+    bcc: Mapped[list[str]] = mapped_column(default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # metadata only
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the MIME message exactly as sent
+    size_bytes: Mapped[int]
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_time: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    last_code: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_transient: Mapped[bool] = mapped_column(default=False)
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+    sent_time: Mapped[datetime | None]
+
+
+class MessageRefRow(Base):
+    """Every Message-ID mailgate knows (sent, and later received), for threading."""
+
+    __tablename__ = "message_refs"
+
+    message_id: Mapped[str] = mapped_column(String(998), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(36), index=True)
+    # the message's own References chain, oldest first, without itself
+    references: Mapped[list[str]] = mapped_column(default=list)
+    create_time: Mapped[datetime]

@@ -1,0 +1,355 @@
+"""Pooled SMTP sending: keep authenticated connections open between messages.
+
+Opening a connection costs TCP + TLS + AUTH (several round trips, and a login on
+the account each time); an outbox sending a burst through one provider should pay
+that once. Blocking and thread-safe: several worker threads send through one pool,
+each on a connection it has checked out for itself.
+
+Rules:
+* A reused connection may have been closed by the server while it idled. If it
+  turns out broken before any byte of the body was sent (disconnect, reset, or a
+  421 "closing" reply to MAIL/RCPT/DATA), the message goes out once more on a
+  fresh connection. After the body started, never: that could deliver it twice.
+* After any failure the connection is closed, never reused (whatever state the
+  server is in, RSET is not worth trusting).
+* Connections idle longer than `idle_timeout` are closed (QUIT) rather than
+  reused; at most `max_idle_per_key` are kept per key.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import smtplib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mailgate.drivers.api import ErrorCode
+
+from .auth import Authenticator
+from .endpoint import Endpoint
+from .errors import TransportError, _decode, classify
+from .smtp import connect_smtp
+from .throttle import LoginThrottle
+
+__all__ = ["SmtpPool", "SendResult", "SendError"]
+
+log = logging.getLogger("mailgate.transport")
+
+# QUIT is a courtesy: a server that does not answer it quickly is not waited for.
+_QUIT_TIMEOUT = 1.0
+# A plain socket's timeout bounds a whole sendall(), so a large body gets extra
+# time, assuming the link moves at least this many bytes per second.
+_MIN_BYTES_PER_SECOND = 50_000
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    code: int  # the final reply code, 250
+    message: str  # the server's words for the accepted message ("2.0.0 OK queued as X")
+    # recipients refused while others were accepted: address -> (code, words)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class SendError(Exception):
+    """A message was not sent.
+
+    code: the SMTP reply code, 0 when no reply says why (connection, TLS, timeout,
+    local refusal). transient: a later retry may succeed (4xx, connection trouble,
+    login problems: the message should wait); False for 5xx refusals. auth_failed:
+    the login failed or is impossible (the provider needs attention; the message
+    waits). error_code: the transport's classification for failures before the
+    transaction (ErrorCode.NONE for replies within it). refused: every refused
+    recipient when all were refused. retry_after: seconds, for a login backed off.
+    The message is the server's words or a local description, never credentials.
+    """
+
+    def __init__(self, code: int, message: str, *, transient: bool, auth_failed: bool = False,
+                 error_code: ErrorCode = ErrorCode.NONE, retry_after: float | None = None,
+                 refused: dict[str, tuple[int, str]] | None = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.transient = transient
+        self.auth_failed = auth_failed
+        self.error_code = error_code
+        self.retry_after = retry_after
+        self.refused = refused or {}
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}" if self.code else self.message
+
+    def __reduce__(self):  # pickle/copy: the keyword-only arguments are not in self.args
+        keywords = {k: v for k, v in vars(self).items() if k not in ("code", "message")}
+        return functools.partial(SendError, **keywords), (self.code, self.message)
+
+    def __repr__(self) -> str:
+        return (f"SendError(code={self.code}, message={self.message!r}, transient={self.transient}, "
+                f"auth_failed={self.auth_failed}, error_code={self.error_code.name})")
+
+
+class _Replaceable(Exception):
+    """Internal: the connection broke before the body was sent; another may carry the message."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass
+class _Idle:
+    conn: smtplib.SMTP
+    identity: tuple  # (endpoint, username, ca_pem) the connection was opened with
+    since: float  # clock() when it was returned to the pool
+
+
+class SmtpPool:
+    def __init__(self, *, max_idle_per_key: int = 4, idle_timeout: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_idle_per_key = max_idle_per_key
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: dict[str, list[_Idle]] = {}  # oldest first
+        # discard(key) bumps the key's generation: connections checked out before
+        # it (settings since changed) are closed when they come back, not pooled.
+        self._generation: dict[str, int] = {}
+        self._closed = False
+        self._counts = {"opened": 0, "reused": 0, "replaced": 0}
+
+    def send(self, key: str, endpoint: Endpoint, auth: Authenticator, *, timeout: float,
+             ca_pem: str | None, mail_from: str, recipients: list[str], raw: bytes,
+             throttle: LoginThrottle | None = None) -> SendResult:
+        """Sends `raw` (CRLF line ends, not dot-stuffed) from `mail_from` to `recipients`
+        over a pooled connection for `key`. Raises SendError."""
+        if not recipients:
+            raise ValueError("no recipients")
+        identity = (endpoint, auth.username, ca_pem)
+        idle, generation = self._checkout(key, identity)
+        if idle is not None:
+            try:
+                return self._send_on(key, generation, identity, idle.conn, timeout,
+                                     mail_from, recipients, raw)
+            except _Replaceable as stale:
+                self._count("replaced")
+                log.debug("smtp pool %s: reused connection to %s broken (%s); sending on a new one",
+                          key, endpoint, stale.error)
+        conn = self._open(key, endpoint, auth, timeout, ca_pem, throttle)
+        try:
+            return self._send_on(key, generation, identity, conn, timeout, mail_from, recipients, raw)
+        except _Replaceable as broken:  # a fresh connection: nothing to fall back on
+            raise broken.error from broken.__cause__
+
+    def discard(self, key: str) -> None:
+        """Closes and forgets the idle connections of `key`; those in use are closed
+        when they come back (the provider changed or was deleted)."""
+        with self._lock:
+            self._generation[key] = self._generation.get(key, 0) + 1
+            drop = self._idle.pop(key, [])
+        _quit_all(drop)
+
+    def close(self) -> None:
+        """Closes every idle connection; connections in use are closed when they come back."""
+        with self._lock:
+            self._closed = True
+            drop = [idle for entries in self._idle.values() for idle in entries]
+            self._idle.clear()
+        _quit_all(drop)
+
+    def stats(self) -> dict[str, int]:
+        """{"opened", "reused", "replaced" (reused but broken), "idle" (now)}."""
+        with self._lock:
+            return {**self._counts, "idle": sum(len(v) for v in self._idle.values())}
+
+    # ----------------------------------------------------------------------------------
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _checkout(self, key: str, identity: tuple) -> tuple[_Idle | None, int]:
+        """The key's most recently used live connection (None if none) and the key's
+        generation. Expired connections of every key are closed on the way."""
+        now = self._clock()
+        found: _Idle | None = None
+        with self._lock:
+            generation = self._generation.get(key, 0)
+            drop = self._expire(now)
+            entries = self._idle.get(key, [])
+            while entries and found is None:
+                candidate = entries.pop()  # newest: the least likely to have been dropped
+                # The key should change with the settings; should it not, a connection
+                # to another server or as another user is never used for this message.
+                if candidate.identity == identity:
+                    found = candidate
+                else:
+                    drop.append(candidate)
+            if not entries:
+                self._idle.pop(key, None)
+            if found is not None:
+                self._counts["reused"] += 1
+        _quit_all(drop)
+        return found, generation
+
+    def _expire(self, now: float) -> list[_Idle]:
+        """Removes (under the lock) and returns the connections idle too long."""
+        drop: list[_Idle] = []
+        for key in list(self._idle):
+            entries = self._idle[key]
+            fresh = [e for e in entries if now - e.since <= self.idle_timeout]
+            if len(fresh) != len(entries):
+                drop += [e for e in entries if now - e.since > self.idle_timeout]
+                if fresh:
+                    self._idle[key] = fresh
+                else:
+                    del self._idle[key]
+        return drop
+
+    def _checkin(self, key: str, generation: int, idle: _Idle) -> None:
+        with self._lock:
+            if self._closed or self._generation.get(key, 0) != generation:
+                drop = [idle]
+            else:
+                entries = self._idle.setdefault(key, [])
+                entries.append(idle)
+                excess = len(entries) - self.max_idle_per_key
+                drop = entries[:max(excess, 0)]
+                del entries[:max(excess, 0)]
+                if not entries:
+                    del self._idle[key]
+        _quit_all(drop)
+
+    def _open(self, key: str, endpoint: Endpoint, auth: Authenticator, timeout: float,
+              ca_pem: str | None, throttle: LoginThrottle | None) -> smtplib.SMTP:
+        try:
+            conn = connect_smtp(endpoint, auth, timeout=timeout, ca_pem=ca_pem, throttle=throttle)
+        except TransportError as error:  # connect_smtp has logged it
+            raise _from_transport(error) from error
+        self._count("opened")
+        log.debug("smtp pool %s: opened a connection to %s", key, endpoint)
+        return conn
+
+    def _send_on(self, key: str, generation: int, identity: tuple, conn: smtplib.SMTP,
+                 timeout: float, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
+        try:
+            result = _transact(conn, timeout, mail_from, recipients, raw)
+        except BaseException as exc:
+            _quit(conn)
+            error = exc.error if isinstance(exc, _Replaceable) else exc
+            if isinstance(error, SendError):
+                log.debug("smtp pool %s: send via %s failed: %r", key, identity[0], error)
+            raise
+        self._checkin(key, generation, _Idle(conn, identity, self._clock()))
+        return result
+
+
+def _transact(conn: smtplib.SMTP, timeout: float, mail_from: str, recipients: list[str],
+              raw: bytes) -> SendResult:
+    """One mail transaction on `conn`: MAIL, RCPT for each recipient, DATA.
+
+    Our own sendmail(): we must know whether a failure came before the body was
+    sent (then another connection may retry) and want the refusals per recipient.
+    Raises SendError, or _Replaceable for a broken connection before the body.
+    """
+    body_started = False
+
+    def reply_error(code: int, resp: bytes) -> SendError | _Replaceable:
+        error = SendError(code, _decode(resp), transient=code < 500)
+        return _Replaceable(error) if code == 421 and not body_started else error
+
+    try:
+        conn.sock.settimeout(timeout)  # the caller's timeout, also on a reused connection
+        options = _mail_options(conn, mail_from, recipients, raw)
+        code, resp = conn.mail(mail_from, options)
+        if code != 250:
+            raise reply_error(code, resp)
+        refused: dict[str, tuple[int, str]] = {}
+        for rcpt in recipients:
+            code, resp = conn.rcpt(rcpt)
+            if code == 421:  # the server is closing the connection
+                raise reply_error(code, resp)
+            if code not in (250, 251):
+                refused[rcpt] = (code, _decode(resp))
+        if len(refused) == len(recipients):
+            # Report a temporary refusal if there is one: retrying may deliver to that recipient.
+            code, words = next((r for r in refused.values() if r[0] < 500), next(iter(refused.values())))
+            raise SendError(code, words, transient=code < 500, refused=refused)
+        code, resp = conn.docmd("DATA")
+        if code != 354:
+            raise reply_error(code, resp)
+        body_started = True
+        # smtplib.data() would stuff the dots too, but hides whether DATA had been accepted.
+        body = _LEADING_DOT.sub(b"..", raw)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        conn.sock.settimeout(timeout + len(body) / _MIN_BYTES_PER_SECOND)
+        conn.send(body + b".\r\n")
+        code, resp = conn.getreply()
+        if code != 250:
+            raise reply_error(code, resp)
+        return SendResult(code, _decode(resp), refused)
+    except (smtplib.SMTPException, OSError) as exc:
+        if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0:  # e.g. 500 line too long
+            raise SendError(exc.smtp_code, _decode(exc.smtp_error), transient=exc.smtp_code < 500) from exc
+        # Connection trouble: smtplib wraps socket and TLS errors in SMTPServerDisconnected
+        # (and SMTPException subclasses OSError: a bare OSError is a socket or TLS error).
+        trouble = classify(exc, "smtp", "session", timeout=timeout)  # TIMEOUT or PROTOCOL_ERROR
+        error = SendError(0, trouble.message, transient=True, error_code=trouble.code)
+        lost = isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(exc, smtplib.SMTPException)
+        # A timeout is not the sign of a connection dropped while idle, and a retry
+        # would double the wait: only a closed or reset connection is replaced.
+        if lost and not body_started and trouble.code is not ErrorCode.TIMEOUT:
+            raise _Replaceable(error) from exc
+        raise error from exc
+
+
+def _mail_options(conn: smtplib.SMTP, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+    """MAIL FROM parameters: SMTPUTF8 and BODY=8BITMIME only when needed and offered."""
+    utf8_addresses = not all(a.isascii() for a in (mail_from, *recipients))
+    utf8_headers = not raw.split(b"\r\n\r\n", 1)[0].isascii()  # RFC 6532 headers
+    if utf8_addresses and not conn.has_extn("smtputf8"):
+        raise SendError(0, "the server does not support SMTPUTF8, needed for non-ASCII addresses",
+                        transient=False)
+    if not conn.does_esmtp:
+        return []
+    options = []
+    if (utf8_addresses or utf8_headers) and conn.has_extn("smtputf8"):
+        options.append("SMTPUTF8")
+    # Without 8BITMIME on offer an 8-bit body is sent as it is: most servers take it,
+    # and refusing locally would strand the message for good.
+    if not raw.isascii() and conn.has_extn("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if conn.has_extn("size"):  # lets the server refuse an oversized message before the upload
+        options.append(f"SIZE={len(raw)}")
+    return options
+
+
+def _from_transport(error: TransportError) -> SendError:
+    """A failure to open the connection: the message waits (transient)."""
+    code, message = 0, error.message
+    cause = error.__cause__
+    if isinstance(cause, smtplib.SMTPResponseException) and cause.smtp_code > 0:
+        code, message = cause.smtp_code, _decode(cause.smtp_error)
+    return SendError(code, message, transient=True,
+                     auth_failed=error.code in (ErrorCode.AUTH_FAILED, ErrorCode.AUTH_UNAVAILABLE),
+                     error_code=error.code, retry_after=error.retry_after)
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    """QUIT (briefly) if the connection is still open, then close it."""
+    try:
+        if conn.sock is not None:
+            conn.sock.settimeout(_QUIT_TIMEOUT)
+            conn.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    finally:
+        conn.close()
+
+
+def _quit_all(entries: list[_Idle]) -> None:
+    for idle in entries:
+        _quit(idle.conn)

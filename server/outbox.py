@@ -1,0 +1,269 @@
+"""Sending: SendEmail commits to the durable outbox, a worker delivers.
+
+At-least-once towards the SMTP server: a message is committed before its first
+attempt and marked SENT only after the server's 250; a crash in between sends it
+again. Transient failures retry with exponential backoff and jitter, across
+restarts; permanent ones end FAILED. A provider that is not GREEN keeps its mail
+queued until it is; sending limits hold mail back instead of failing it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from mailgate.drivers.api import Envelope, SendFailure
+
+from . import compose, paging
+from .domain import State, utcnow
+from .errors import InvalidArgument, Violation, Violations
+from .providers import Providers
+from .store.models import OutboundRow
+from .store.outbox import Claimed, Outbound, OutboxStore, OutState
+
+log = logging.getLogger("mailgate.outbox")
+
+
+@dataclass
+class OutboxSettings:
+    max_message_bytes: int = 25 * 1024 * 1024
+    first_attempt_wait: float = 10.0   # SendEmail waits this long for the first attempt
+    retry_base: float = 30.0           # first retry after ~this many seconds, doubling
+    retry_cap: float = 3600.0
+    give_up_after: float = 2 * 86400.0  # transient failures for this long end FAILED
+    not_ready_delay: float = 30.0      # a provider not GREEN is looked at again after this
+    concurrency: int = 16              # attempts in flight
+    lease: float = 120.0               # a claimed message is someone's for this long
+
+
+class Outbox:
+    def __init__(self, providers: Providers, settings: OutboxSettings):
+        self.providers = providers
+        self.db = providers.db
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._attempted: dict[str, asyncio.Future[Outbound]] = {}
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- submit
+    async def send(self, provider_id: str, draft: compose.Draft, *, reply_to_message_id: str = "",
+                   reply_to_outbound: str = "", request_id: str = "") -> Outbound:
+        if request_id:
+            first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
+            if first:
+                return first
+        stored = await self.providers.get(provider_id)
+        config = stored.config
+        driver = self.providers.drivers.get(config.type)
+        v = Violations()
+        if driver is None or not driver.capabilities.send:
+            v.add("provider", f"providers of type {config.type!r} cannot send")
+        elif stored.state is not State.GREEN:
+            v.add("provider", f"provider {config.display_name!r} is {stored.state.value}"
+                              + (f": {stored.state_reason}" if stored.state_reason else "")
+                              + "; activate it first")
+        compose.check_draft(draft, max_bytes=self.settings.max_message_bytes, v=v)
+        v.raise_if_any()
+
+        answered = reply_to_message_id.strip()
+        if answered and not answered.startswith("<"):
+            answered = f"<{answered}>"
+        if reply_to_outbound:
+            answered = (await self.get(reply_to_outbound)).message_id
+        now = utcnow()
+        message_id = compose.new_message_id(config.account)
+
+        def write(session: Any) -> Outbound:
+            store = OutboxStore(session)
+            thread, conversation = None, str(uuid.uuid4())
+            if answered:
+                known = store.thread(answered)
+                chain = tuple(known.references) if known else ()
+                if known:
+                    conversation = known.conversation_id
+                if config.active_reference:
+                    thread = compose.Thread(message_id=answered, references=chain)
+            raw = compose.compose(draft, compose.Sender(config.account, config.from_name, config.reply_to),
+                                  message_id=message_id, date=now, thread=thread)
+            if len(raw) > self.settings.max_message_bytes:
+                raise InvalidArgument([Violation("size", f"the message is {len(raw):,} bytes; "
+                                                 f"the limit is {self.settings.max_message_bytes:,}")])
+            references = [*thread.references, thread.message_id] if thread else []
+            row = OutboundRow(
+                id=str(uuid.uuid4()), provider_id=provider_id, request_id=request_id or None,
+                message_id=message_id, conversation_id=conversation, state=OutState.QUEUED.value,
+                mail_from=config.account, to=list(draft.to), cc=list(draft.cc), bcc=list(draft.bcc),
+                subject=compose.reply_subject(draft.subject) if thread else draft.subject,
+                attachments=[{"filename": a.filename, "content_type": a.content_type, "size_bytes": len(a.data)}
+                             for a in draft.attachments],
+                raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now, lease_until=None,
+                last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
+                sent_time=None)
+            return store.insert(row, references)
+
+        try:
+            queued = await self.db.run(write)
+        except Exception as e:  # a concurrent retry with the same request_id won the race
+            if request_id and "uq_outbound_messages_request" in str(e):
+                first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
+                if first:
+                    return first
+            raise
+        log.info("queued %s (%s) through provider %s", queued.id, queued.message_id, provider_id)
+        attempted = asyncio.get_running_loop().create_future()
+        self._attempted[queued.id] = attempted
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempted), self.settings.first_attempt_wait)
+        except asyncio.TimeoutError:
+            return await self.get(queued.id)
+        finally:
+            self._attempted.pop(queued.id, None)
+
+    # -- read
+    async def get(self, message_id: str) -> Outbound:
+        return await self.db.run(lambda s: OutboxStore(s).get(message_id))
+
+    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[Outbound], str]:
+        filters = paging.parse_filter(filter_text, {
+            "provider": _provider_filter, "state": _state_filter, "conversation_id": str})
+        if "provider" in filters:
+            filters["provider_id"] = filters.pop("provider")
+        limit = paging.page_size(size)
+        after = paging.decode_token(page_token, filter_text)
+        rows = await self.db.run(lambda s: OutboxStore(s).list(filters, after, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
+        return rows, token
+
+    # -- the worker
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="mailgate-outbox")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._inflight:  # attempts under way finish and record their result
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                claimed = await self.db.run(lambda s: OutboxStore(s).claim_due(
+                    utcnow(), self.settings.concurrency, timedelta(seconds=self.settings.lease)))
+                for c in claimed:
+                    await self._slots.acquire()
+                    task = asyncio.get_running_loop().create_task(self._attempt(c))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._inflight.discard)
+                if len(claimed) == self.settings.concurrency:
+                    continue  # more may be due
+                due = await self.db.run(lambda s: OutboxStore(s).next_due())
+                wait = 5.0 if due is None else max(0.0, min(5.0, (due - utcnow()).total_seconds()))
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox loop failed; retrying in 1 s")
+                await asyncio.sleep(1)
+
+    async def _attempt(self, claimed: Claimed) -> None:
+        m = claimed.message
+        try:
+            result = await self._deliver(claimed)
+        except Exception:
+            log.exception("delivery of %s failed unexpectedly", m.id)
+            result = await self._record(m, OutState.RETRYING, error="internal error", transient=True)
+        finally:
+            self._slots.release()
+        waiter = self._attempted.get(m.id)
+        if waiter and not waiter.done():
+            waiter.set_result(result)
+
+    async def _deliver(self, claimed: Claimed) -> Outbound:
+        m = claimed.message
+        try:
+            stored = await self.providers.get(m.provider_id)
+        except Exception:
+            return await self._record(m, OutState.FAILED, error="the provider was deleted", counted=False)
+        config = stored.config
+        driver = self.providers.drivers.get(config.type)
+        now = utcnow()
+        if stored.state is not State.GREEN or driver is None:
+            until = now + timedelta(seconds=self.settings.not_ready_delay)
+            await self.db.run(lambda s: OutboxStore(s).postpone([m.id], until))
+            return await self.get(m.id)
+        limits = driver.sending_limits(config)
+        held = await self._over_limits(m.provider_id, limits.per_minute, limits.per_day, now)
+        if held:
+            await self.db.run(lambda s: OutboxStore(s).postpone([m.id], held))
+            log.info("provider %s at its sending limit: %s waits until %s", m.provider_id, m.id, held)
+            return await self.get(m.id)
+        envelope = Envelope(claimed.mail_from, (*m.to, *m.cc, *m.bcc), claimed.raw)
+        try:
+            said = await driver.send(config, envelope, self.providers.ctx)
+        except SendFailure as f:
+            if f.auth_failed:
+                reason = f"sending failed: the SMTP server refused the login: {f.message}"
+                await self.providers.set_state(m.provider_id, State.RED, reason)
+                return await self._record(m, OutState.RETRYING, code=f.code, error=f.message, transient=True,
+                                          delay=self.settings.not_ready_delay)
+            if not f.transient:
+                return await self._record(m, OutState.FAILED, code=f.code, error=f.message)
+            if (now - m.create_time).total_seconds() > self.settings.give_up_after:
+                return await self._record(m, OutState.FAILED, code=f.code, transient=True,
+                                          error=f"gave up after {m.attempts + 1} attempts: {f.message}")
+            return await self._record(m, OutState.RETRYING, code=f.code, error=f.message, transient=True)
+        log.info("sent %s (%s): %s", m.id, m.message_id, said)
+        return await self._record(m, OutState.SENT, code=250, error="")
+
+    async def _record(self, m: Outbound, state: OutState, *, code: int = 0, error: str = "",
+                      transient: bool = False, counted: bool = True, delay: float | None = None) -> Outbound:
+        now = utcnow()
+        nxt = None
+        if state is OutState.RETRYING:
+            if delay is None:  # exponential backoff with jitter, so retries do not march in step
+                delay = min(self.settings.retry_cap, self.settings.retry_base * 2 ** m.attempts)
+                delay *= random.uniform(0.5, 1.5)
+            nxt = now + timedelta(seconds=delay)
+        if state is not OutState.SENT and error:
+            log.info("%s %s: %s %s", m.id, state.value, code or "", error)
+        return await self.db.run(lambda s: OutboxStore(s).finish(
+            m.id, now, state=state, counted=counted, next_attempt=nxt, code=code, error=error,
+            transient=transient))
+
+    async def _over_limits(self, provider_id: str, per_minute: int, per_day: int,
+                           now: datetime) -> datetime | None:
+        """When the provider may send again, or None if it may now."""
+        for limit, window in ((per_minute, timedelta(minutes=1)), (per_day, timedelta(days=1))):
+            if limit:
+                count = await self.db.run(lambda s: OutboxStore(s).sent_since(provider_id, now - window))
+                if count >= limit:
+                    return now + window / max(limit, 1)
+        return None
+
+
+def _provider_filter(value: str) -> str:
+    prefix, _, pid = value.partition("/")
+    if prefix != "providers" or not pid:
+        raise ValueError(f"{value!r} is not a provider name (providers/{{provider}})")
+    return pid
+
+
+def _state_filter(value: str) -> str:
+    name = value.removeprefix("STATE_")
+    if name not in OutState.__members__:
+        raise ValueError(f"unknown state {value!r}; use STATE_QUEUED, STATE_SENT, STATE_RETRYING or STATE_FAILED")
+    return name
