@@ -102,23 +102,27 @@ class Outbox:
                 subject=compose.reply_subject(draft.subject) if thread else draft.subject,
                 attachments=[{"filename": a.filename, "content_type": a.content_type, "size_bytes": len(a.data)}
                              for a in draft.attachments],
-                raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now, lease_until=None,
+                # Leased to this process at once: the first attempt starts right here,
+                # and if we die before it ends, the lease runs out and the worker takes it.
+                raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now,
+                lease_until=now + timedelta(seconds=self.settings.lease),
                 last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
                 sent_time=None)
-            return store.insert(row, references)
+            return Claimed(store.insert(row, references), row.mail_from, raw)
 
         try:
-            queued = await self.db.run(write)
+            claimed = await self.db.run(write)
         except Exception as e:  # a concurrent retry with the same request_id won the race
             if request_id and "uq_outbound_messages_request" in str(e):
                 first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
                 if first:
                     return first
             raise
+        queued = claimed.message
         log.info("queued %s (%s) through provider %s", queued.id, queued.message_id, provider_id)
         attempted = asyncio.get_running_loop().create_future()
         self._attempted[queued.id] = attempted
-        self._wake.set()
+        await self._start_attempt(claimed)
         try:
             return await asyncio.wait_for(asyncio.shield(attempted), self.settings.first_attempt_wait)
         except asyncio.TimeoutError:
@@ -157,18 +161,15 @@ class Outbox:
     async def _run(self) -> None:
         while True:
             try:
+                self._wake.clear()  # before looking: a wake-up during the look is not lost
                 claimed = await self.db.run(lambda s: OutboxStore(s).claim_due(
                     utcnow(), self.settings.concurrency, timedelta(seconds=self.settings.lease)))
                 for c in claimed:
-                    await self._slots.acquire()
-                    task = asyncio.get_running_loop().create_task(self._attempt(c))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                    await self._start_attempt(c)
                 if len(claimed) == self.settings.concurrency:
                     continue  # more may be due
-                due = await self.db.run(lambda s: OutboxStore(s).next_due())
+                due = await self.db.run(lambda s: OutboxStore(s).next_due(utcnow()))
                 wait = 5.0 if due is None else max(0.0, min(5.0, (due - utcnow()).total_seconds()))
-                self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait)
                 except asyncio.TimeoutError:
@@ -178,6 +179,12 @@ class Outbox:
             except Exception:
                 log.exception("outbox loop failed; retrying in 1 s")
                 await asyncio.sleep(1)
+
+    async def _start_attempt(self, claimed: Claimed) -> None:
+        await self._slots.acquire()  # bounded attempts in flight; callers wait their turn
+        task = asyncio.get_running_loop().create_task(self._attempt(claimed))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _attempt(self, claimed: Claimed) -> None:
         m = claimed.message
@@ -204,11 +211,13 @@ class Outbox:
         if stored.state is not State.GREEN or driver is None:
             until = now + timedelta(seconds=self.settings.not_ready_delay)
             await self.db.run(lambda s: OutboxStore(s).postpone([m.id], until))
+            self._wake.set()
             return await self.get(m.id)
         limits = driver.sending_limits(config)
         held = await self._over_limits(m.provider_id, limits.per_minute, limits.per_day, now)
         if held:
             await self.db.run(lambda s: OutboxStore(s).postpone([m.id], held))
+            self._wake.set()
             log.info("provider %s at its sending limit: %s waits until %s", m.provider_id, m.id, held)
             return await self.get(m.id)
         envelope = Envelope(claimed.mail_from, (*m.to, *m.cc, *m.bcc), claimed.raw)
@@ -240,9 +249,12 @@ class Outbox:
             nxt = now + timedelta(seconds=delay)
         if state is not OutState.SENT and error:
             log.info("%s %s: %s %s", m.id, state.value, code or "", error)
-        return await self.db.run(lambda s: OutboxStore(s).finish(
+        done = await self.db.run(lambda s: OutboxStore(s).finish(
             m.id, now, state=state, counted=counted, next_attempt=nxt, code=code, error=error,
             transient=transient))
+        if nxt:
+            self._wake.set()  # the worker may be sleeping past the new due time
+        return done
 
     async def _over_limits(self, provider_id: str, per_minute: int, per_day: int,
                            now: datetime) -> datetime | None:

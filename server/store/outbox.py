@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -144,6 +144,9 @@ class OutboxStore:
         return self.session.scalar(select(func.count()).select_from(OutboundRow).where(
             OutboundRow.provider_id == provider_id, OutboundRow.sent_time >= since)) or 0
 
-    def next_due(self) -> datetime | None:
-        return self.session.scalar(select(func.min(OutboundRow.next_attempt_time))
-                                   .where(OutboundRow.state.in_(WAITING)))
+    def next_due(self, now: datetime) -> datetime | None:
+        """When the next message becomes claimable: its due time, or for one leased
+        (an attempt under way, or a replica that died) the lease's end."""
+        when = case((OutboundRow.lease_until > now, OutboundRow.lease_until),
+                    else_=OutboundRow.next_attempt_time)
+        return self.session.scalar(select(func.min(when)).where(OutboundRow.state.in_(WAITING)))

@@ -1,0 +1,307 @@
+"""SendEmail's throughput against a bare smtplib loop into the same aiosmtpd.
+
+    .venv/bin/python bench/send.py [--messages 1000] [--callers 8] [--size 10240]
+                                   [--modes NONE,STARTTLS] [--py-spy PREFIX]
+
+Starts `mailgate serve` (its own SQLite database and key file) and, for each mode,
+an aiosmtpd (AUTH PLAIN/LOGIN, one account) in a process of its own, as in a
+deployment. Then, in one run per mode:
+
+* bare loop: one smtplib connection (STARTTLS if the mode says so, AUTH once),
+  `sendmail` of the same message `--messages` times, then QUIT;
+* SendEmail: `--callers` threads sharing one gRPC channel send `--messages`
+  messages (distinct subjects, a `--size`-byte text body) through one provider.
+
+Messages/s is messages / (time from the first call to the moment aiosmtpd
+accepted the last message); aiosmtpd stamps that moment itself (perf_counter is
+CLOCK_MONOTONIC, the same clock in every process), so nobody polls. The bare loop's
+time includes its connect and AUTH; SendEmail gets a warm-up of one message per
+caller first (gRPC channel, the provider's first SMTP connections). Prints the
+rates, SendEmail's per-call latency p50/p99, the ratio (expected >= 0.7) and how
+many SMTP logins each side made (the pool's reconnections show there).
+
+aiosmtpd keeps only counters (messages, bytes, logins), not the messages.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+
+from mailgate.server import compose
+from mailgate.testing.servers.certs import TestCA
+from mailgate.testing.servers.silent import free_ports
+from mailgate.testing.servers.smtpd import SmtpServer
+from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
+from mailgate.v1 import provider_service_pb2 as pb, provider_service_pb2_grpc
+
+USER, PASSWORD = "bench@example.test", "bench-password"
+TO = "customer@example.test"
+EXPECTED = 0.7
+SECURITY = {"NONE": provider_pb2.SECURITY_NONE, "STARTTLS": provider_pb2.SECURITY_STARTTLS}
+
+# Slots of the counters shared with the aiosmtpd process.
+COUNT, BYTES, LOGINS, TARGET, REACHED = range(5)
+
+
+def text_body(size: int) -> str:
+    """`size` bytes of ASCII text in lines of 76 characters (quoted-printable leaves it as is)."""
+    line = ("The quick brown fox jumps over the lazy dog, 0123456789, again and again. " * 2)[:75] + "\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+@contextmanager
+def smtp_server(mode: str, ca: TestCA, users: dict, counters) -> Iterator[tuple[str, int]]:
+    """aiosmtpd in its own process: in ours it would compete for the GIL."""
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_smtp_serve_with,
+                                                       args=(mode, ca, users, counters, child))
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(10)
+
+
+def _smtp_serve_with(mode: str, ca: TestCA, users: dict, counters, conn) -> None:
+    with SmtpServer(mode, users, ca) as smtp:
+        handler = smtp.handler
+        handle_data, authenticate = handler.handle_DATA, handler.authenticate
+
+        async def counting_data(server, session, envelope) -> str:
+            reply = await handle_data(server, session, envelope)
+            if reply.startswith("250"):
+                handler.messages.clear()  # count, don't keep
+                counters[BYTES] += len(envelope.original_content)
+                counters[COUNT] += 1
+                if counters[COUNT] == counters[TARGET]:
+                    counters[REACHED] = time.perf_counter()
+            return reply
+
+        def counting_auth(*args):
+            result = authenticate(*args)
+            if result.success:
+                counters[LOGINS] += 1
+            return result
+
+        # Instance attributes: aiosmtpd looks both up for every new connection.
+        handler.handle_DATA, handler.authenticate = counting_data, counting_auth
+        conn.send((smtp.host, smtp.port))
+        conn.recv()
+
+
+@contextmanager
+def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
+    [port] = free_ports(1)
+    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        yield proc.pid, channel
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(30)
+
+
+class Phase:
+    """Resets the counters for `n` messages; afterwards: rate, logins, bytes per message."""
+
+    def __init__(self, counters, n: int):
+        self.counters, self.n = counters, n
+        for slot in (COUNT, BYTES, LOGINS, REACHED):
+            counters[slot] = 0
+        counters[TARGET] = n
+        self.start = 0.0
+
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+
+    def finish(self, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while not self.counters[REACHED]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"aiosmtpd got {int(self.counters[COUNT])} of {self.n} messages")
+            time.sleep(0.01)
+        elapsed = self.counters[REACHED] - self.start
+        return {"rate": self.n / elapsed, "seconds": elapsed, "logins": int(self.counters[LOGINS]),
+                "avg_bytes": self.counters[BYTES] / max(self.counters[COUNT], 1)}
+
+
+def bare_loop(host: str, port: int, mode: str, ctx, raw: bytes, counters, n: int) -> dict:
+    phase = Phase(counters, n)
+    phase.begin()
+    with smtplib.SMTP(host, port, local_hostname="[127.0.0.1]", timeout=10) as s:
+        if mode == "STARTTLS":
+            s.starttls(context=ctx)
+        s.login(USER, PASSWORD)
+        for _ in range(n):
+            s.sendmail(USER, [TO], raw)
+    return phase.finish()
+
+
+def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int, callers: int,
+               profile: tuple[str, int] | None) -> dict:
+    stub = mail_service_pb2_grpc.MailServiceStub(channel)
+    Out = mpb.OutboundMessage
+
+    def request(i: int) -> mpb.SendEmailRequest:
+        return mpb.SendEmailRequest(provider=provider, to=[TO], subject=f"Bench message {i}", text_body=body)
+
+    # Warm-up, not counted: one message per caller, concurrently.
+    warm = [threading.Thread(target=stub.SendEmail, args=(request(-1 - i),)) for i in range(callers)]
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join()
+    time.sleep(0.2)
+
+    spy = start_py_spy(*profile) if profile else None
+    phase = Phase(counters, n)
+    lock = threading.Lock()
+    next_i = iter(range(n))
+    latencies: list[float] = []
+    states: dict[int, int] = {}
+    failures: list[BaseException] = []
+    go = threading.Barrier(callers + 1)
+
+    def caller() -> None:
+        mine: list[float] = []
+        go.wait()
+        try:
+            while True:
+                with lock:
+                    i = next(next_i, None)
+                if i is None:
+                    break
+                t = time.perf_counter()
+                r = stub.SendEmail(request(i), timeout=60)
+                mine.append(time.perf_counter() - t)
+                if r.state != Out.STATE_SENT:
+                    with lock:
+                        states[r.state] = states.get(r.state, 0) + 1
+        except BaseException as e:  # reported below
+            failures.append(e)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    go.wait()
+    phase.begin()
+    for t in threads:
+        t.join()
+    calls_done = time.perf_counter() - phase.start
+    if spy:
+        stop_py_spy(spy)
+    if failures:
+        raise failures[0]
+    if states:
+        print(f"  warning: calls that did not return SENT: "
+              f"{ {Out.State.Name(k): v for k, v in states.items()} }")
+    out = phase.finish()
+    out.update(p50=statistics.median(latencies), p99=pct(latencies, 99), calls_seconds=calls_done)
+    return out
+
+
+def start_py_spy(prefix: str, pid: int) -> subprocess.Popen:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+                             "--threads", "-o", prefix, "--format", "speedscope" if prefix.endswith(".json")
+                             else "flamegraph"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the measurement starts
+    return proc
+
+
+def stop_py_spy(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    proc.wait(60)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--callers", type=int, default=8)
+    ap.add_argument("--size", type=int, default=10240, help="text body bytes")
+    ap.add_argument("--modes", default="NONE,STARTTLS", help="comma-separated: NONE, STARTTLS")
+    ap.add_argument("--py-spy", metavar="PREFIX",
+                    help="record the server with py-spy during each SendEmail phase into PREFIX-MODE.svg "
+                         "(or .json: speedscope)")
+    args = ap.parse_args()
+    modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
+    if unknown := [m for m in modes if m not in SECURITY]:
+        ap.error(f"unknown mode(s) {unknown}; choose from {list(SECURITY)}")
+
+    body = text_body(args.size)
+    raw = compose.compose(compose.Draft(to=(TO,), subject="Bench message", text_body=body),
+                          compose.Sender(USER, "Bench"), message_id=compose.new_message_id(USER),
+                          date=datetime.now(timezone.utc))
+    counters = multiprocessing.get_context("fork").RawArray("d", 5)
+    results: dict[str, tuple[dict, dict]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        ca = TestCA.create(root / "ca")
+        users = {USER: PASSWORD}
+        tls = ca.client_context()
+        with mailgate_process(root) as (pid, channel):
+            providers = provider_service_pb2_grpc.ProviderServiceStub(channel)
+            for mode in modes:
+                with smtp_server(mode, ca, users, counters) as (host, port):
+                    created = providers.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+                        display_name=f"Bench {mode}", type="smtp_imap", account=USER, from_name="Bench",
+                        smtp_imap=provider_pb2.SmtpImapSettings(
+                            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+                            smtp=provider_pb2.Endpoint(host=host, port=port, security=SECURITY[mode])))))
+                    print(f"{mode}: bare smtplib loop ...", flush=True)
+                    bare = bare_loop(host, port, mode, tls, raw, counters, args.messages)
+                    print(f"{mode}: SendEmail, {args.callers} callers ...", flush=True)
+                    profile = None
+                    if args.py_spy:
+                        prefix, dot, ext = args.py_spy.rpartition(".")
+                        profile = (f"{prefix}-{mode}.{ext}" if dot else f"{args.py_spy}-{mode}.svg", pid)
+                    sent = send_email(channel, created.name, body, counters, args.messages, args.callers,
+                                      profile)
+                    results[mode] = (bare, sent)
+
+    ms = lambda x: f"{x * 1000:6.1f} ms"  # noqa: E731
+    print()
+    print(f"{args.messages} messages, text body {args.size:,} B, {args.callers} SendEmail callers, one provider")
+    print(f"{'mode':9} {'path':16} {'msg/s':>7} {'seconds':>8} {'logins':>6} {'B/msg':>7}   latency p50 / p99")
+    for mode, (bare, sent) in results.items():
+        print(f"{mode:9} {'bare smtplib':16} {bare['rate']:7.0f} {bare['seconds']:8.2f} {bare['logins']:6d} "
+              f"{bare['avg_bytes']:7.0f}")
+        print(f"{mode:9} {'SendEmail':16} {sent['rate']:7.0f} {sent['seconds']:8.2f} {sent['logins']:6d} "
+              f"{sent['avg_bytes']:7.0f}   {ms(sent['p50'])} / {ms(sent['p99'])}")
+    print()
+    for mode, (bare, sent) in results.items():
+        ratio = sent["rate"] / bare["rate"]
+        verdict = "ok" if ratio >= EXPECTED else "BELOW"
+        print(f"{mode:9} SendEmail / bare loop = {ratio:.2f}  (expected >= {EXPECTED}: {verdict})")
+    print("For scale (issue): bare loop ~630 msg/s plain, ~420 STARTTLS; reconnecting per message ~200 and ~85.")
+
+
+if __name__ == "__main__":
+    main()
