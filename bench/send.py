@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -259,32 +259,34 @@ def main() -> None:
     raw = compose.compose(compose.Draft(to=(TO,), subject="Bench message", text_body=body),
                           compose.Sender(USER, "Bench"), message_id=compose.new_message_id(USER),
                           date=datetime.now(timezone.utc))
-    counters = multiprocessing.get_context("fork").RawArray("d", 5)
+    fork = multiprocessing.get_context("fork")
+    counters = {mode: fork.RawArray("d", 5) for mode in modes}
     results: dict[str, tuple[dict, dict]] = {}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
         root = Path(d)
         ca = TestCA.create(root / "ca")
         users = {USER: PASSWORD}
         tls = ca.client_context()
-        with mailgate_process(root) as (pid, channel):
-            providers = provider_service_pb2_grpc.ProviderServiceStub(channel)
-            for mode in modes:
-                with smtp_server(mode, ca, users, counters) as (host, port):
-                    created = providers.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
-                        display_name=f"Bench {mode}", type="smtp_imap", account=USER, from_name="Bench",
-                        smtp_imap=provider_pb2.SmtpImapSettings(
-                            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
-                            smtp=provider_pb2.Endpoint(host=host, port=port, security=SECURITY[mode])))))
-                    print(f"{mode}: bare smtplib loop ...", flush=True)
-                    bare = bare_loop(host, port, mode, tls, raw, counters, args.messages)
-                    print(f"{mode}: SendEmail, {args.callers} callers ...", flush=True)
-                    profile = None
-                    if args.py_spy:
-                        prefix, dot, ext = args.py_spy.rpartition(".")
-                        profile = (f"{prefix}-{mode}.{ext}" if dot else f"{args.py_spy}-{mode}.svg", pid)
-                    sent = send_email(channel, created.name, body, counters, args.messages, args.callers,
-                                      profile)
-                    results[mode] = (bare, sent)
+        # Every aiosmtpd forks before this process has a gRPC channel (no fork under gRPC's threads).
+        servers = {mode: stack.enter_context(smtp_server(mode, ca, users, counters[mode])) for mode in modes}
+        pid, channel = stack.enter_context(mailgate_process(root))
+        providers = provider_service_pb2_grpc.ProviderServiceStub(channel)
+        for mode in modes:
+            host, port = servers[mode]
+            created = providers.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+                display_name=f"Bench {mode}", type="smtp_imap", account=USER, from_name="Bench",
+                smtp_imap=provider_pb2.SmtpImapSettings(
+                    password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+                    smtp=provider_pb2.Endpoint(host=host, port=port, security=SECURITY[mode])))))
+            print(f"{mode}: bare smtplib loop ...", flush=True)
+            bare = bare_loop(host, port, mode, tls, raw, counters[mode], args.messages)
+            print(f"{mode}: SendEmail, {args.callers} callers ...", flush=True)
+            profile = None
+            if args.py_spy:
+                prefix, dot, ext = args.py_spy.rpartition(".")
+                profile = (f"{prefix}-{mode}.{ext}" if dot else f"{args.py_spy}-{mode}.svg", pid)
+            sent = send_email(channel, created.name, body, counters[mode], args.messages, args.callers, profile)
+            results[mode] = (bare, sent)
 
     ms = lambda x: f"{x * 1000:6.1f} ms"  # noqa: E731
     print()

@@ -166,7 +166,7 @@ def _parse_entry(entry: str) -> Address:
     """The one Address in `entry`; ValueError when it is not exactly one address."""
     try:
         header = HeaderRegistry()("to", entry)
-    except Exception:  # noqa: BLE001 -- the stdlib parser trips (IndexError, AttributeError) on some garbage
+    except Exception:  # the stdlib parser trips (IndexError, AttributeError) on some garbage
         raise ValueError(_ONE_ADDRESS) from None
     defects = [d for d in header.defects if not isinstance(d, email.errors.NonASCIILocalPartDefect)]
     if defects or len(header.groups) != 1 or header.groups[0].display_name is not None \
@@ -249,7 +249,7 @@ def normalize_message_id(value: str) -> str | None:
     # The email package must read it back as exactly this id, or it cannot be sent.
     try:
         token, rest = _hvp.get_msg_id(value)
-    except Exception:  # noqa: BLE001 -- HeaderParseError, or IndexError on some garbage
+    except Exception:  # HeaderParseError, or IndexError on some garbage
         return None
     return value if not rest and str(token) == value else None
 

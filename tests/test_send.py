@@ -6,6 +6,7 @@ import email.policy
 import time
 
 import grpc
+from google.protobuf import field_mask_pb2
 import pytest
 from imapclient import IMAPClient
 
@@ -208,3 +209,33 @@ def test_round_trip_into_a_real_mailbox(mailgate_server, mail_ca, mail_users, do
     assert "<b>factura</b>" in m.get_body(("html",)).get_content()
     [att] = list(m.iter_attachments())
     assert att.get_filename() == "factura 7.pdf" and att.get_content() == b"%PDF-1.4 \x00\xff binary"
+
+
+def test_a_copy_goes_to_the_sent_folder_when_asked(mailgate_server, smtp, mail_ca, dovecot):
+    p = make_provider(mailgate_server, smtp, mail_ca, name="Copies")
+    mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+        provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
+            sent_folder="Sent Items", inbound=provider_pb2.Endpoint(
+                host=dovecot.host, port=dovecot.imaps_port, security=provider_pb2.SECURITY_TLS))),
+        update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.sent_folder", "smtp_imap.inbound"])))
+    sent = mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject="keep a copy", text_body="x"))
+    assert sent.state == Out.STATE_SENT
+    [raw] = [r for r in dovecot.fetch_all(USER, "Sent Items").values()
+             if parse(r)["Message-ID"] == sent.message_id]
+    assert raw == smtp.messages[0].content  # the very bytes that went out
+
+
+def test_sending_limits_hold_mail_back_instead_of_failing(mailgate_server, smtp, mail_ca):
+    p = make_provider(mailgate_server, smtp, mail_ca, name="Limited")
+    mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+        provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
+            sending_limits=provider_pb2.SendingLimits(per_minute=2))),
+        update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.sending_limits.per_minute"])))
+    states = [mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject=f"n{i}", text_body="x")) for i in range(3)]
+    assert [m.state for m in states] == [Out.STATE_SENT, Out.STATE_SENT, Out.STATE_QUEUED]
+    held = states[2]
+    assert held.attempts == 0 and not held.HasField("last_error")
+    assert held.next_attempt_time.ToSeconds() >= states[1].sent_time.ToSeconds() + 20
+    assert len(smtp.messages) == 2

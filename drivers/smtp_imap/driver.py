@@ -4,16 +4,22 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import logging
 from typing import Any
+
+import imapclient
 
 from ..addresses import is_address
 from ..api import (Capabilities, CheckResult, Driver, DriverContext, Envelope, ErrorCode, Kind,
                    Notice, Outcome, ProviderConfig, Report, SendFailure, SendLimits, SettingField)
 from ..transport.auth import PasswordAuth
 from ..transport.endpoint import Endpoint
+from ..transport.imap import connect_imap
 from ..transport.pool import SendError, SmtpPool
 from ..transport.probe import probe
 from . import presets
+
+log = logging.getLogger("mailgate.drivers.smtp_imap")
 
 SECURITY = ("STARTTLS", "TLS", "NONE")
 PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
@@ -47,6 +53,9 @@ class SmtpImapDriver(Driver):
                      description="Trust these instead of the system's, for a private server."),
         SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
                      default=10, description="Per network operation."),
+        SettingField("sent_folder", "Save sent mail in folder",
+                     description="IMAP folder that gets a copy of every message sent (e.g. Sent); "
+                                 "empty: none. Uses the incoming (IMAP) settings."),
         SettingField("sending_limits.per_minute", "Messages per minute", Kind.INTEGER, minimum=0,
                      maximum=1_000_000, description="0: no limit. Mail over it waits in the outbox."),
         SettingField("sending_limits.per_day", "Messages per day", Kind.INTEGER, minimum=0,
@@ -92,7 +101,7 @@ class SmtpImapDriver(Driver):
     async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:
         s = config.settings
         timeout = float(s.get("timeout_seconds") or ctx.default_timeout)
-        auth = PasswordAuth(s.get("username") or config.account, config.secrets.get("password", ""))
+        auth = _auth(config)
         sides = [("smtp", _endpoint(s["smtp"]))]
         if config.receive_emails:
             sides.append((_inbound_side(s), _endpoint(s["inbound"])))
@@ -116,7 +125,7 @@ class SmtpImapDriver(Driver):
     async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
         s = config.settings
         endpoint = _endpoint(s["smtp"])
-        auth = PasswordAuth(s.get("username") or config.account, config.secrets.get("password", ""))
+        auth = _auth(config)
         # A key per provider and connection settings: an update never reuses an old connection.
         digest = hashlib.sha256(repr((endpoint, auth.fingerprint(), s.get("ca_certificates_pem"))).encode())
         key = f"{config.id}:{digest.hexdigest()[:16]}"
@@ -129,7 +138,27 @@ class SmtpImapDriver(Driver):
         except SendError as e:
             raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
         refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())
+        if s.get("sent_folder"):
+            await ctx.run_blocking(self._save_copy, config, envelope.raw, ctx)
         return f"{result.code} {result.message}" + (f" ({refused})" if refused else "")
+
+    def _save_copy(self, config: ProviderConfig, raw: bytes, ctx: DriverContext) -> None:
+        """Appends a sent message to the Sent folder. The message is out already:
+        a failure here is logged, never turned into a failed send."""
+        s = config.settings
+        folder = s["sent_folder"]
+        try:
+            client = connect_imap(_endpoint(s["inbound"]), _auth(config),
+                                  timeout=float(s.get("timeout_seconds") or ctx.default_timeout),
+                                  ca_pem=s.get("ca_certificates_pem") or None, throttle=ctx.throttle)
+            try:
+                if not client.folder_exists(folder):
+                    client.create_folder(folder)
+                client.append(folder, raw, flags=[imapclient.SEEN])
+            finally:
+                client.logout()
+        except Exception as e:  # noqa: BLE001 - any failure: the copy is lost, the mail is not
+            log.warning("provider %s: could not save a copy in %r: %s", config.id, folder, e)
 
     def sending_limits(self, config: ProviderConfig) -> SendLimits:
         limits = config.settings.get("sending_limits") or {}
@@ -141,6 +170,10 @@ class SmtpImapDriver(Driver):
 
     async def release_all(self) -> None:
         self.pool.close()
+
+
+def _auth(config: ProviderConfig) -> PasswordAuth:
+    return PasswordAuth(config.settings.get("username") or config.account, config.secrets.get("password", ""))
 
 
 def _inbound_side(settings: dict[str, Any]) -> str:

@@ -94,7 +94,7 @@ class Endpoint(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., security: _Optional[_Union[Security, str]] = ...) -> None: ...
 
 class SmtpImapSettings(_message.Message):
-    __slots__ = ("username", "password", "password_set", "smtp", "inbound_protocol", "inbound", "ca_certificates_pem", "timeout_seconds", "sending_limits")
+    __slots__ = ("username", "password", "password_set", "smtp", "inbound_protocol", "inbound", "ca_certificates_pem", "timeout_seconds", "sending_limits", "sent_folder")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_SET_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class SmtpImapSettings(_message.Message):
     CA_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SENDING_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SENT_FOLDER_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     password_set: bool
@@ -113,7 +114,8 @@ class SmtpImapSettings(_message.Message):
     ca_certificates_pem: str
     timeout_seconds: int
     sending_limits: SendingLimits
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ...) -> None: ...
+    sent_folder: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., sent_folder: _Optional[str] = ...) -> None: ...
 
 class SendingLimits(_message.Message):
     __slots__ = ("per_minute", "per_day")
