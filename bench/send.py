@@ -77,7 +77,8 @@ def smtp_server(mode: str, ca: TestCA, users: dict, counters) -> Iterator[tuple[
                                                        args=(mode, ca, users, counters, child))
     proc.start()
     try:
-        yield parent.recv()
+        host, port = parent.recv()
+        yield host, port, proc.pid
     finally:
         parent.send("stop")
         proc.join(10)
@@ -126,17 +127,28 @@ def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
         proc.wait(30)
 
 
-class Phase:
-    """Resets the counters for `n` messages; afterwards: rate, logins, bytes per message."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (all its threads); this one's for None."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, counters, n: int):
-        self.counters, self.n = counters, n
+
+class Phase:
+    """Resets the counters for `n` messages; afterwards: rate, logins, bytes per message,
+    CPU seconds per message of each process in `pids` (name -> pid, None: this one)."""
+
+    def __init__(self, counters, n: int, pids: dict[str, int | None]):
+        self.counters, self.n, self.pids = counters, n, pids
         for slot in (COUNT, BYTES, LOGINS, REACHED):
             counters[slot] = 0
         counters[TARGET] = n
         self.start = 0.0
+        self.cpu: dict[str, float] = {}
 
     def begin(self) -> None:
+        self.cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self.start = time.perf_counter()
 
     def finish(self, timeout: float = 60) -> dict:
@@ -146,12 +158,14 @@ class Phase:
                 raise TimeoutError(f"aiosmtpd got {int(self.counters[COUNT])} of {self.n} messages")
             time.sleep(0.01)
         elapsed = self.counters[REACHED] - self.start
-        return {"rate": self.n / elapsed, "seconds": elapsed, "logins": int(self.counters[LOGINS]),
+        cpu = {name: (cpu_seconds(pid) - self.cpu[name]) / self.n for name, pid in self.pids.items()}
+        return {"cpu": cpu, "rate": self.n / elapsed, "seconds": elapsed, "logins": int(self.counters[LOGINS]),
                 "avg_bytes": self.counters[BYTES] / max(self.counters[COUNT], 1)}
 
 
-def bare_loop(host: str, port: int, mode: str, ctx, raw: bytes, counters, n: int) -> dict:
-    phase = Phase(counters, n)
+def bare_loop(host: str, port: int, mode: str, ctx, raw: bytes, counters, n: int,
+              pids: dict[str, int | None]) -> dict:
+    phase = Phase(counters, n, pids)
     phase.begin()
     with smtplib.SMTP(host, port, local_hostname="[127.0.0.1]", timeout=10) as s:
         if mode == "STARTTLS":
@@ -163,7 +177,7 @@ def bare_loop(host: str, port: int, mode: str, ctx, raw: bytes, counters, n: int
 
 
 def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int, callers: int,
-               profile: tuple[str, int] | None) -> dict:
+               pids: dict[str, int | None], profile: tuple[str, int] | None) -> dict:
     stub = mail_service_pb2_grpc.MailServiceStub(channel)
     Out = mpb.OutboundMessage
 
@@ -179,7 +193,7 @@ def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int
     time.sleep(0.2)
 
     spy = start_py_spy(*profile) if profile else None
-    phase = Phase(counters, n)
+    phase = Phase(counters, n, pids)
     lock = threading.Lock()
     next_i = iter(range(n))
     latencies: list[float] = []
@@ -229,9 +243,9 @@ def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int
 
 def start_py_spy(prefix: str, pid: int) -> subprocess.Popen:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
-                             "--threads", "-o", prefix, "--format", "speedscope" if prefix.endswith(".json")
-                             else "flamegraph"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fmt = {"json": "speedscope", "txt": "raw"}.get(prefix.rpartition(".")[2], "flamegraph")
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads",
+                             "-o", prefix, "--format", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the measurement starts
     return proc
 
@@ -249,7 +263,7 @@ def main() -> None:
     ap.add_argument("--modes", default="NONE,STARTTLS", help="comma-separated: NONE, STARTTLS")
     ap.add_argument("--py-spy", metavar="PREFIX",
                     help="record the server with py-spy during each SendEmail phase into PREFIX-MODE.svg "
-                         "(or .json: speedscope)")
+                         "(or .json: speedscope, .txt: collapsed stacks)")
     args = ap.parse_args()
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]
     if unknown := [m for m in modes if m not in SECURITY]:
@@ -272,38 +286,44 @@ def main() -> None:
         pid, channel = stack.enter_context(mailgate_process(root))
         providers = provider_service_pb2_grpc.ProviderServiceStub(channel)
         for mode in modes:
-            host, port = servers[mode]
+            host, port, smtpd_pid = servers[mode]
             created = providers.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
                 display_name=f"Bench {mode}", type="smtp_imap", account=USER, from_name="Bench",
                 smtp_imap=provider_pb2.SmtpImapSettings(
                     password=PASSWORD, ca_certificates_pem=ca.ca_pem,
                     smtp=provider_pb2.Endpoint(host=host, port=port, security=SECURITY[mode])))))
             print(f"{mode}: bare smtplib loop ...", flush=True)
-            bare = bare_loop(host, port, mode, tls, raw, counters[mode], args.messages)
+            bare = bare_loop(host, port, mode, tls, raw, counters[mode], args.messages,
+                             {"client": None, "aiosmtpd": smtpd_pid})
             print(f"{mode}: SendEmail, {args.callers} callers ...", flush=True)
             profile = None
             if args.py_spy:
                 prefix, dot, ext = args.py_spy.rpartition(".")
                 profile = (f"{prefix}-{mode}.{ext}" if dot else f"{args.py_spy}-{mode}.svg", pid)
-            sent = send_email(channel, created.name, body, counters[mode], args.messages, args.callers, profile)
+            sent = send_email(channel, created.name, body, counters[mode], args.messages, args.callers,
+                              {"client": None, "aiosmtpd": smtpd_pid, "mailgate": pid}, profile)
             results[mode] = (bare, sent)
 
-    ms = lambda x: f"{x * 1000:6.1f} ms"  # noqa: E731
+    ms = lambda x: f"{x * 1000:5.1f} ms"  # noqa: E731
+    cpu = lambda r, k: f"{r['cpu'][k] * 1000:6.2f}" if k in r["cpu"] else f"{'-':>6}"  # noqa: E731
     print()
     print(f"{args.messages} messages, text body {args.size:,} B, {args.callers} SendEmail callers, one provider")
-    print(f"{'mode':9} {'path':16} {'msg/s':>7} {'seconds':>8} {'logins':>6} {'B/msg':>7}   latency p50 / p99")
+    print(f"{'':26}{'':36}CPU ms per message")
+    print(f"{'mode':9} {'path':13} {'msg/s':>6} {'seconds':>7} {'logins':>6} {'B/msg':>6}   "
+          f"{'mailgate':>8} {'smtpd':>6} {'client':>6}   SendEmail latency p50 / p99")
     for mode, (bare, sent) in results.items():
-        print(f"{mode:9} {'bare smtplib':16} {bare['rate']:7.0f} {bare['seconds']:8.2f} {bare['logins']:6d} "
-              f"{bare['avg_bytes']:7.0f}")
-        print(f"{mode:9} {'SendEmail':16} {sent['rate']:7.0f} {sent['seconds']:8.2f} {sent['logins']:6d} "
-              f"{sent['avg_bytes']:7.0f}   {ms(sent['p50'])} / {ms(sent['p99'])}")
+        for path, r in (("bare smtplib", bare), ("SendEmail", sent)):
+            line = (f"{mode:9} {path:13} {r['rate']:6.0f} {r['seconds']:7.2f} {r['logins']:6d} "
+                    f"{r['avg_bytes']:6.0f}   {cpu(r, 'mailgate'):>8} {cpu(r, 'aiosmtpd')} {cpu(r, 'client')}")
+            if "p50" in r:
+                line += f"   {ms(r['p50'])} / {ms(r['p99'])}"
+            print(line)
     print()
     for mode, (bare, sent) in results.items():
         ratio = sent["rate"] / bare["rate"]
         verdict = "ok" if ratio >= EXPECTED else "BELOW"
         print(f"{mode:9} SendEmail / bare loop = {ratio:.2f}  (expected >= {EXPECTED}: {verdict})")
     print("For scale (issue): bare loop ~630 msg/s plain, ~420 STARTTLS; reconnecting per message ~200 and ~85.")
-
 
 if __name__ == "__main__":
     main()

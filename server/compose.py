@@ -105,14 +105,14 @@ def check_draft(draft: Draft, *, max_bytes: int, v: Violations) -> None:
                 v.add(f"{name}[{i}]", problem)
     if not (draft.to or draft.cc or draft.bcc):
         v.add("recipients", "give at least one of to, cc, bcc")
-    if problem := _text_problem(draft.subject):
+    if problem := text_problem(draft.subject):
         v.add("subject", problem)
     if not (draft.text_body or draft.html_body or draft.attachments):
         v.add("text_body", "give a text or an HTML body (or both), or an attachment")
     for i, a in enumerate(draft.attachments):
         if not a.filename.strip():
             v.add(f"attachments[{i}].filename", "required")
-        elif problem := _text_problem(a.filename):
+        elif problem := text_problem(a.filename):
             v.add(f"attachments[{i}].filename", problem)
         if problem := _content_type_problem(a.content_type):
             v.add(f"attachments[{i}].content_type", problem)
@@ -124,7 +124,7 @@ def check_draft(draft: Draft, *, max_bytes: int, v: Violations) -> None:
 def entry_problem(entry: str) -> str | None:
     """Why `entry` is not one recipient ("jane@example.test" or
     "Jane Doe <jane@example.test>"), or None."""
-    if problem := _text_problem(entry):
+    if problem := text_problem(entry):
         return problem
     if not entry.strip():
         return "empty; give an address or leave the entry out"
@@ -140,7 +140,7 @@ def entry_problem(entry: str) -> str | None:
     return None
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     if "\r" in value or "\n" in value:
         return _NO_LINE_BREAKS
     if any(c in _LINE_BREAKS or c in _CONTROLS for c in value):
@@ -151,7 +151,7 @@ def _text_problem(value: str) -> str | None:
 def _content_type_problem(value: str) -> str | None:
     if not value:
         return None  # application/octet-stream
-    if problem := _text_problem(value):
+    if problem := text_problem(value):
         return problem
     m = _CONTENT_TYPE.fullmatch(value.strip())
     if not m:
@@ -306,7 +306,7 @@ def compose(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
     if date.tzinfo is None or date.utcoffset() is None:
         raise ValueError("date must be timezone-aware")
     for value in (draft.subject, sender.from_name, *(a.filename for a in draft.attachments)):
-        if problem := _text_problem(value):
+        if problem := text_problem(value):
             raise ValueError(f"{value!r} {problem}")
     for a in draft.attachments:
         if problem := _content_type_problem(a.content_type):

@@ -69,11 +69,13 @@ class Outbox:
                               + (f": {stored.state_reason}" if stored.state_reason else "")
                               + "; activate it first")
         compose.check_draft(draft, max_bytes=self.settings.max_message_bytes, v=v)
-        v.raise_if_any()
 
-        answered = reply_to_message_id.strip()
-        if answered and not answered.startswith("<"):
-            answered = f"<{answered}>"
+        answered = ""
+        if reply_to_message_id.strip():
+            answered = compose.normalize_message_id(reply_to_message_id) or ""
+            if not answered:
+                v.add("reply_to_message_id", f"{reply_to_message_id!r} is not a Message-ID")
+        v.raise_if_any()
         if reply_to_outbound:
             answered = (await self.get(reply_to_outbound)).message_id
         now = utcnow()
@@ -220,7 +222,9 @@ class Outbox:
             self._wake.set()
             log.info("provider %s at its sending limit: %s waits until %s", m.provider_id, m.id, held)
             return await self.get(m.id)
-        envelope = Envelope(claimed.mail_from, (*m.to, *m.cc, *m.bcc), claimed.raw)
+        envelope = Envelope(compose.addr_spec(claimed.mail_from),
+                            compose.envelope_recipients(compose.Draft(to=m.to, cc=m.cc, bcc=m.bcc)),
+                            claimed.raw)
         try:
             said = await driver.send(config, envelope, self.providers.ctx)
         except SendFailure as f:

@@ -14,6 +14,7 @@ from typing import Any
 from mailgate.drivers.addresses import address_problem
 from mailgate.drivers.api import Driver, Kind, ProviderConfig, SettingField
 
+from . import compose
 from .errors import Violations
 
 MAX_NAME = 200
@@ -47,13 +48,19 @@ def check_provider(config: ProviderConfig, driver: Driver, v: Violations) -> Non
         v.add("display_name", "required")
     elif len(name) > MAX_NAME:
         v.add("display_name", f"at most {MAX_NAME} characters")
+    elif problem := compose.text_problem(name):
+        v.add("display_name", problem)
+    if problem := compose.text_problem(config.from_name):  # it goes into the From header
+        v.add("from_name", problem)
     if not config.account:
         v.add("account", "required")
     elif problem := address_problem(config.account):
         v.add("account", f"{config.account!r} is not a valid email address: {problem}")
+    elif not config.account.isascii():
+        v.add("account", f"{config.account!r}: mailgate sends 7-bit mail; use the ASCII form of the address")
     for i, addr in enumerate(config.reply_to):
-        if problem := address_problem(addr):
-            v.add(f"reply_to[{i}]", f"{addr!r} is not a valid email address: {problem}")
+        if problem := compose.entry_problem(addr):
+            v.add(f"reply_to[{i}]", problem)
     if config.receive_emails and not driver.capabilities.receive:
         v.add("receive_emails", f"the {driver.type} driver cannot receive mail")
     for f in driver.settings_schema:

@@ -53,13 +53,14 @@ def test_create_stores_green_with_every_field(server):
 
 def test_bad_fields_are_named_in_bad_request(server):
     bad = echo(name=" ", account="not-an-address", reply_to=["ok@example.test", "broken@"],
-               settings={"retries": 9.5})
+               from_name="Desk\r\nBcc: evil@example.test", settings={"retries": 9.5})
     bad.plugin_settings.fields.pop("greeting")
     err = expect_error(lambda: create(server, bad))
     assert err.code == INVALID and err.info.reason == "INVALID_ARGUMENT"
     assert set(err.violations) == {
-        "provider.display_name", "provider.account", "provider.reply_to[1]",
+        "provider.display_name", "provider.account", "provider.reply_to[1]", "provider.from_name",
         "provider.plugin_settings.greeting", "provider.plugin_settings.retries"}
+    assert "line breaks" in err.violations["provider.from_name"]
     assert "whole number" in err.violations["provider.plugin_settings.retries"]
     assert server.stub.ListProviders(pb.ListProvidersRequest()).providers == []
 

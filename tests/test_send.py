@@ -147,6 +147,9 @@ def test_bad_requests_are_named(mailgate_server, smtp, mail_ca):
     assert "line breaks" in err.violations["subject"]
     err = expect_error(lambda: stub.SendEmail(mpb.SendEmailRequest(provider=p.name, subject="x", text_body="x")))
     assert "recipients" in err.violations
+    err = expect_error(lambda: stub.SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["a@example.test"], text_body="x", reply_to_message_id="no id here")))
+    assert "reply_to_message_id" in err.violations
     err = expect_error(lambda: stub.SendEmail(mpb.SendEmailRequest(provider="providers/nope", to=["a@example.test"])))
     assert err.code == grpc.StatusCode.NOT_FOUND
     assert smtp.messages == []
