@@ -244,7 +244,7 @@ def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int
 def start_py_spy(prefix: str, pid: int) -> subprocess.Popen:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     fmt = {"json": "speedscope", "txt": "raw"}.get(prefix.rpartition(".")[2], "flamegraph")
-    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads",
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads", "--gil",
                              "-o", prefix, "--format", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the measurement starts
     return proc

@@ -242,3 +242,14 @@ def test_sending_limits_hold_mail_back_instead_of_failing(mailgate_server, smtp,
     assert held.attempts == 0 and not held.HasField("last_error")
     assert held.next_attempt_time.ToSeconds() >= states[1].sent_time.ToSeconds() + 20
     assert len(smtp.messages) == 2
+
+
+def test_python_client_sends_by_display_name_and_lists(mailgate_server, smtp, mail_ca):
+    from mailgate.client import MailgateClient
+    make_provider(mailgate_server, smtp, mail_ca, name="Client desk")
+    with MailgateClient(mailgate_server.address) as mg:
+        sent = mg.send_email("client desk", to=["jane@example.test"], subject="hi", text_body="x",
+                             request_id="client-1")
+        assert sent.state == Out.STATE_SENT
+        assert mg.get_outbound_message(sent.name) == sent
+        assert [m.name for m in mg.list_outbound_messages(page_size=1)] == [sent.name]

@@ -1,4 +1,4 @@
-"""MailgateClient: the generated ProviderService stub with Python manners.
+"""MailgateClient: the generated ProviderService and MailService stubs with Python manners.
 
 Every method returns proto messages (mailgate.v1) and raises MailgateError for any
 failed call. Wherever a provider is referred to, `ref` may be the resource name
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import grpc
 from google.protobuf import field_mask_pb2
 
-from mailgate.v1 import driver_pb2, provider_pb2
+from mailgate.v1 import driver_pb2, mail_service_pb2, mail_service_pb2_grpc, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb
 from mailgate.v1 import provider_service_pb2_grpc
 
@@ -32,6 +32,7 @@ class MailgateClient:
         self.target = target
         self.timeout = timeout
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
+        self.mail = mail_service_pb2_grpc.MailServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -95,6 +96,28 @@ class MailgateClient:
             token = page.next_page_token
             if not token:
                 return drivers
+
+    # ------------------------------------------------------------ mail
+    def send_email(self, provider_ref: str, **fields: Any) -> mail_service_pb2.OutboundMessage:
+        """`fields` are SendEmailRequest's: to, cc, bcc, subject, text_body, html_body,
+        attachments, reply_to_message_id or reply_to_outbound_message, request_id.
+        Pass a request_id to retry safely after a timeout."""
+        return self._call(self.mail.SendEmail, mail_service_pb2.SendEmailRequest(
+            provider=self.resolve(provider_ref), **fields))
+
+    def get_outbound_message(self, name: str) -> mail_service_pb2.OutboundMessage:
+        return self._call(self.mail.GetOutboundMessage, mail_service_pb2.GetOutboundMessageRequest(name=name))
+
+    def list_outbound_messages(self, filter: str = "", page_size: int = 0
+                               ) -> Iterator[mail_service_pb2.OutboundMessage]:
+        token = ""
+        while True:
+            page = self._call(self.mail.ListOutboundMessages, mail_service_pb2.ListOutboundMessagesRequest(
+                filter=filter, page_size=page_size, page_token=token))
+            yield from page.outbound_messages
+            token = page.next_page_token
+            if not token:
+                return
 
     # ------------------------------------------------------------ helpers
     def resolve(self, ref: str) -> str:
