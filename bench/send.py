@@ -17,8 +17,9 @@ accepted the last message); aiosmtpd stamps that moment itself (perf_counter is
 CLOCK_MONOTONIC, the same clock in every process), so nobody polls. The bare loop's
 time includes its connect and AUTH; SendEmail gets a warm-up of one message per
 caller first (gRPC channel, the provider's first SMTP connections). Prints the
-rates, SendEmail's per-call latency p50/p99, the ratio (expected >= 0.7) and how
-many SMTP logins each side made (the pool's reconnections show there).
+rates, SendEmail's per-call latency p50/p99, the ratio (expected >= 0.7), how
+many SMTP logins each side made (the pool's reconnections show there) and the CPU
+time per message of mailgate, aiosmtpd and this client (from /proc, all threads).
 
 aiosmtpd keeps only counters (messages, bytes, logins), not the messages.
 """
@@ -244,8 +245,10 @@ def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int
 def start_py_spy(prefix: str, pid: int) -> subprocess.Popen:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     fmt = {"json": "speedscope", "txt": "raw"}.get(prefix.rpartition(".")[2], "flamegraph")
-    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads", "--gil",
-                             "-o", prefix, "--format", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --gil: only the thread holding the GIL is sampled, i.e. where the server's Python CPU goes.
+    proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads",
+                             "--gil", "-o", prefix, "--format", fmt],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the measurement starts
     return proc
 
@@ -262,7 +265,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=10240, help="text body bytes")
     ap.add_argument("--modes", default="NONE,STARTTLS", help="comma-separated: NONE, STARTTLS")
     ap.add_argument("--py-spy", metavar="PREFIX",
-                    help="record the server with py-spy during each SendEmail phase into PREFIX-MODE.svg "
+                    help="sample the server's GIL holder with py-spy during each SendEmail phase into PREFIX-MODE.svg "
                          "(or .json: speedscope, .txt: collapsed stacks)")
     args = ap.parse_args()
     modes = [m.strip().upper() for m in args.modes.split(",") if m.strip()]

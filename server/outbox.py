@@ -43,6 +43,7 @@ class OutboxSettings:
 class Outbox:
     def __init__(self, providers: Providers, settings: OutboxSettings):
         self.providers = providers
+        providers.on_green.append(self.provider_ready)
         self.db = providers.db
         self.settings = settings
         self._wake = asyncio.Event()
@@ -148,6 +149,13 @@ class Outbox:
         rows = rows[:limit]
         token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
         return rows, token
+
+    async def provider_ready(self, provider_id: str) -> None:
+        """A provider turned GREEN: what waited for it goes now."""
+        count = await self.db.run(lambda s: OutboxStore(s).due_now(provider_id, utcnow()))
+        if count:
+            log.info("provider %s is GREEN: %d waiting message(s) due now", provider_id, count)
+            self._wake.set()
 
     # -- the worker
     def start(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from mailgate.drivers.api import (CheckResult, Driver, DriverContext, ErrorCode, Notice,
                                   ProviderConfig, Report)
@@ -62,6 +62,15 @@ def checks_failed(report: Report, doing: str) -> ChecksFailed:
 class Providers:
     def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext):
         self.db, self.box, self.drivers, self.ctx = db, box, drivers, ctx
+        # Called with the provider id whenever a provider turns (or stays) GREEN after a
+        # change: the outbox sends what waited for it.
+        self.on_green: list[Callable[[str], Awaitable[None]]] = []
+
+    async def _green(self, stored: StoredProvider) -> StoredProvider:
+        if stored.state is State.GREEN:
+            for listener in self.on_green:
+                await listener(stored.id)
+        return stored
 
     def _store(self, session: Any) -> ProviderStore:
         return ProviderStore(session, self.box)
@@ -144,7 +153,7 @@ class Providers:
             lambda s: self._store(s).update(config, version or current.version, state))
         await driver.release(provider_id)  # pooled connections use the old settings
         log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
-        return stored, notices
+        return await self._green(stored), notices
 
     # -- delete
     async def delete(self, provider_id: str, etag: str = "") -> None:
@@ -178,13 +187,13 @@ class Providers:
             state, reason = State.RED, checks_failed(report, "activation failed").message
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("activated provider %s: %s %s", provider_id, state.value, reason)
-        return stored, report
+        return await self._green(stored), report
 
     async def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
         """For the services that find a mailbox broken (sending, watching) or mended."""
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("provider %s is %s: %s", provider_id, state.value, reason)
-        return stored
+        return await self._green(stored)
 
     # -- helpers
     def _driver(self, type_: str) -> Driver:

@@ -169,6 +169,14 @@ def test_a_red_provider_refuses_new_mail_and_keeps_queued_mail(mailgate_server, 
             provider=p.name, to=["jane@example.test"], subject="new", text_body="x")))
         assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "RED" in err.violations["provider"]
         assert smtp.messages == []
+        # The administrator enters the new password: GREEN, and the waiting mail goes out.
+        fixed = mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
+                password="changed-on-the-server")),
+            update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.password"])))
+        assert fixed.state == provider_pb2.Provider.STATE_GREEN
+        assert wait_state(mailgate_server, queued.name, Out.STATE_SENT, timeout=5).state == Out.STATE_SENT
+        assert [parse(x.content)["Subject"] for x in smtp.messages] == ["waits"]
 
 
 def test_queued_mail_survives_a_restart(tmp_path, mailgate_database_url, mail_ca, mail_users):

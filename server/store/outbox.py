@@ -140,6 +140,14 @@ class OutboxStore:
             self.session.execute(update(OutboundRow).where(OutboundRow.id.in_(message_ids))
                                  .values(lease_until=None, next_attempt_time=until))
 
+    def due_now(self, provider_id: str, now: datetime) -> int:
+        """Makes a provider's waiting mail due at once (it turned GREEN)."""
+        result = self.session.execute(update(OutboundRow).where(
+            OutboundRow.provider_id == provider_id, OutboundRow.state.in_(WAITING),
+            or_(OutboundRow.lease_until.is_(None), OutboundRow.lease_until < now),
+            OutboundRow.next_attempt_time > now).values(next_attempt_time=now))
+        return result.rowcount
+
     def sent_since(self, provider_id: str, since: datetime) -> int:
         return self.session.scalar(select(func.count()).select_from(OutboundRow).where(
             OutboundRow.provider_id == provider_id, OutboundRow.sent_time >= since)) or 0
