@@ -20,7 +20,7 @@ from mailgate.drivers.api import Envelope, SendFailure
 
 from . import compose, paging
 from .domain import State, utcnow
-from .errors import InvalidArgument, Violation, Violations
+from .errors import InvalidArgument, NotFound, Violation, Violations
 from .providers import Providers
 from .store.models import OutboundRow
 from .store.outbox import Claimed, Outbound, OutboxStore, OutState
@@ -79,39 +79,39 @@ class Outbox:
         v.raise_if_any()
         if reply_to_outbound:
             answered = (await self.get(reply_to_outbound)).message_id
+        thread, conversation = None, str(uuid.uuid4())
+        if answered:
+            known = await self.db.run(lambda s: OutboxStore(s).thread(answered))
+            if known:
+                conversation = known[0]
+            if config.active_reference:
+                thread = compose.Thread(message_id=answered, references=known[1] if known else ())
         now = utcnow()
         message_id = compose.new_message_id(config.account)
+        # Building MIME is CPU work: in the worker pool, not on the one database thread.
+        raw = await self.providers.ctx.run_blocking(lambda: compose.compose(
+            draft, compose.Sender(config.account, config.from_name, config.reply_to),
+            message_id=message_id, date=now, thread=thread))
+        if len(raw) > self.settings.max_message_bytes:
+            raise InvalidArgument([Violation("size", f"the message is {len(raw):,} bytes; "
+                                             f"the limit is {self.settings.max_message_bytes:,}")])
+        row = OutboundRow(
+            id=str(uuid.uuid4()), provider_id=provider_id, request_id=request_id or None,
+            message_id=message_id, conversation_id=conversation, state=OutState.QUEUED.value,
+            mail_from=config.account, to=list(draft.to), cc=list(draft.cc), bcc=list(draft.bcc),
+            subject=compose.reply_subject(draft.subject) if thread else draft.subject,
+            attachments=[{"filename": a.filename, "content_type": a.content_type, "size_bytes": len(a.data)}
+                         for a in draft.attachments],
+            # Leased to this process at once: the first attempt starts right here,
+            # and if we die before it ends, the lease runs out and the worker takes it.
+            raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now,
+            lease_until=now + timedelta(seconds=self.settings.lease),
+            last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
+            sent_time=None)
+        references = [*thread.references, thread.message_id] if thread else []
 
-        def write(session: Any) -> Outbound:
-            store = OutboxStore(session)
-            thread, conversation = None, str(uuid.uuid4())
-            if answered:
-                known = store.thread(answered)
-                chain = tuple(known.references) if known else ()
-                if known:
-                    conversation = known.conversation_id
-                if config.active_reference:
-                    thread = compose.Thread(message_id=answered, references=chain)
-            raw = compose.compose(draft, compose.Sender(config.account, config.from_name, config.reply_to),
-                                  message_id=message_id, date=now, thread=thread)
-            if len(raw) > self.settings.max_message_bytes:
-                raise InvalidArgument([Violation("size", f"the message is {len(raw):,} bytes; "
-                                                 f"the limit is {self.settings.max_message_bytes:,}")])
-            references = [*thread.references, thread.message_id] if thread else []
-            row = OutboundRow(
-                id=str(uuid.uuid4()), provider_id=provider_id, request_id=request_id or None,
-                message_id=message_id, conversation_id=conversation, state=OutState.QUEUED.value,
-                mail_from=config.account, to=list(draft.to), cc=list(draft.cc), bcc=list(draft.bcc),
-                subject=compose.reply_subject(draft.subject) if thread else draft.subject,
-                attachments=[{"filename": a.filename, "content_type": a.content_type, "size_bytes": len(a.data)}
-                             for a in draft.attachments],
-                # Leased to this process at once: the first attempt starts right here,
-                # and if we die before it ends, the lease runs out and the worker takes it.
-                raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now,
-                lease_until=now + timedelta(seconds=self.settings.lease),
-                last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
-                sent_time=None)
-            return Claimed(store.insert(row, references), row.mail_from, raw)
+        def write(session: Any) -> Claimed:
+            return Claimed(OutboxStore(session).insert(row, references), row.mail_from, raw, stored)
 
         try:
             claimed = await self.db.run(write)
@@ -211,9 +211,9 @@ class Outbox:
 
     async def _deliver(self, claimed: Claimed) -> Outbound:
         m = claimed.message
-        try:
-            stored = await self.providers.get(m.provider_id)
-        except Exception:
+        try:  # the first attempt comes with the provider SendEmail just read
+            stored = claimed.provider or await self.providers.get(m.provider_id)
+        except NotFound:
             return await self._record(m, OutState.FAILED, error="the provider was deleted", counted=False)
         config = stored.config
         driver = self.providers.drivers.get(config.type)

@@ -63,7 +63,7 @@ class SmtpImapDriver(Driver):
     )
 
     def __init__(self) -> None:
-        self.pool = SmtpPool()
+        self.pool = SmtpPool(max_idle_per_key=32)  # at least the outbox's attempts in flight
         self._pool_keys: dict[str, set[str]] = {}  # provider id -> its pool keys
 
     # -- input

@@ -65,6 +65,7 @@ class Claimed:
     message: Outbound
     mail_from: str
     raw: bytes
+    provider: Any = None  # the StoredProvider, when the caller has just read it
 
 
 class OutboxStore:
@@ -79,13 +80,15 @@ class OutboxStore:
 
     def insert(self, row: OutboundRow, references: list[str]) -> Outbound:
         self.session.add(row)
-        self.session.merge(MessageRefRow(message_id=row.message_id, conversation_id=row.conversation_id,
-                                         references=references, create_time=row.create_time))
+        self.session.add(MessageRefRow(message_id=row.message_id, conversation_id=row.conversation_id,
+                                       references=references, create_time=row.create_time))
         self.session.flush()
         return Outbound.of(row)
 
-    def thread(self, message_id: str) -> MessageRefRow | None:
-        return self.session.get(MessageRefRow, message_id)
+    def thread(self, message_id: str) -> tuple[str, tuple[str, ...]] | None:
+        """The conversation of a known Message-ID and its References chain."""
+        ref = self.session.get(MessageRefRow, message_id)
+        return (ref.conversation_id, tuple(ref.references)) if ref else None
 
     # -- read
     def get(self, message_id: str) -> Outbound:
