@@ -46,8 +46,8 @@ import grpc
 
 from mailgate.server import compose
 from mailgate.testing.servers.certs import TestCA
-from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
+from rig import mailgate_process, percentile
 from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb, provider_service_pb2_grpc
 
@@ -64,10 +64,6 @@ def text_body(size: int) -> str:
     """`size` bytes of ASCII text in lines of 76 characters (quoted-printable leaves it as is)."""
     line = ("The quick brown fox jumps over the lazy dog, 0123456789, again and again. " * 2)[:75] + "\n"
     return (line * (size // len(line) + 1))[:size]
-
-
-def pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 @contextmanager
@@ -110,22 +106,6 @@ def _smtp_serve_with(mode: str, ca: TestCA, users: dict, counters, conn) -> None
         handler.handle_DATA, handler.authenticate = counting_data, counting_auth
         conn.send((smtp.host, smtp.port))
         conn.recv()
-
-
-@contextmanager
-def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
-    [port] = free_ports(1)
-    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        yield proc.pid, channel
-    finally:
-        channel.close()
-        proc.terminate()
-        proc.wait(30)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -238,7 +218,7 @@ def send_email(channel: grpc.Channel, provider: str, body: str, counters, n: int
         print(f"  warning: calls that did not return SENT: "
               f"{ {Out.State.Name(k): v for k, v in states.items()} }")
     out = phase.finish()
-    out.update(p50=statistics.median(latencies), p99=pct(latencies, 99), calls_seconds=calls_done)
+    out.update(p50=statistics.median(latencies), p99=percentile(latencies, 99), calls_seconds=calls_done)
     return out
 
 

@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import smtplib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import grpc
 import imapclient
 
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
-from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
+from rig import mailgate_process, percentile
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
 USER, PASSWORD = "bench@example.test", "bench-password"
@@ -45,10 +41,6 @@ def timed(fn, runs: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
-
-
-def p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
 @contextmanager
@@ -70,22 +62,6 @@ def _smtp_serve_with(ca: TestCA, users: dict, conn) -> None:
         conn.recv()
 
 
-@contextmanager
-def mailgate_process(root: Path) -> Iterator[provider_service_pb2_grpc.ProviderServiceStub]:
-    [port] = free_ports(1)
-    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
-                             "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        yield provider_service_pb2_grpc.ProviderServiceStub(channel)
-    finally:
-        channel.close()
-        proc.terminate()
-        proc.wait(30)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=50)
@@ -96,7 +72,8 @@ def main() -> None:
         ca = TestCA.create(root / "ca")
         users = {USER: PASSWORD}
         with Dovecot(root / "dovecot", users, ca) as dovecot, smtp_server(ca, users) as (smtp_host, smtp_port), \
-                mailgate_process(root) as stub:
+                mailgate_process(root) as (_, channel):
+            stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
             ctx = ca.client_context()
 
             def bare_smtp() -> None:
@@ -132,9 +109,9 @@ def main() -> None:
     ms = lambda x: f"{x * 1000:7.1f} ms"  # noqa: E731
     smtp_p50, imap_p50, val_p50 = (statistics.median(x) for x in (s_t, i_t, v_t))
     print(f"runs per measurement: {len(v_t)}")
-    print(f"bare smtplib STARTTLS AUTH   p50 {ms(smtp_p50)}   p90 {ms(p(s_t, 90))}")
-    print(f"bare imapclient IMAPS login  p50 {ms(imap_p50)}   p90 {ms(p(i_t, 90))}")
-    print(f"ValidateProvider (both)      p50 {ms(val_p50)}   p90 {ms(p(v_t, 90))}")
+    print(f"bare smtplib STARTTLS AUTH   p50 {ms(smtp_p50)}   p90 {ms(percentile(s_t, 90))}")
+    print(f"bare imapclient IMAPS login  p50 {ms(imap_p50)}   p90 {ms(percentile(i_t, 90))}")
+    print(f"ValidateProvider (both)      p50 {ms(val_p50)}   p90 {ms(percentile(v_t, 90))}")
     print(f"max of bare p50s {ms(max(smtp_p50, imap_p50))}   sum {ms(smtp_p50 + imap_p50)}")
     print(f"ValidateProvider / max = {val_p50 / max(smtp_p50, imap_p50):.2f}  (expected <= 1.2)")
     print(f"ValidateProvider / sum = {val_p50 / (smtp_p50 + imap_p50):.2f}  (concurrent checks: well under 1)")
