@@ -59,7 +59,11 @@ def etag_mismatch(provider_id: str, version: int) -> Aborted:
                    "read it again and retry", metadata={"provider": provider_id})
 
 
-class ChecksFailed(MailgateError):
+class FailedPrecondition(MailgateError):
+    """The request is fine, but the resource is not in a state that allows it."""
+
+
+class ChecksFailed(FailedPrecondition):
     """The provider's servers refused it (login, TLS, connection): nothing was stored."""
 
     def __init__(self, message: str, *, reason: str, report: Report,

@@ -139,7 +139,7 @@ class Outbox:
 
     async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[Outbound], str]:
         filters = paging.parse_filter(filter_text, {
-            "provider": _provider_filter, "state": _state_filter, "conversation_id": str})
+            "provider": paging.resource_id("providers"), "state": paging.state_name(OutState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
         limit = paging.page_size(size)
@@ -278,16 +278,3 @@ class Outbox:
                     return now + window / max(limit, 1)
         return None
 
-
-def _provider_filter(value: str) -> str:
-    prefix, _, pid = value.partition("/")
-    if prefix != "providers" or not pid:
-        raise ValueError(f"{value!r} is not a provider name (providers/{{provider}})")
-    return pid
-
-
-def _state_filter(value: str) -> str:
-    name = value.removeprefix("STATE_")
-    if name not in OutState.__members__:
-        raise ValueError(f"unknown state {value!r}; use STATE_QUEUED, STATE_SENT, STATE_RETRYING or STATE_FAILED")
-    return name

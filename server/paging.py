@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 import re
@@ -38,6 +39,26 @@ def parse_filter(text: str, fields: dict[str, Callable[[str], Any]]) -> dict[str
         except ValueError as e:
             raise InvalidArgument([Violation("filter", f"{name}: {e}")]) from None
     return result
+
+
+def resource_id(collection: str) -> Callable[[str], str]:
+    """A filter value converter: `providers/x` -> `x`."""
+    def convert(value: str) -> str:
+        prefix, _, rid = value.partition("/")
+        if prefix != collection or not rid:
+            raise ValueError(f"{value!r} is not a {collection} name ({collection}/{{id}})")
+        return rid
+    return convert
+
+
+def state_name(states: type[enum.Enum]) -> Callable[[str], str]:
+    """A filter value converter: `STATE_RED` or `RED` -> `RED`, for one of `states`."""
+    def convert(value: str) -> str:
+        name = value.removeprefix("STATE_")
+        if name not in states.__members__:
+            raise ValueError(f"unknown state {value!r}; use " + ", ".join(f"STATE_{s}" for s in states.__members__))
+        return name
+    return convert
 
 
 def page_size(requested: int, maximum: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE) -> int:

@@ -82,7 +82,7 @@ class Providers:
     async def list(self, filter_text: str, page_token: str, size: int
                    ) -> tuple[list[StoredProvider], str]:
         filters = paging.parse_filter(filter_text, {
-            "type": str, "campaign": str, "state": _state_filter, "receive_emails": _bool_filter})
+            "type": str, "campaign": str, "state": paging.state_name(State), "receive_emails": _bool_filter})
         limit = paging.page_size(size)
         after = paging.decode_token(page_token, filter_text)
         rows = await self.db.run(lambda s: self._store(s).list(filters, after, limit + 1))
@@ -259,13 +259,6 @@ def _etag_version(etag: str) -> int:
         return int(etag.removeprefix("W/").strip('"'))
     except ValueError:
         raise InvalidArgument([Violation("etag", f"{etag!r} is not an etag from this service")]) from None
-
-
-def _state_filter(value: str) -> str:
-    name = value.removeprefix("STATE_")
-    if name not in State.__members__:
-        raise ValueError(f"unknown state {value!r}; use STATE_GREY, STATE_GREEN or STATE_RED")
-    return name
 
 
 def _bool_filter(value: str) -> bool:

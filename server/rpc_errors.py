@@ -16,8 +16,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from . import converters
-from .errors import (Aborted, AlreadyExists, ChecksFailed, InvalidArgument, MailgateError,
-                     NotFound)
+from .errors import (Aborted, AlreadyExists, ChecksFailed, FailedPrecondition, InvalidArgument,
+                     MailgateError, NotFound)
 
 log = logging.getLogger("mailgate.rpc")
 
@@ -28,7 +28,7 @@ _CODES: list[tuple[type[MailgateError], int]] = [
     (NotFound, code_pb2.NOT_FOUND),
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Aborted, code_pb2.ABORTED),
-    (ChecksFailed, code_pb2.FAILED_PRECONDITION),
+    (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
 ]
 
 

@@ -76,6 +76,11 @@ class Database:
         with self._sessions.begin() as session:
             return fn(session)
 
+    def run_sync(self, fn: Callable[[Session], T]) -> T:
+        """`transaction` on the database thread, from a thread that is not the event
+        loop's (the mailbox watchers): SQLite still sees one writer."""
+        return self._executor.submit(self.transaction, fn).result()
+
     async def run(self, fn: Callable[[Session], T]) -> T:
         """`transaction` off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.transaction, fn)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, MetaData, String, Text, UniqueConstraint, types
+from sqlalchemy import (JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text,
+                        UniqueConstraint, types)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ..secrets import Sealed
@@ -145,3 +146,51 @@ class MessageRefRow(Base):
     # the message's own References chain, oldest first, without itself
     references: Mapped[list[str]] = mapped_column(default=list)
     create_time: Mapped[datetime]
+
+
+class InboundRow(Base):
+    """A campaign queue entry: a message exactly as fetched, and its delivery state."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        # one row per message of a mailbox generation (IMAP UIDVALIDITY)
+        UniqueConstraint("provider_id", "folder", "uidvalidity", "uid", name="uq_inbound_messages_uid"),
+        Index("ix_inbound_messages_dedup", "provider_id", "message_id", "content_hash"),
+        Index("ix_inbound_messages_queue", "campaign", "state", "seq"),
+    )
+
+    # arrival order: consumers get a campaign's messages in this order
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    provider_id: Mapped[str] = mapped_column(String(36), index=True)
+    campaign: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(200))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(String(36), index=True)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the parsed envelope
+    automatic: Mapped[bool] = mapped_column(default=False)
+    oversized: Mapped[bool] = mapped_column(default=False)
+    size_bytes: Mapped[int]
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(12))
+    delivery_count: Mapped[int] = mapped_column(default=0)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    lease_consumer: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    receive_time: Mapped[datetime]
+    ack_time: Mapped[datetime | None]
+
+
+class MailboxPositionRow(Base):
+    """How far a watched mailbox has been committed to the queue."""
+
+    __tablename__ = "mailbox_positions"
+
+    provider_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,137 @@
+"""The campaign queues: mail committed by the watchers, streamed to consumers.
+
+The queue's state lives in the store (leases with tokens, claimed with SKIP
+LOCKED), never only in memory: a consumer or a server can die at any moment and
+an unacknowledged message is simply delivered again. In-process wake-ups make a
+committed message reach a waiting consumer at once; expired leases are looked
+for every second.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from . import paging
+from .domain import utcnow
+from .providers import Providers
+from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
+from .store.models import InboundRow
+
+log = logging.getLogger("mailgate.inbound")
+
+LEASE_SWEEP = 1.0  # seconds between looks for expired leases
+
+
+@dataclass
+class InboundSettings:
+    max_message_bytes: int = 50 * 1024 * 1024  # bigger mail is queued with headers only parsed
+    max_deliveries: int = 5                    # then dead-lettered
+    default_deadline: int = 60
+    default_in_flight: int = 10
+
+
+@dataclass(frozen=True)
+class Subscription:
+    campaign: str | None
+    provider_ids: list[str]
+    consumer: str
+    max_in_flight: int
+    deadline: int
+
+    @property
+    def topics(self) -> list[str]:
+        return [f"campaign:{self.campaign}"] if self.campaign else [f"provider:{p}" for p in self.provider_ids]
+
+
+class InboundQueue:
+    def __init__(self, providers: Providers, settings: InboundSettings):
+        self.providers = providers
+        self.db = providers.db
+        self.settings = settings
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- watchers (blocking, from their threads)
+    def position(self, provider_id: str, folder: str) -> tuple[int | None, int]:
+        return self.db.run_sync(lambda s: InboundStore(s).position(provider_id, folder))
+
+    def commit(self, provider_id: str, folder: str, uidvalidity: int, arrivals: list[Arrival]) -> list[str]:
+        """Commits fetched messages to the provider's campaign queue; returns when they
+        are durable (the watcher treats them as fetched only then)."""
+        stored = self.db.run_sync(lambda s: self.providers._store(s).get(provider_id))
+        config = stored.config
+        queued = self.db.run_sync(lambda s: InboundStore(s).enqueue(
+            provider_id, config.campaign, folder, uidvalidity, arrivals, utcnow(), config.active_reference))
+        if queued:
+            log.info("provider %s: %d message(s) queued on campaign %r", provider_id, len(queued), config.campaign)
+            self._notify([f"campaign:{config.campaign}", f"provider:{provider_id}"])
+        return queued
+
+    def _notify(self, topics: list[str]) -> None:
+        if self._loop is None:
+            return
+        def wake() -> None:
+            for topic in topics:
+                for event in self._waiters.get(topic, ()):
+                    event.set()
+        self._loop.call_soon_threadsafe(wake)
+
+    # -- consumers
+    def subscribe(self, sub: Subscription) -> asyncio.Event:
+        event = asyncio.Event()
+        for topic in sub.topics:
+            self._waiters[topic].add(event)
+        return event
+
+    def unsubscribe(self, sub: Subscription, event: asyncio.Event) -> None:
+        for topic in sub.topics:
+            self._waiters[topic].discard(event)
+
+    async def claim(self, sub: Subscription, limit: int) -> list[Delivery]:
+        return await self.db.run(lambda s: InboundStore(s).claim(
+            campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer, limit=limit,
+            deadline=timedelta(seconds=sub.deadline), now=utcnow(),
+            max_deliveries=self.settings.max_deliveries))
+
+    async def ack(self, ack_ids: list[str]) -> int:
+        pairs = [p for p in map(split_ack_id, ack_ids) if p]
+        return await self.db.run(lambda s: InboundStore(s).ack(pairs, utcnow())) if pairs else 0
+
+    async def extend(self, ack_ids: list[str], seconds: list[int]) -> None:
+        triples = [(*p, max(0, sec)) for p, sec in zip(map(split_ack_id, ack_ids), seconds) if p]
+        if triples:
+            await self.db.run(lambda s: InboundStore(s).extend(triples, utcnow()))
+
+    async def release(self, deliveries: list[tuple[str, str]]) -> None:
+        if deliveries:
+            await self.db.run(lambda s: InboundStore(s).release(deliveries))
+
+    # -- operators
+    async def get(self, message_id: str) -> InboundRow:
+        return await self.db.run(lambda s: InboundStore(s).get(message_id))
+
+    async def requeue(self, message_id: str) -> InboundRow:
+        row = await self.db.run(lambda s: InboundStore(s).requeue(message_id))
+        self._notify([f"campaign:{row.campaign}", f"provider:{row.provider_id}"])
+        return row
+
+    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundRow], str]:
+        filters: dict[str, Any] = paging.parse_filter(filter_text, {
+            "provider": paging.resource_id("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
+        if "provider" in filters:
+            filters["provider_id"] = filters.pop("provider")
+        limit = paging.page_size(size)
+        after = paging.decode_token(page_token, filter_text)
+        rows = await self.db.run(lambda s: InboundStore(s).list(filters, after, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = paging.encode_token((rows[-1].receive_time, str(rows[-1].seq)), filter_text) if more else ""
+        return rows, token
+
