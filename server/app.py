@@ -14,9 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from mailgate.drivers.registry import DriverRegistry
 from mailgate.drivers.transport.throttle import LoginThrottle
-from mailgate.v1 import mail_service_pb2, mail_service_pb2_grpc, provider_service_pb2, provider_service_pb2_grpc
+from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
+                         provider_service_pb2, provider_service_pb2_grpc)
 
 from .config import Settings
+from .inbound import InboundQueue, InboundSettings
+from .inbound_servicer import InboundServicer
 from .mail_servicer import MailServicer
 from .outbox import Outbox, OutboxSettings
 from .providers import Providers
@@ -29,7 +32,8 @@ from .store.db import Database
 log = logging.getLogger("mailgate.server")
 
 SERVICE_NAMES = [provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
-                 mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name]
+                 mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
+                 inbound_service_pb2.DESCRIPTOR.services_by_name["InboundService"].full_name]
 
 
 @dataclass
@@ -42,6 +46,7 @@ class App:
     health: health.aio.HealthServicer
     providers: Providers
     outbox: Outbox
+    inbound: InboundQueue
 
     @property
     def address(self) -> str:
@@ -71,9 +76,12 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
                                               retry_base=settings.retry_base,
                                               first_attempt_wait=settings.first_attempt_wait))
 
+    inbound = InboundQueue(providers, InboundSettings())
+    inbound.bind(asyncio.get_running_loop())
     server = grpc.aio.server(interceptors=[ErrorInterceptor()])
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
+    inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -86,7 +94,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     outbox.start()
     for name in SERVICE_NAMES + [""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox)
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

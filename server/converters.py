@@ -3,7 +3,7 @@ sees a proto). Driver settings travel in Provider's `settings` oneof: the typed
 member whose field name is the driver type, or `plugin_settings` (a Struct)."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from google.api import field_behavior_pb2
@@ -16,13 +16,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailgate.drivers.api import (CheckResult, Driver, Notice, ProviderConfig, Report,
                                   SettingField)
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.v1 import driver_pb2, mail_service_pb2, provider_pb2, validation_pb2
+from mailgate.v1 import driver_pb2, inbound_service_pb2, mail_service_pb2, provider_pb2, validation_pb2
 
 from .domain import State, StoredProvider
+from . import inbound_parse
 from .compose import AttachmentIn, Draft
 from .errors import InvalidArgument, Violation
 from .logs import known_secrets
 from .providers import WRITABLE
+from .store.models import InboundRow
 from .store.outbox import Outbound
 from .validation import copy_tree, get_path, set_path
 
@@ -299,3 +301,42 @@ def draft_from_proto(r: mail_service_pb2.SendEmailRequest) -> Draft:
                  text_body=r.text_body, html_body=r.html_body,
                  attachments=tuple(AttachmentIn(a.filename, a.content_type or "application/octet-stream", a.data)
                                    for a in r.attachments))
+
+
+# ---------------------------------------------------------------- inbound mail
+def inbound_id(name: str) -> str:
+    """`inboundMessages/{id}` -> id."""
+    prefix, _, mid = name.partition("/")
+    if prefix != "inboundMessages" or not mid or "/" in mid:
+        raise InvalidArgument([Violation("name", f"{name!r} is not an inbound message name "
+                                          "(expected inboundMessages/{inbound_message})")])
+    return mid
+
+
+def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool = False,
+                     with_attachment_data: bool = False) -> inbound_service_pb2.InboundMessage:
+    """Headers come from what was parsed at arrival; the body is parsed now, from
+    the raw bytes kept, only when asked for (it costs real CPU)."""
+    h = row.headers
+    msg = inbound_service_pb2.InboundMessage(
+        name=f"inboundMessages/{row.id}", provider=f"providers/{row.provider_id}", campaign=row.campaign,
+        message_id=row.message_id, subject=h.get("subject", ""),
+        conversation_id=row.conversation_id, delivery_count=row.delivery_count, automatic=row.automatic,
+        state=inbound_service_pb2.InboundMessage.State.Value(f"STATE_{row.state}"),
+        receive_time=_ts(row.receive_time), size_bytes=row.size_bytes, oversized=row.oversized)
+    for field in ("from", "to", "cc", "reply_to"):
+        getattr(msg, field).extend(h.get(field, []))
+    if h.get("date"):
+        msg.date.CopyFrom(_ts(datetime.fromisoformat(h["date"])))
+    if with_body and not row.oversized:
+        body = inbound_parse.parse_body(row.raw)
+        msg.text_body, msg.html_body = body.text, body.html
+        msg.parse_defects.extend(body.defects)
+        for a in body.attachments:
+            att = msg.attachments.add(filename=a.filename, content_type=a.content_type, size_bytes=a.size,
+                                      content_id=a.content_id or "")
+            if with_attachment_data:
+                att.data = inbound_parse.attachment_content(row.raw, a.index) or b""
+    if with_raw:
+        msg.raw = row.raw
+    return msg

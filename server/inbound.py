@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from . import paging
+from . import inbound_parse, paging
 from .domain import utcnow
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
@@ -62,9 +62,12 @@ class InboundQueue:
     def position(self, provider_id: str, folder: str) -> tuple[int | None, int]:
         return self.db.run_sync(lambda s: InboundStore(s).position(provider_id, folder))
 
-    def commit(self, provider_id: str, folder: str, uidvalidity: int, arrivals: list[Arrival]) -> list[str]:
-        """Commits fetched messages to the provider's campaign queue; returns when they
-        are durable (the watcher treats them as fetched only then)."""
+    def commit(self, provider_id: str, folder: str, uidvalidity: int,
+               messages: list[tuple[int, bytes]]) -> list[str]:
+        """Commits fetched messages (UID, exact bytes) to the provider's campaign queue;
+        returns when they are durable (the watcher treats them as fetched only then).
+        Only the headers are parsed here; bodies wait until a consumer asks."""
+        arrivals = [arrival(uid, raw, self.settings.max_message_bytes) for uid, raw in messages]
         stored = self.db.run_sync(lambda s: self.providers._store(s).get(provider_id))
         config = stored.config
         queued = self.db.run_sync(lambda s: InboundStore(s).enqueue(
@@ -111,7 +114,7 @@ class InboundQueue:
 
     async def release(self, deliveries: list[tuple[str, str]]) -> None:
         if deliveries:
-            await self.db.run(lambda s: InboundStore(s).release(deliveries))
+            await self.db.run(lambda s: InboundStore(s).release(deliveries, self.settings.max_deliveries))
 
     # -- operators
     async def get(self, message_id: str) -> InboundRow:
@@ -135,3 +138,11 @@ class InboundQueue:
         token = paging.encode_token((rows[-1].receive_time, str(rows[-1].seq)), filter_text) if more else ""
         return rows, token
 
+
+def arrival(uid: int, raw: bytes, max_bytes: int) -> Arrival:
+    env = inbound_parse.parse_envelope(raw, max_bytes=max_bytes)
+    headers = {"from": list(env.from_), "to": list(env.to), "cc": list(env.cc), "reply_to": list(env.reply_to),
+               "subject": env.subject, "date": env.date.isoformat() if env.date else None}
+    return Arrival(uid=uid, raw=raw, message_id=env.message_id or "", content_hash=env.content_hash,
+                   headers=headers, references=(*env.references, *env.in_reply_to),
+                   automatic=env.automatic, oversized=env.oversized)

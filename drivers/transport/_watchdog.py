@@ -26,7 +26,10 @@ _thread: threading.Thread | None = None
 
 class Guard:
     def __init__(self, sock: socket.socket) -> None:
-        self._dup: socket.socket | None = sock.dup()
+        # fromfd rather than sock.dup(): an ssl.SSLSocket cannot dup() itself (the
+        # IMAP watcher guards commands on TLS connections); the duplicate is a plain
+        # socket on the same connection either way.
+        self._dup: socket.socket | None = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         self.fired = False
 
     def cancel(self) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import FailedPrecondition, NotFound
@@ -150,9 +150,16 @@ class InboundStore:
                 InboundRow.id == mid, InboundRow.lease_token == token,
                 InboundRow.state == InState.DELIVERED.value).values(**values))
 
-    def release(self, pairs: list[tuple[str, str]]) -> None:
-        """A consumer went away: its unacknowledged messages go back to the queue."""
-        self.extend([(mid, token, 0) for mid, token in pairs], datetime.min)
+    def release(self, pairs: list[tuple[str, str]], max_deliveries: int) -> None:
+        """A consumer went away: its unacknowledged messages go back to the queue, or
+        to the dead letters when they have been delivered too often already."""
+        for mid, token in pairs:
+            self.session.execute(update(InboundRow).where(
+                InboundRow.id == mid, InboundRow.lease_token == token,
+                InboundRow.state == InState.DELIVERED.value).values(
+                state=case((InboundRow.delivery_count >= max_deliveries, InState.DEAD_LETTER.value),
+                           else_=InState.QUEUED.value),
+                lease_token=None, lease_until=None))
 
     def requeue(self, message_id: str) -> InboundRow:
         row = self.get(message_id)

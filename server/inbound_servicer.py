@@ -1,0 +1,121 @@
+"""InboundService over gRPC: the StreamingPull-shaped stream, acks, reads."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import grpc
+from google.protobuf import empty_pb2
+
+from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
+
+from . import converters as conv
+from .errors import InvalidArgument, Violation
+from .inbound import LEASE_SWEEP, InboundQueue, Subscription
+from .store.inbound import split_ack_id
+
+log = logging.getLogger("mailgate.inbound")
+
+MAX_IN_FLIGHT = 1000
+
+
+class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
+    def __init__(self, queue: InboundQueue):
+        self.queue = queue
+
+    async def StreamInboundMail(self, requests: AsyncIterator[pb.StreamInboundMailRequest],
+                                context: grpc.aio.ServicerContext):
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        sub = self._subscription(first)
+        wake = self.queue.subscribe(sub)
+        held: dict[str, str] = {}  # message id -> lease token of this stream's deliveries
+        reader = asyncio.get_running_loop().create_task(self._read(first, requests, held, wake))
+        log.info("consumer %r subscribed to %s", sub.consumer, ", ".join(sub.topics))
+        try:
+            while not reader.done():
+                room = sub.max_in_flight - len(held)
+                deliveries = await self.queue.claim(sub, room) if room > 0 else []
+                if deliveries:
+                    for d in deliveries:
+                        held[d.row.id] = d.token
+                    messages = await self.queue.providers.ctx.run_blocking(
+                        lambda: [conv.inbound_to_proto(d.row, with_body=True) for d in deliveries])
+                    yield pb.StreamInboundMailResponse(received_messages=[
+                        pb.ReceivedInboundMessage(ack_id=d.ack_id, message=m)
+                        for d, m in zip(deliveries, messages)])
+                    continue
+                # Sleep until a commit or an ack wakes us, the client leaves, or it is
+                # time to look for leases that expired elsewhere.
+                wake.clear()
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait({waiter, reader}, timeout=LEASE_SWEEP, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            if reader.exception():
+                raise reader.exception()  # type: ignore[misc]
+        finally:
+            reader.cancel()
+            self.queue.unsubscribe(sub, wake)
+            # Whatever this consumer did not acknowledge goes back to the queue now.
+            await self.queue.release(list(held.items()))
+            log.info("consumer %r left; %d unacknowledged message(s) back in the queue", sub.consumer, len(held))
+
+    async def _read(self, first: pb.StreamInboundMailRequest, requests: AsyncIterator[pb.StreamInboundMailRequest],
+                    held: dict[str, str], wake: asyncio.Event) -> None:
+        request = first
+        while True:
+            if request.ack_ids:
+                await self.queue.ack(list(request.ack_ids))
+                for ack_id in request.ack_ids:
+                    pair = split_ack_id(ack_id)
+                    if pair and held.get(pair[0]) == pair[1]:
+                        del held[pair[0]]
+            if request.modify_deadline_ack_ids:
+                if len(request.modify_deadline_ack_ids) != len(request.modify_deadline_seconds):
+                    raise InvalidArgument([Violation("modify_deadline_seconds",
+                                                     "give one deadline per modify_deadline_ack_ids entry")])
+                await self.queue.extend(list(request.modify_deadline_ack_ids), list(request.modify_deadline_seconds))
+                for ack_id, seconds in zip(request.modify_deadline_ack_ids, request.modify_deadline_seconds):
+                    pair = split_ack_id(ack_id)
+                    if seconds <= 0 and pair and held.get(pair[0]) == pair[1]:
+                        del held[pair[0]]
+            wake.set()  # room for more, or messages given back
+            request = await anext(requests, None)
+            if request is None:
+                return
+
+    def _subscription(self, r: pb.StreamInboundMailRequest) -> Subscription:
+        providers = [conv.provider_id(p, "providers") for p in r.providers]
+        if bool(r.campaign) == bool(providers):
+            raise InvalidArgument([Violation("campaign", "subscribe to a campaign or to providers (not both)")])
+        if not 0 <= r.max_in_flight <= MAX_IN_FLIGHT:
+            raise InvalidArgument([Violation("max_in_flight", f"must be between 1 and {MAX_IN_FLIGHT}")])
+        if r.ack_deadline_seconds and not 10 <= r.ack_deadline_seconds <= 600:
+            raise InvalidArgument([Violation("ack_deadline_seconds", "must be between 10 and 600")])
+        s = self.queue.settings
+        return Subscription(campaign=r.campaign or None, provider_ids=providers,
+                            consumer=r.consumer or "anonymous", max_in_flight=r.max_in_flight or s.default_in_flight,
+                            deadline=r.ack_deadline_seconds or s.default_deadline)
+
+    async def AckInboundMail(self, request: pb.AckInboundMailRequest, context):
+        await self.queue.ack(list(request.ack_ids))
+        return empty_pb2.Empty()
+
+    async def GetInboundMessage(self, request: pb.GetInboundMessageRequest, context):
+        row = await self.queue.get(conv.inbound_id(request.name))
+        return await self.queue.providers.ctx.run_blocking(lambda: conv.inbound_to_proto(
+            row, with_body=True, with_raw=request.include_raw,
+            with_attachment_data=request.include_attachment_data))
+
+    async def ListInboundMessages(self, request: pb.ListInboundMessagesRequest, context):
+        rows, token = await self.queue.list(request.filter, request.page_token, request.page_size)
+        return pb.ListInboundMessagesResponse(inbound_messages=[conv.inbound_to_proto(r) for r in rows],
+                                              next_page_token=token)
+
+    async def RequeueInboundMessage(self, request: pb.RequeueInboundMessageRequest, context):
+        return conv.inbound_to_proto(await self.queue.requeue(conv.inbound_id(request.name)))
+

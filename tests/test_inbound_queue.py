@@ -1,0 +1,241 @@
+"""The campaign queue through InboundService: mail committed as a watcher commits
+it, consumed over StreamInboundMail with acknowledgements."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from email.message import EmailMessage
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+import mailgate_echo_driver
+from mailgate.testing.rpc import expect_error
+from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2
+from mailgate.v1 import provider_service_pb2 as pb
+
+Msg = ipb.InboundMessage
+
+
+@pytest.fixture
+def mailgate_plugins():
+    return [mailgate_echo_driver]
+
+
+def make_provider(server, name="Inbox", campaign="billing", **fields) -> str:
+    s = struct_pb2.Struct()
+    s.update({"greeting": "hi", "api_key": "let-me-in"})
+    return server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+        display_name=name, type="echo", account="inbox@example.test", campaign=campaign,
+        plugin_settings=s, **fields))).name
+
+
+def mail(n: int, **headers) -> bytes:
+    m = EmailMessage()
+    m["From"] = "Customer <c@example.test>"
+    m["To"] = "inbox@example.test"
+    m["Subject"] = headers.pop("subject", f"message {n}")
+    m["Message-ID"] = headers.pop("message_id", f"<m{n}.{time.monotonic_ns()}@example.test>")
+    for k, v in headers.items():
+        m[k.replace("_", "-")] = v
+    m.set_content(f"body {n}")
+    return bytes(m)
+
+
+def commit(server, provider: str, messages: list[tuple[int, bytes]], uidvalidity=1, folder="INBOX"):
+    """What a mailbox watcher does when it has fetched messages."""
+    return server.app.inbound.commit(provider.split("/")[1], folder, uidvalidity, messages)
+
+
+class Consumer:
+    """A StreamInboundMail client: a thread reading deliveries, a queue for requests."""
+
+    def __init__(self, server, *, campaign="billing", providers=(), max_in_flight=10, deadline=10, name="c"):
+        self.stub = inbound_service_pb2_grpc.InboundServiceStub(server.channel)
+        self.requests: queue.Queue = queue.Queue()
+        self.requests.put(ipb.StreamInboundMailRequest(
+            campaign=campaign, providers=list(providers), consumer=name, max_in_flight=max_in_flight,
+            ack_deadline_seconds=deadline))
+        self.received: queue.Queue = queue.Queue()
+        self.call = self.stub.StreamInboundMail(iter(self.requests.get, None))
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                for r in response.received_messages:
+                    self.received.put(r)
+        except grpc.RpcError as e:
+            self.received.put(e)
+
+    def take(self, n: int = 1, timeout: float = 5.0) -> list[ipb.ReceivedInboundMessage]:
+        out = []
+        for _ in range(n):
+            item = self.received.get(timeout=timeout)
+            if isinstance(item, grpc.RpcError):
+                raise item
+            out.append(item)
+        return out
+
+    def nothing(self, wait: float = 0.5) -> bool:
+        try:
+            self.received.get(timeout=wait)
+            return False
+        except queue.Empty:
+            return True
+
+    def ack(self, *received) -> None:
+        self.requests.put(ipb.StreamInboundMailRequest(ack_ids=[r.ack_id for r in received]))
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.call.cancel()
+        self.thread.join(5)
+
+
+def get(server, name: str, **flags) -> Msg:
+    return inbound_service_pb2_grpc.InboundServiceStub(server.channel).GetInboundMessage(
+        ipb.GetInboundMessageRequest(name=name, **flags))
+
+
+def test_committed_mail_streams_in_order_with_parsed_fields(mailgate_server):
+    p = make_provider(mailgate_server)
+    c = Consumer(mailgate_server)
+    try:
+        raws = [mail(i) for i in range(3)]
+        commit(mailgate_server, p, list(enumerate(raws, start=1)))
+        got = c.take(3)
+        assert [r.message.subject for r in got] == ["message 0", "message 1", "message 2"]
+        first = got[0].message
+        assert first.provider == p and first.campaign == "billing" and first.delivery_count == 1
+        assert list(first.__getattribute__("from")) == ["Customer <c@example.test>"]
+        assert first.text_body.strip() == "body 0" and first.state == Msg.STATE_DELIVERED
+        c.ack(*got)
+        time.sleep(0.3)
+        assert get(mailgate_server, first.name).state == Msg.STATE_ACKNOWLEDGED
+        assert get(mailgate_server, first.name, include_raw=True).raw == raws[0]
+    finally:
+        c.close()
+
+
+def test_unacknowledged_mail_comes_back_after_the_deadline_and_after_a_disconnect(mailgate_server):
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1))])
+    c1 = Consumer(mailgate_server, deadline=10)
+    [first] = c1.take()
+    c1.close()  # gone without acknowledging: back in the queue at once
+    c2 = Consumer(mailgate_server)
+    try:
+        [again] = c2.take()
+        assert again.message.name == first.message.name and again.message.delivery_count == 2
+        assert again.ack_id != first.ack_id
+        # the old delivery's ack does not acknowledge the new one
+        AckOld = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel).AckInboundMail
+        AckOld(ipb.AckInboundMailRequest(ack_ids=[first.ack_id]))
+        assert get(mailgate_server, again.message.name).state == Msg.STATE_DELIVERED
+        # a deadline of 0 gives it back; it comes again on the same stream
+        c2.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[again.ack_id],
+                                                     modify_deadline_seconds=[0]))
+        [third] = c2.take()
+        assert third.message.delivery_count == 3
+    finally:
+        c2.close()
+
+
+def test_expired_lease_is_redelivered(mailgate_server):
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1))])
+    c = Consumer(mailgate_server, deadline=10)
+    try:
+        [first] = c.take()
+        # Pretend the deadline passed (a 10 s minimum deadline is too slow for a test).
+        c.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[first.ack_id],
+                                                    modify_deadline_seconds=[1]))
+        [again] = c.take(timeout=5)
+        assert again.message.name == first.message.name and again.message.delivery_count == 2
+    finally:
+        c.close()
+
+
+def test_two_consumers_never_hold_the_same_message(mailgate_server):
+    p = make_provider(mailgate_server)
+    a, b = Consumer(mailgate_server, max_in_flight=3, name="a"), Consumer(mailgate_server, max_in_flight=3, name="b")
+    try:
+        commit(mailgate_server, p, [(i, mail(i)) for i in range(1, 7)])
+        got_a, got_b = a.take(3), b.take(3)
+        names_a = {r.message.name for r in got_a}
+        names_b = {r.message.name for r in got_b}
+        assert len(names_a | names_b) == 6 and not names_a & names_b
+        assert a.nothing(0.3) and b.nothing(0.3)  # max_in_flight holds the rest back
+    finally:
+        a.close()
+        b.close()
+
+
+def test_dead_letter_after_too_many_deliveries_and_requeue(mailgate_server):
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1))])
+    name = None
+    for _ in range(5):  # the default: 5 deliveries
+        c = Consumer(mailgate_server)
+        [r] = c.take()
+        name = r.message.name
+        c.close()
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    deadline = time.monotonic() + 5
+    while True:  # the last consumer's leave is noticed by the server a moment later
+        dead = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter="state = STATE_DEAD_LETTER"))
+        if dead.inbound_messages or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [m.name for m in dead.inbound_messages] == [name]
+    c = Consumer(mailgate_server)
+    try:
+        assert c.nothing(0.5)  # dead letters are not delivered
+        back = stub.RequeueInboundMessage(ipb.RequeueInboundMessageRequest(name=name))
+        assert back.state == Msg.STATE_QUEUED and back.delivery_count == 0
+        [r] = c.take()
+        assert r.message.name == name and r.message.delivery_count == 1
+        err = expect_error(lambda: stub.RequeueInboundMessage(ipb.RequeueInboundMessageRequest(name=name)))
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        c.close()
+
+
+def test_queued_once_by_uid_and_across_a_uidvalidity_change(mailgate_server):
+    p = make_provider(mailgate_server)
+    a, b = mail(1), mail(2)
+    same_id_other_content = mail(3, message_id="<shared@example.test>", subject="first")
+    reused_id = mail(4, message_id="<shared@example.test>", subject="second, same Message-ID")
+    no_id = mail(5).replace(b"Message-ID", b"X-No-ID")
+    assert commit(mailgate_server, p, [(1, a), (2, b), (3, same_id_other_content), (4, reused_id), (5, no_id)])
+    assert commit(mailgate_server, p, [(1, a), (2, b)]) == []           # the same UIDs again
+    assert commit(mailgate_server, p, [(10, a), (11, b), (12, no_id)], uidvalidity=2) == []  # a resync
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    listed = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter=f'provider = "{p}"'))
+    assert len(listed.inbound_messages) == 5
+    assert mailgate_server.app.inbound.position(p.split("/")[1], "INBOX") == (2, 12)
+
+
+def test_replies_join_the_conversation_of_known_mail(mailgate_server):
+    p = make_provider(mailgate_server, active_reference=True)
+    first = mail(1, message_id="<thread-root@example.test>")
+    reply = mail(2, in_reply_to="<thread-root@example.test>", references="<thread-root@example.test>")
+    stranger = mail(3, in_reply_to="<unknown@example.test>")
+    commit(mailgate_server, p, [(1, first), (2, reply), (3, stranger)])
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    listed = stub.ListInboundMessages(ipb.ListInboundMessagesRequest()).inbound_messages
+    by_subject = {m.subject: m for m in listed}
+    assert by_subject["message 2"].conversation_id == by_subject["message 1"].conversation_id
+    assert by_subject["message 3"].conversation_id != by_subject["message 1"].conversation_id
+
+
+def test_subscription_errors_are_named(mailgate_server):
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    call = stub.StreamInboundMail(iter([ipb.StreamInboundMailRequest(consumer="x")]))
+    with pytest.raises(grpc.RpcError) as e:
+        list(call)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
