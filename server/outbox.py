@@ -43,7 +43,7 @@ class OutboxSettings:
 class Outbox:
     def __init__(self, providers: Providers, settings: OutboxSettings):
         self.providers = providers
-        providers.on_green.append(self.provider_ready)
+        providers.listeners.append(self.provider_changed)
         self.db = providers.db
         self.settings = settings
         self._wake = asyncio.Event()
@@ -150,8 +150,10 @@ class Outbox:
         token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
         return rows, token
 
-    async def provider_ready(self, provider_id: str) -> None:
-        """A provider turned GREEN: what waited for it goes now."""
+    async def provider_changed(self, provider_id: str, stored: Any) -> None:
+        """A provider that is GREEN after a change: what waited for it goes now."""
+        if stored is None or stored.state is not State.GREEN:
+            return
         count = await self.db.run(lambda s: OutboxStore(s).due_now(provider_id, utcnow()))
         if count:
             log.info("provider %s is GREEN: %d waiting message(s) due now", provider_id, count)

@@ -62,15 +62,17 @@ def checks_failed(report: Report, doing: str) -> ChecksFailed:
 class Providers:
     def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext):
         self.db, self.box, self.drivers, self.ctx = db, box, drivers, ctx
-        # Called with the provider id whenever a provider turns (or stays) GREEN after a
-        # change: the outbox sends what waited for it.
-        self.on_green: list[Callable[[str], Awaitable[None]]] = []
+        # Told of every provider created, changed or deleted (None), after the store:
+        # the outbox sends what waited for a provider that turned GREEN, the
+        # watchers start or stop watching its mailbox.
+        self.listeners: list[Callable[[str, StoredProvider | None], Awaitable[None]]] = []
 
-    async def _green(self, stored: StoredProvider) -> StoredProvider:
-        if stored.state is State.GREEN:
-            for listener in self.on_green:
-                await listener(stored.id)
-        return stored
+    async def _changed(self, provider_id: str, stored: StoredProvider | None) -> None:
+        for listener in self.listeners:
+            try:
+                await listener(provider_id, stored)
+            except Exception:  # a listener's trouble must not fail the change itself
+                log.exception("listener %r failed for provider %s", listener, provider_id)
 
     def _store(self, session: Any) -> ProviderStore:
         return ProviderStore(session, self.box)
@@ -113,6 +115,7 @@ class Providers:
             return StoredProvider(config, state, reason, now, now, now, 0), notices
         stored = await self.db.run(lambda s: self._store(s).insert(config, state, reason))
         log.info("created provider %s %r (%s) %s", stored.id, config.display_name, config.type, state.value)
+        await self._changed(stored.id, stored)
         return stored, notices
 
     def prepare(self, driver: Driver, config: ProviderConfig) -> tuple[ProviderConfig, list[Notice]]:
@@ -153,7 +156,8 @@ class Providers:
             lambda s: self._store(s).update(config, version or current.version, state))
         await driver.release(provider_id)  # pooled connections use the old settings
         log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
-        return await self._green(stored), notices
+        await self._changed(provider_id, stored)
+        return stored, notices
 
     # -- delete
     async def delete(self, provider_id: str, etag: str = "") -> None:
@@ -164,6 +168,7 @@ class Providers:
         if driver:
             await driver.release(provider_id)
         log.info("deleted provider %s", provider_id)
+        await self._changed(provider_id, None)
 
     # -- checks and activation
     async def validate(self, target: str | ProviderConfig) -> tuple[Report, list[Notice]]:
@@ -187,13 +192,15 @@ class Providers:
             state, reason = State.RED, checks_failed(report, "activation failed").message
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("activated provider %s: %s %s", provider_id, state.value, reason)
-        return await self._green(stored), report
+        await self._changed(provider_id, stored)
+        return stored, report
 
     async def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
         """For the services that find a mailbox broken (sending, watching) or mended."""
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("provider %s is %s: %s", provider_id, state.value, reason)
-        return await self._green(stored)
+        await self._changed(provider_id, stored)
+        return stored
 
     # -- helpers
     def _driver(self, type_: str) -> Driver:
