@@ -226,6 +226,13 @@ class Driver(ABC):
     def sending_limits(self, config: ProviderConfig) -> SendLimits:
         return SendLimits()
 
+    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> Any:
+        """How to watch the provider's incoming mail over IMAP: a
+        `mailgate.drivers.transport.watch.MailboxSpec` keyed by the provider id, or
+        None when the driver does not receive that way. The server's watch hub does
+        the rest (IDLE, catch-up, reconnects) and queues what arrives."""
+        return None
+
     async def release(self, provider_id: str) -> None:
         """Drops what the driver keeps for a provider (pooled connections) after it
         changed or was deleted."""

@@ -27,6 +27,7 @@ from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
 from .servicer import ProviderServicer
+from .watchers import Watchers
 from .store.db import Database
 
 log = logging.getLogger("mailgate.server")
@@ -47,6 +48,7 @@ class App:
     providers: Providers
     outbox: Outbox
     inbound: InboundQueue
+    watchers: Watchers
 
     @property
     def address(self) -> str:
@@ -57,6 +59,7 @@ class App:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace if grace is None else grace)
         await self.outbox.stop()  # attempts under way record their result first
+        await self.watchers.close()
         for driver in self.providers.drivers:
             await driver.release_all()
         self.runtime.close()
@@ -92,9 +95,11 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
     outbox.start()
+    watchers = Watchers(providers, inbound, asyncio.get_running_loop())
+    await watchers.start()
     for name in SERVICE_NAMES + [""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound)
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

@@ -98,10 +98,18 @@ class InboundQueue:
             self._waiters[topic].discard(event)
 
     async def claim(self, sub: Subscription, limit: int) -> list[Delivery]:
-        return await self.db.run(lambda s: InboundStore(s).claim(
+        claiming = asyncio.ensure_future(self.db.run(lambda s: InboundStore(s).claim(
             campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer, limit=limit,
             deadline=timedelta(seconds=sub.deadline), now=utcnow(),
-            max_deliveries=self.settings.max_deliveries))
+            max_deliveries=self.settings.max_deliveries)))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # The consumer left while the claim was committing: give the leases back
+            # rather than leave them to expire.
+            deliveries = await claiming
+            await self.release([(d.row.id, d.token) for d in deliveries])
+            raise
 
     async def ack(self, ack_ids: list[str]) -> int:
         pairs = [p for p in map(split_ack_id, ack_ids) if p]

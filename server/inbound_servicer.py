@@ -34,6 +34,10 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         held: dict[str, str] = {}  # message id -> lease token of this stream's deliveries
         reader = asyncio.get_running_loop().create_task(self._read(first, requests, held, wake))
         log.info("consumer %r subscribed to %s", sub.consumer, ", ".join(sub.topics))
+        # A consumer that goes away (cancel, lost connection) ends the call at once, while
+        # this generator may only be finalized much later: the call's end releases.
+        loop = asyncio.get_running_loop()
+        context.add_done_callback(lambda _: loop.create_task(self._leave(sub, wake, held, reader)))
         try:
             while not reader.done():
                 room = sub.max_in_flight - len(held)
@@ -58,11 +62,19 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
             if reader.exception():
                 raise reader.exception()  # type: ignore[misc]
         finally:
-            reader.cancel()
-            self.queue.unsubscribe(sub, wake)
-            # Whatever this consumer did not acknowledge goes back to the queue now.
-            await self.queue.release(list(held.items()))
-            log.info("consumer %r left; %d unacknowledged message(s) back in the queue", sub.consumer, len(held))
+            await self._leave(sub, wake, held, reader)
+
+    async def _leave(self, sub: Subscription, wake: asyncio.Event, held: dict[str, str],
+                     reader: asyncio.Task) -> None:
+        """Whatever this consumer did not acknowledge goes back to the queue now
+        (runs once: from the stream's end or from the call's, whichever is first)."""
+        reader.cancel()
+        self.queue.unsubscribe(sub, wake)
+        leases, _ = list(held.items()), held.clear()
+        if leases or not getattr(wake, "left", False):
+            wake.left = True  # type: ignore[attr-defined]
+            await self.queue.release(leases)
+            log.info("consumer %r left; %d unacknowledged message(s) back in the queue", sub.consumer, len(leases))
 
     async def _read(self, first: pb.StreamInboundMailRequest, requests: AsyncIterator[pb.StreamInboundMailRequest],
                     held: dict[str, str], wake: asyncio.Event) -> None:

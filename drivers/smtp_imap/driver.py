@@ -17,6 +17,7 @@ from ..transport.endpoint import Endpoint
 from ..transport.imap import connect_imap
 from ..transport.pool import SendError, SmtpPool
 from ..transport.probe import probe
+from ..transport.watch import MailboxSpec
 from . import presets
 
 log = logging.getLogger("mailgate.drivers.smtp_imap")
@@ -163,6 +164,15 @@ class SmtpImapDriver(Driver):
     def sending_limits(self, config: ProviderConfig) -> SendLimits:
         limits = config.settings.get("sending_limits") or {}
         return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
+
+    # -- receiving
+    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> MailboxSpec | None:
+        s = config.settings
+        if _inbound_side(s) != "imap" or "inbound" not in s:
+            return None  # POP3 polling is not built yet
+        return MailboxSpec(key=str(config.id), endpoint=_endpoint(s["inbound"]), auth=_auth(config),
+                           timeout=float(s.get("timeout_seconds") or ctx.default_timeout),
+                           ca_pem=s.get("ca_certificates_pem") or None)
 
     async def release(self, provider_id: str) -> None:
         for key in self._pool_keys.pop(provider_id, ()):

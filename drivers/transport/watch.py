@@ -1,0 +1,833 @@
+"""Watching mailboxes for new mail: IMAP IDLE multiplexed on one selector thread.
+
+A :class:`WatchHub` watches any number of mailboxes (:class:`MailboxSpec`) and hands
+every new message to a :class:`MailboxSink` (the inbound queue) with its UIDVALIDITY
+and UID. Blocking code, thread-safe; no thread per mailbox:
+
+* ONE selector thread owns every connection that waits: IDLE sockets registered with
+  ``selectors.DefaultSelector`` (epoll), and timers (IDLE renewal, polling, reconnect
+  backoff) in a heap. It never reads or writes a socket; it only decides who works next.
+* A bounded pool of ``workers`` threads does the talking: connect (connect_imap, with
+  the login throttle), EXAMINE, catch up, fetch, ``sink.deliver``, start IDLE again.
+* A mailbox belongs to exactly one of them at a time (``_Mailbox.where``): registered
+  with the selector, waiting on a timer, or in one pool job. Jobs hand it back through
+  the selector's queue, so one connection is never used by two threads.
+
+The IDLE conversation is spoken here rather than with imapclient's idle()/idle_check():
+idle_check(timeout=0) polls the kernel socket only, so a response already sitting in
+imaplib's read buffer (or decrypted in the TLS layer) right after "+ idling" would never
+wake the selector and the message would wait for the next renewal; and it reads in
+non-blocking mode, where half a line is an error. Here a job reads with the normal
+socket timeout, and before a socket goes back to the selector :func:`_ready` checks
+imaplib's buffer, the TLS layer and the kernel, so nothing already received is missed.
+imapclient still does the connection (connect_imap), EXAMINE and FETCH BODY.PEEK[].
+
+Guarantees:
+
+* The mailbox is opened with EXAMINE (read-only) and bodies are fetched with
+  BODY.PEEK[]: no flag is ever changed. New mail is found by UID, never by \\Seen or
+  the Date header: on every (re)connect from ``sink.position`` (UIDVALIDITY, highest
+  committed UID), afterwards from the last UID delivered. A different UIDVALIDITY
+  delivers every message under the new one (the sink deduplicates).
+* A message counts as fetched only once ``sink.deliver`` returned; if it raises, the
+  connection is dropped and the messages are fetched again after a backoff.
+* Every read has the socket timeout (``spec.timeout``) and every command an overall
+  deadline (the transport watchdog), so a server that stalls, or drips, in the middle
+  of a large message costs one reconnect, never a worker.
+* Failures close the connection and reconnect with exponential backoff and jitter
+  (failed logins also go through the LoginThrottle, so a revoked password is not
+  hammered). ``status(up=False, reason)`` is reported once (again only if the reason
+  changes), ``status(up=True, "")`` when it works again. A session that was working and
+  drops (servers and middleboxes end idle sessions routinely) is first retried quietly:
+  the status turns down only if getting back in fails too, with that attempt's reason.
+* After new mail is fetched the job starts IDLE again at once (no lingering): Dovecot
+  announces mail ~0.5 s after delivery; the watcher adds milliseconds.
+* Every ``idle_renew`` seconds IDLE is ended, the folder EXAMINEd again (a session can
+  hold a stale view of a folder replaced under it) and checked for mail, and IDLE
+  restarted; an untagged NO/BAD during IDLE does the same at once.
+
+Do not call close() from a sink callback (it waits for the pool). unwatch() returns at
+once; the connection closes within milliseconds, or after a login in progress.
+"""
+from __future__ import annotations
+
+import collections
+import heapq
+import imaplib
+import itertools
+import logging
+import random
+import select
+import selectors
+import socket
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator, Protocol
+
+import imapclient
+from imapclient.response_parser import parse_fetch_response
+
+from mailgate.drivers.api import ErrorCode
+
+from . import _watchdog
+from .auth import Authenticator
+from .endpoint import Endpoint
+from .errors import TransportError, classify
+from .imap import connect_imap
+from .throttle import LoginThrottle
+
+__all__ = ["MailboxSink", "MailboxSpec", "WatchHub"]
+
+log = logging.getLogger("mailgate.watch")
+
+# Like SmtpPool: a large body gets time for its size, assuming the link moves at least
+# this many bytes per second.
+_MIN_BYTES_PER_SECOND = 50_000
+# A connection that worked this long resets the backoff: a server that drops every
+# session right after login is not retried at full speed forever.
+_HEALTHY_AFTER = 30.0
+# IDLE rounds (fetch, IDLE again) one job does before it yields its worker to others.
+_ROUNDS_PER_JOB = 20
+_hub_ids = itertools.count(1)
+
+
+class MailboxSink(Protocol):
+    """Where watched mail goes (the inbound queue). Called from pool threads; may block."""
+
+    def position(self, key: str) -> tuple[int | None, int]:
+        """(uidvalidity, highest UID already committed); (None, 0) when never seen."""
+
+    def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
+        """Commits (uid, exact RFC822 bytes) durably before returning, in UID order;
+        raising means not committed (they are fetched again later)."""
+
+    def status(self, key: str, up: bool, reason: str) -> None:
+        """The mailbox became reachable (True, "") or not (False, words for an admin);
+        called on changes only."""
+
+
+@dataclass(frozen=True)
+class MailboxSpec:
+    key: str
+    endpoint: Endpoint
+    auth: Authenticator
+    folder: str = "INBOX"
+    timeout: float = 10.0  # every read on the connection; connect_imap's deadline is 3x
+    ca_pem: str | None = None
+    poll_interval: float = 30.0  # used only when the server has no IDLE
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("key must not be empty")
+        if not self.folder:
+            raise ValueError("folder must not be empty")
+        if not self.timeout or self.timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if not self.poll_interval or self.poll_interval <= 0:
+            raise ValueError("poll_interval must be a positive number of seconds")
+
+
+class _SinkFailed(Exception):
+    """The sink raised: not the mailbox's fault (no status change), retried later."""
+
+
+class _Mailbox:
+    """One watched mailbox. Small on purpose: the connection is most of it."""
+
+    __slots__ = ("spec", "lock", "client", "sock", "stopped", "where", "due", "phase", "step", "idle",
+                 "idle_tag", "validity", "last", "exists", "examined", "failures", "ok_since", "up", "reason")
+
+    def __init__(self, spec: MailboxSpec) -> None:
+        self.spec = spec
+        self.lock = threading.Lock()  # guards `client` against close/abort races
+        self.client: imapclient.IMAPClient | None = None
+        self.sock: socket.socket | None = None  # registered with the selector
+        self.stopped = False
+        self.where = "pool"  # pool | socket | timer | gone: who owns it now
+        self.due: float | None = None  # the selector's timer for it (lazy heap deletion)
+        self.phase = "connecting"  # for stats: connecting fetching idling polling backoff
+        self.step = "connect"  # for classifying errors
+        self.idle = False  # the server offers IDLE
+        self.idle_tag: bytes | None = None  # IDLE running under this tag
+        self.validity: int | None = None
+        self.last = 0  # highest UID delivered (or skipped as expunged)
+        self.exists = 0  # messages in the folder as this session last saw them
+        self.examined = 0.0  # when the folder was last EXAMINEd (monotonic)
+        self.failures = 0
+        self.ok_since: float | None = None
+        self.up: bool | None = None  # last status reported
+        self.reason = ""
+
+
+class WatchHub:
+    """Watches mailboxes; see the module docstring."""
+
+    def __init__(self, sink: MailboxSink, *, workers: int = 16, idle_renew: float = 25 * 60,
+                 reconnect_base: float = 1.0, reconnect_cap: float = 300.0,
+                 throttle: LoginThrottle | None = None, max_batch: int = 100,
+                 max_batch_bytes: int = 20 * 1024 * 1024) -> None:
+        if workers < 1 or max_batch < 1 or max_batch_bytes < 1:
+            raise ValueError("workers, max_batch and max_batch_bytes must be positive")
+        if idle_renew <= 0 or reconnect_base <= 0 or reconnect_cap < reconnect_base:
+            raise ValueError("idle_renew and reconnect_base must be positive, reconnect_cap >= reconnect_base")
+        self._sink = sink
+        self._idle_renew = idle_renew
+        self._base, self._cap = reconnect_base, reconnect_cap
+        self._throttle = throttle
+        self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
+        self._lock = threading.Lock()  # _boxes, _closed, _counts
+        self._boxes: dict[str, _Mailbox] = {}
+        self._closed = False
+        self._counts = collections.Counter()
+        self._name = f"mailgate-watch-{next(_hub_ids)}"  # thread names: <name>-worker_<n>, <name>-selector
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{self._name}-worker")
+        # The selector thread's world: only it touches these (and _inbox is a deque).
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._inbox: collections.deque = collections.deque()
+        self._heap: list[tuple[float, int, _Mailbox, str]] = []
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._run_selector, name=f"{self._name}-selector", daemon=True)
+        self._thread.start()
+
+    # -- public API ------------------------------------------------------------------
+
+    def watch(self, spec: MailboxSpec) -> None:
+        """Starts watching spec.key; with other settings than before, restarts it."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("WatchHub is closed")
+            old = self._boxes.get(spec.key)
+            if old is not None and _same(old.spec, spec):
+                return
+            mb = _Mailbox(spec)
+            if old is not None:
+                mb.up, mb.reason = old.up, old.reason  # status is reported on changes only
+                self._stop(old)
+            self._boxes[spec.key] = mb
+        self._submit(mb, "connect")
+
+    def unwatch(self, key: str) -> None:
+        """Stops watching key and closes its connection (no-op if not watched)."""
+        with self._lock:
+            mb = self._boxes.pop(key, None)
+            if mb is not None:
+                self._stop(mb)
+
+    def close(self) -> None:
+        """Stops everything: connections closed, threads joined. Waits for jobs running
+        in the sink, and for a login in progress (at most 3 x its timeout)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            boxes = list(self._boxes.values())
+            self._boxes.clear()
+            for mb in boxes:
+                self._stop(mb)
+        self._wake()
+        self._thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for mb in boxes:  # whatever was queued or handed back after the selector stopped
+            self._close_client(mb)
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> WatchHub:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict:
+        """watching, connecting, fetching, idling, polling, backoff (mailboxes in each
+        phase), down (last status False), reconnects, delivered (messages), renewals
+        (of IDLE), threads (this hub's: selector and pool workers)."""
+        with self._lock:
+            boxes = list(self._boxes.values())
+            counts = dict(self._counts)
+        phases = collections.Counter(mb.phase for mb in boxes)
+        out = {"watching": len(boxes)}
+        for phase in ("connecting", "fetching", "idling", "polling", "backoff"):
+            out[phase] = phases.get(phase, 0)
+        out["down"] = sum(1 for mb in boxes if mb.up is False)
+        out["reconnects"] = counts.get("reconnects", 0)
+        out["delivered"] = counts.get("delivered", 0)
+        out["renewals"] = counts.get("renewals", 0)
+        out["threads"] = sum(1 for t in threading.enumerate() if t.name.startswith(self._name + "-"))
+        return out
+
+    # -- ownership hand-offs -----------------------------------------------------------
+
+    def _stop(self, mb: _Mailbox) -> None:
+        """Marks mb stopped and interrupts a job blocked on its socket (self._lock held)."""
+        mb.stopped = True
+        _abort(mb)
+        self._post(("drop", mb))
+
+    def _post(self, item: tuple) -> None:
+        self._inbox.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed
+            pass
+
+    def _submit(self, mb: _Mailbox, action: str) -> None:
+        mb.where, mb.due = "pool", None
+        try:
+            self._pool.submit(self._job, mb, action)
+        except RuntimeError:  # the pool is shut down: closing
+            mb.stopped = True
+            self._close_client(mb)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[what] += n
+
+    # -- the selector thread -----------------------------------------------------------
+
+    def _run_selector(self) -> None:
+        try:
+            while True:
+                timeout = max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
+                for key, _ in self._sel.select(timeout):
+                    if key.data is None:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except OSError:
+                            pass
+                        continue
+                    mb = key.data
+                    self._unregister(mb)
+                    self._submit(mb, "wake")
+                while self._inbox:
+                    self._handle(self._inbox.popleft())
+                if self._closed:
+                    return
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    when, _, mb, action = heapq.heappop(self._heap)
+                    if mb.due != when or mb.where not in ("socket", "timer"):
+                        continue  # superseded
+                    if mb.where == "socket":
+                        self._unregister(mb)
+                    self._submit(mb, action)
+                if len(self._heap) > 2 * len(self._boxes) + 64:
+                    self._heap = [e for e in self._heap if e[2].due == e[0] and e[2].where in ("socket", "timer")]
+                    heapq.heapify(self._heap)
+        except BaseException:  # pragma: no cover - a bug: say so loudly, close() still works
+            log.critical("watch selector thread crashed", exc_info=True)
+            raise
+        finally:
+            for key in list(self._sel.get_map().values()):
+                if key.data is not None:
+                    self._unregister(key.data)
+                    self._close_client(key.data)
+                    key.data.where = "gone"
+
+    def _handle(self, item: tuple) -> None:
+        what, mb = item[0], item[1]
+        if what == "drop":
+            if mb.where in ("socket", "timer"):
+                if mb.where == "socket":
+                    self._unregister(mb)
+                mb.where, mb.due = "gone", None
+                self._close_client(mb)
+            return  # "pool": the job hands it back, sees it stopped and closes it
+        if mb.stopped:
+            mb.where, mb.due = "gone", None
+            self._close_client(mb)
+            return
+        now = time.monotonic()
+        if what == "idle":
+            try:
+                sock = mb.client.socket()
+                self._sel.register(sock, selectors.EVENT_READ, mb)
+            except (AttributeError, ValueError, KeyError, OSError):  # closed meanwhile: let a job find out
+                self._submit(mb, "wake")
+                return
+            mb.sock = sock
+            # Jittered so that mailboxes opened together do not all renew in the same second.
+            mb.where, mb.due = "socket", now + self._idle_renew * random.uniform(0.9, 1.0)
+            heapq.heappush(self._heap, (mb.due, next(self._seq), mb, "renew"))
+        elif what == "timer":
+            _, _, delay, action = item
+            mb.where, mb.due = "timer", now + delay
+            heapq.heappush(self._heap, (mb.due, next(self._seq), mb, action))
+        elif what == "now":
+            self._submit(mb, item[2])
+
+    def _unregister(self, mb: _Mailbox) -> None:
+        sock, mb.sock = mb.sock, None
+        if sock is not None:
+            try:
+                self._sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+        mb.where = "pool"
+
+    # -- pool jobs -------------------------------------------------------------------
+
+    def _job(self, mb: _Mailbox, action: str) -> None:
+        if mb.stopped:
+            self._close_client(mb)
+            mb.where = "gone"
+            return
+        try:
+            if action == "connect":
+                self._connect(mb)
+            elif action == "wake":
+                self._serve_idle(mb)
+            elif action == "renew":
+                self._renew(mb)
+            elif action == "poll":
+                self._poll(mb)
+            else:  # pragma: no cover
+                raise AssertionError(action)
+        except Exception as exc:  # noqa: BLE001 - every failure means: close, report, reconnect
+            self._failed(mb, exc)
+        except BaseException:
+            self._close_client(mb)
+            raise
+
+    def _connect(self, mb: _Mailbox) -> None:
+        spec = mb.spec
+        mb.phase, mb.step, mb.idle_tag = "connecting", "connect", None
+        client = connect_imap(spec.endpoint, spec.auth, timeout=spec.timeout, ca_pem=spec.ca_pem,
+                              throttle=self._throttle)
+        with mb.lock:
+            if mb.stopped:
+                _shutdown(client)
+                return self._post(("gone", mb))
+            mb.client = client
+        with self._deadline(mb, 3 * spec.timeout):
+            mb.idle = client.has_capability("IDLE")
+        validity = self._examine(mb)
+        try:
+            stored, last = self._sink.position(spec.key)
+        except Exception as exc:
+            raise _SinkFailed("position") from exc
+        if stored != validity:
+            if stored is not None:
+                log.info("watch %s: UIDVALIDITY of %r changed from %s to %s: delivering all its messages again",
+                         spec.key, spec.folder, stored, validity)
+            last = 0
+        mb.validity, mb.last = validity, last
+        recovered = mb.up is False
+        self._status(mb, True, "")
+        log.info("watch %s: %s %s folder %r (uidvalidity %d, from uid %d, %s)", spec.key,
+                 "recovered, connected to" if recovered else "connected to", _where(spec.endpoint),
+                 spec.folder, validity, last, "IDLE" if mb.idle else f"polling every {spec.poll_interval:g} s")
+        self._sync(mb)
+        mb.ok_since = time.monotonic()
+        if mb.idle:
+            self._idle_start(mb)
+            self._serve_idle(mb)
+        else:
+            self._park_poll(mb)
+
+    def _serve_idle(self, mb: _Mailbox) -> None:
+        """IDLE is running (or the server just ended it): handle what the server sent,
+        fetch and IDLE again when there is new mail, and give the socket back to the
+        selector when nothing more is waiting."""
+        client = mb.client
+        if client is None:
+            raise TransportError("imap", "session", ErrorCode.PROTOCOL_ERROR, "connection closed")
+        imap = client._imap
+        for _ in range(_ROUNDS_PER_JOB):
+            reopen = False
+            if not _announced(imap, mb.exists) and mb.idle_tag is not None:
+                if not _ready(client, mb.spec.timeout):
+                    mb.phase = "idling"
+                    return self._post(("idle", mb))
+                self._read_idle(mb)
+                reopen = _suspicious(imap)
+                if not reopen and not _announced(imap, mb.exists) and mb.idle_tag is not None:
+                    # Keep-alives, flag changes, expunges: nothing to fetch.
+                    mb.exists = max(0, mb.exists - len(imap.untagged_responses.get("EXPUNGE", ())))
+                    imap.untagged_responses.clear()
+                    continue
+            if mb.idle_tag is not None:
+                self._idle_done(mb)
+            if reopen:
+                self._reopen(mb)
+            self._sync(mb)
+            self._idle_start(mb)
+        self._post(("now", mb, "wake"))  # busy mailbox: let the others have a worker too
+
+    def _renew(self, mb: _Mailbox) -> None:
+        """Before the server's IDLE limit (RFC 2177: 29 min): DONE, EXAMINE again (the
+        session's view could be stale), look for mail, IDLE."""
+        self._count("renewals")
+        if mb.idle_tag is not None:
+            self._idle_done(mb)
+        self._reopen(mb)
+        self._sync(mb)
+        self._idle_start(mb)
+        self._serve_idle(mb)
+
+    def _poll(self, mb: _Mailbox) -> None:
+        with self._deadline(mb, 3 * mb.spec.timeout):
+            mb.client.noop()
+        if _suspicious(mb.client._imap) or time.monotonic() - mb.examined >= self._idle_renew:
+            self._reopen(mb)
+        self._sync(mb)
+        self._park_poll(mb)
+
+    def _examine(self, mb: _Mailbox) -> int:
+        """EXAMINE (read-only SELECT) the folder; returns its UIDVALIDITY."""
+        spec = mb.spec
+        mb.step = "select"
+        with self._deadline(mb, 3 * spec.timeout):
+            info = mb.client.select_folder(spec.folder, readonly=True)
+        mb.exists = info.get(b"EXISTS") or 0
+        validity = info.get(b"UIDVALIDITY")
+        if not isinstance(validity, int):
+            raise TransportError("imap", "select", ErrorCode.PROTOCOL_ERROR,
+                                 f"the server gave no UIDVALIDITY for {spec.folder!r}")
+        mb.step = "session"
+        mb.examined = time.monotonic()
+        return validity
+
+    def _reopen(self, mb: _Mailbox) -> None:
+        """EXAMINE again on the open connection. Dovecot, for one, keeps serving a folder
+        that was deleted and recreated under an IDLE session from its old view, saying
+        only "* NO Internal error occurred"; a new EXAMINE sees the new folder."""
+        validity = self._examine(mb)
+        if validity != mb.validity:
+            log.info("watch %s: UIDVALIDITY of %r changed from %s to %s: delivering all its messages again",
+                     mb.spec.key, mb.spec.folder, mb.validity, validity)
+            mb.validity, mb.last = validity, 0
+
+    def _park_poll(self, mb: _Mailbox) -> None:
+        mb.phase = "polling"
+        self._post(("timer", mb, mb.spec.poll_interval, "poll"))
+
+    # -- IMAP conversation (pool threads, the mailbox's owner) ---------------------------
+
+    def _idle_start(self, mb: _Mailbox) -> None:
+        imap = mb.client._imap
+        with self._deadline(mb, 3 * mb.spec.timeout):
+            tag = imap._command("IDLE")
+            while imap._get_response() is not None:  # None: the "+ idling" continuation
+                _check_bye(imap)
+                done = imap.tagged_commands.get(tag)
+                if done is not None:
+                    imap.tagged_commands.pop(tag, None)
+                    raise imaplib.IMAP4.error(f"IDLE refused: {_text(done[1])}")
+        mb.idle_tag = tag
+
+    def _read_idle(self, mb: _Mailbox) -> None:
+        """Reads what the server sent during IDLE (at least one byte is waiting)."""
+        client = mb.client
+        imap = client._imap
+        with self._deadline(mb, 3 * mb.spec.timeout):
+            while True:
+                imap._get_response()
+                _check_bye(imap)
+                if not _ready(client, mb.spec.timeout):
+                    break
+        done = imap.tagged_commands.get(mb.idle_tag)
+        if done is not None:  # the server ended IDLE by itself
+            imap.tagged_commands.pop(mb.idle_tag, None)
+            mb.idle_tag = None
+            if done[0] != "OK":
+                raise imaplib.IMAP4.error(f"IDLE ended: {done[0]} {_text(done[1])}")
+
+    def _idle_done(self, mb: _Mailbox) -> None:
+        imap = mb.client._imap
+        tag, mb.idle_tag = mb.idle_tag, None
+        with self._deadline(mb, 3 * mb.spec.timeout):
+            imap.send(b"DONE\r\n")
+            while imap.tagged_commands.get(tag) is None:
+                imap._get_response()
+                _check_bye(imap)
+        typ, data = imap.tagged_commands.pop(tag)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"IDLE failed: {typ} {_text(data)}")
+
+    def _sync(self, mb: _Mailbox) -> None:
+        """Fetches and delivers every message with a UID above mb.last, in batches;
+        again while the server announces more (EXISTS) during the fetch."""
+        mb.phase = "fetching"
+        client, spec = mb.client, mb.spec
+        imap = client._imap
+        empty_rounds = 0
+        while True:
+            imap.untagged_responses.clear()
+            with self._deadline(mb, 3 * spec.timeout):
+                # "n:*" always matches the highest UID, even below n: filtered below.
+                typ, data = imap.uid("FETCH", f"{mb.last + 1}:*", "(UID RFC822.SIZE)")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"UID FETCH failed: {_text(data)}")
+            sizes = parse_fetch_response(data, True, True) if data and data != [None] else {}
+            # The highest UID is the last message: its sequence number is the count.
+            mb.exists = max((info.get(b"SEQ", 0) for info in sizes.values()), default=0)
+            new = sorted((uid, info.get(b"RFC822.SIZE") or 0) for uid, info in sizes.items()
+                         if uid > mb.last and b"RFC822.SIZE" in info)
+            for batch in self._batches(new):
+                self._fetch_and_deliver(mb, batch)
+            # Dovecot, for one, notices new mail at the end of a command: mail that
+            # arrived during this round is announced now and fetched by another round.
+            more = _announced(imap, mb.exists)
+            imap.untagged_responses.clear()
+            empty_rounds = 0 if new else empty_rounds + 1
+            if not more or empty_rounds >= 3:  # 3: a server announcing what it does not show
+                return
+
+    def _batches(self, items: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+        batch: list[tuple[int, int]] = []
+        total = 0
+        for uid, size in items:
+            if batch and (len(batch) >= self._max_batch or total + size > self._max_batch_bytes):
+                yield batch
+                batch, total = [], 0
+            batch.append((uid, size))
+            total += size
+        if batch:
+            yield batch
+
+    def _fetch_and_deliver(self, mb: _Mailbox, batch: list[tuple[int, int]]) -> None:
+        spec = mb.spec
+        size = sum(s for _, s in batch)
+        with self._deadline(mb, 3 * spec.timeout + size / _MIN_BYTES_PER_SECOND):
+            data = mb.client.fetch([uid for uid, _ in batch], ["BODY.PEEK[]"])
+        messages = []
+        for uid, _ in batch:
+            body = data.get(uid, {}).get(b"BODY[]")
+            if isinstance(body, bytes):
+                messages.append((uid, body))
+            else:  # expunged since the sizes were read: nothing to deliver
+                log.debug("watch %s: uid %d vanished before it was fetched", spec.key, uid)
+        if messages:
+            try:
+                self._sink.deliver(spec.key, mb.validity, messages)
+            except Exception as exc:
+                raise _SinkFailed("deliver") from exc
+            self._count("delivered", len(messages))
+            log.debug("watch %s: delivered uids %d..%d (%d)", spec.key, messages[0][0], messages[-1][0],
+                      len(messages))
+        mb.last = batch[-1][0]
+
+    @contextmanager
+    def _deadline(self, mb: _Mailbox, seconds: float) -> Iterator[None]:
+        """An overall limit for one command, on top of the per-read socket timeout: the
+        watchdog shuts the socket down when it passes, and the read in progress fails."""
+        guard = _watchdog.watch(mb.client.socket(), seconds)
+        try:
+            yield
+        except Exception as exc:
+            if guard.fired:
+                raise _overall_timeout(seconds) from exc
+            raise
+        finally:
+            guard.cancel()
+        if guard.fired:
+            raise _overall_timeout(seconds)
+
+    # -- failures and status ---------------------------------------------------------
+
+    def _failed(self, mb: _Mailbox, exc: Exception) -> None:
+        self._close_client(mb)
+        if mb.stopped:
+            return self._post(("gone", mb))
+        spec = mb.spec
+        now = time.monotonic()
+        lost = mb.ok_since is not None  # an established session failed (not a connect attempt)
+        if lost and now - mb.ok_since >= _HEALTHY_AFTER:
+            mb.failures = 0
+        mb.ok_since = None
+        if isinstance(exc, _SinkFailed):
+            mb.failures += 1
+            delay = self._backoff(mb.failures)
+            log.warning("watch %s: the queue failed to take mail (%s: %s); fetching it again in %.1f s",
+                        spec.key, type(exc.__cause__).__name__, exc.__cause__, delay,
+                        exc_info=exc.__cause__)
+        else:
+            err = self._classify(mb, exc)
+            if err.code is ErrorCode.BACKOFF:  # the throttle said when: no login attempt was made
+                delay = (err.retry_after or self._base) + random.uniform(0, self._base)
+                if mb.up is not False:
+                    self._status(mb, False, _reason(err, spec))
+            else:
+                # Servers and middleboxes drop idle sessions routinely: the first loss in a
+                # row is retried at once without turning the provider RED; the status
+                # says down when getting back in fails too (with that attempt's reason).
+                quiet = lost and mb.failures == 0
+                mb.failures += 1
+                delay = self._backoff(mb.failures)
+                if not quiet:
+                    self._status(mb, False, _reason(err, spec))
+            log.info("watch %s: %s; reconnecting in %.1f s", spec.key, _reason(err, spec), delay)
+        mb.phase = "backoff"
+        self._count("reconnects")
+        self._post(("timer", mb, delay, "connect"))
+
+    def _classify(self, mb: _Mailbox, exc: Exception) -> TransportError:
+        if isinstance(exc, TransportError):
+            return exc
+        if isinstance(exc, imaplib.IMAP4.abort) and "EOF" in str(exc):
+            return TransportError("imap", mb.step, ErrorCode.PROTOCOL_ERROR, "the server closed the connection")
+        if not isinstance(exc, (OSError, EOFError, imaplib.IMAP4.error)):
+            log.warning("watch %s: unexpected error", mb.spec.key, exc_info=exc)  # a bug of ours
+        return classify(exc, "imap", mb.step, timeout=mb.spec.timeout)
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self._cap, self._base * 2 ** min(failures - 1, 30))
+        return delay * random.uniform(0.5, 1.0)
+
+    def _status(self, mb: _Mailbox, up: bool, reason: str) -> None:
+        if mb.stopped or (mb.up, mb.reason) == (up, reason):
+            return
+        mb.up, mb.reason = up, reason
+        try:
+            self._sink.status(mb.spec.key, up, reason)
+        except Exception:  # noqa: BLE001 - the watcher goes on; the sink logs its own trouble
+            log.warning("watch %s: sink.status failed", mb.spec.key, exc_info=True)
+
+    def _close_client(self, mb: _Mailbox) -> None:
+        with mb.lock:
+            client, mb.client = mb.client, None
+        mb.idle_tag = None
+        if client is not None:
+            _shutdown(client)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _same(a: MailboxSpec, b: MailboxSpec) -> bool:
+    if a == b:
+        return True
+    if type(a.auth) is not type(b.auth) or replace(a, auth=b.auth) != b:
+        return False
+    try:
+        return a.auth.fingerprint() == b.auth.fingerprint()
+    except Exception:  # noqa: BLE001 - cannot tell: restart
+        return False
+
+
+def _ready(client: imapclient.IMAPClient, timeout: float) -> bool:
+    """True when the server's next bytes can be read without waiting: already in
+    imaplib's buffer, decrypted in the TLS layer, or in the kernel (end of file counts:
+    reading it reports the closed connection). The selector sees only the kernel."""
+    imap = client._imap
+    sock = client.socket()
+    readbuf = getattr(imap, "_readbuf", None)  # Python >= 3.14: imaplib's own buffer
+    if readbuf:
+        return True
+    tls = isinstance(sock, ssl.SSLSocket)
+    if tls and sock.pending():
+        return True
+    if readbuf is None:  # Python <= 3.13: a BufferedReader (imap.file) over the socket
+        sock.settimeout(0)
+        try:
+            if imap.file.peek(1):
+                return True
+            if tls:
+                return True  # TLS reads b"" only at the end of the connection
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        finally:
+            sock.settimeout(timeout)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _abort(mb: _Mailbox) -> None:
+    """Interrupts whatever thread reads mb's connection (it sees end of file). Under
+    mb.lock: the connection is closed only with that lock, so the descriptor cannot
+    have been reused by another connection."""
+    with mb.lock:
+        if mb.client is not None:
+            try:
+                # socket.socket's own shutdown: SSLSocket.shutdown would also drop its
+                # TLS object under a reader's feet.
+                socket.socket.shutdown(mb.client.socket(), socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _shutdown(client: imapclient.IMAPClient) -> None:
+    try:
+        client._imap.shutdown()  # imaplib's: IMAPClient.shutdown() adds an INFO log line per close
+    except Exception:  # noqa: BLE001 - the connection is abandoned either way
+        pass
+
+
+def _announced(imap: imaplib.IMAP4, known: int) -> bool:
+    """The server announced more messages (EXISTS) than the `known` count, less the
+    expunges it announced with them: new mail. A repeated EXISTS is not."""
+    responses = imap.untagged_responses
+    exists = responses.get("EXISTS")
+    if not exists:
+        return False
+    try:
+        count = max(int(value) for value in exists)
+    except (TypeError, ValueError):
+        return True  # cannot tell: look
+    return count > known - len(responses.get("EXPUNGE", ()))
+
+
+def _suspicious(imap: imaplib.IMAP4) -> bool:
+    """Untagged NO/BAD (Dovecot: "Internal error" when the folder was replaced) or a
+    UIDVALIDITY outside EXAMINE: the session's view of the folder may be stale."""
+    responses = imap.untagged_responses
+    return "NO" in responses or "BAD" in responses or "UIDVALIDITY" in responses
+
+
+def _check_bye(imap: imaplib.IMAP4) -> None:
+    bye = imap.untagged_responses.get("BYE")
+    if bye:
+        raise imaplib.IMAP4.abort(_text(bye[-1]))
+
+
+def _text(data) -> str:
+    if isinstance(data, list):
+        data = data[-1] if data else b""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return " ".join(str(data or "").split())
+
+
+def _overall_timeout(seconds: float) -> TransportError:
+    return TransportError("imap", "session", ErrorCode.TIMEOUT,
+                          f"no complete answer within {seconds:g} s (overall limit)")
+
+
+def _where(endpoint: Endpoint) -> str:
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"{host}:{endpoint.port}"
+
+
+def _reason(err: TransportError, spec: MailboxSpec) -> str:
+    """The status reason, in words an administrator acts on."""
+    where, msg, code = _where(spec.endpoint), err.message, err.code
+    if code is ErrorCode.AUTH_FAILED:
+        return f"IMAP authentication failed at {where}: {msg}"
+    if code is ErrorCode.AUTH_UNAVAILABLE:
+        return f"IMAP login impossible at {where}: {msg}"
+    if code is ErrorCode.BACKOFF:
+        return f"IMAP login at {where} {msg}"
+    if code is ErrorCode.TLS_FAILED:
+        return f"IMAP TLS with {where} failed: {msg}"
+    if code is ErrorCode.TIMEOUT:
+        return f"IMAP server {where} did not answer in time: {msg}"
+    if err.step == "connect":
+        return f"IMAP connection to {where} failed: {msg}"
+    if err.step == "select":
+        return f"IMAP folder {spec.folder!r} cannot be opened at {where}: {msg}"
+    return f"IMAP connection to {where} lost: {msg}"
