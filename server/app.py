@@ -81,7 +81,13 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
 
     inbound = InboundQueue(providers, InboundSettings())
     inbound.bind(asyncio.get_running_loop())
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[
+        # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
+        # our own size check could answer it in words; responses (a raw message with
+        # its attachments) may be larger still.
+        ("grpc.max_receive_message_length", 2 * settings.max_message_bytes + (1 << 20)),
+        ("grpc.max_send_message_length", -1),
+    ])
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
     inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound), server)

@@ -191,3 +191,26 @@ def test_subscription_errors_are_named(mailgate_server):
     with pytest.raises(grpc.RpcError) as e:
         list(call)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_hostile_mail_is_queued_whole_and_readable(mailgate_server):
+    from mailgate.testing import corpus
+    p = make_provider(mailgate_server)
+    items = list(corpus.everything())
+    queued = commit(mailgate_server, p, [(uid, raw) for uid, (_, raw) in enumerate(items, start=1)])
+    raws = {raw for _, raw in items}
+    assert len(queued) == len(raws)  # identical corpus entries are one message
+    for mid in queued:
+        m = get(mailgate_server, f"inboundMessages/{mid}", include_raw=True, include_attachment_data=True)
+        assert m.raw in raws  # the exact bytes, whatever could be parsed
+
+
+def test_a_30_mb_attachment_is_queued_and_read_back_intact(mailgate_server):
+    from mailgate.testing import corpus
+    p = make_provider(mailgate_server)
+    _, raw = corpus.huge_attachment()
+    [mid] = commit(mailgate_server, p, [(1, raw)])
+    m = get(mailgate_server, f"inboundMessages/{mid}", include_raw=True, include_attachment_data=True)
+    assert m.raw == raw and m.size_bytes == len(raw) and not m.oversized
+    [att] = m.attachments
+    assert att.data == corpus.huge_attachment_payload()

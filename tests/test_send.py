@@ -261,3 +261,18 @@ def test_python_client_sends_by_display_name_and_lists(mailgate_server, smtp, ma
         assert sent.state == Out.STATE_SENT
         assert mg.get_outbound_message(sent.name) == sent
         assert [m.name for m in mg.list_outbound_messages(page_size=1)] == [sent.name]
+
+
+def test_a_large_attachment_is_accepted_and_an_oversized_message_refused_in_words(mailgate_server, smtp, mail_ca):
+    p = make_provider(mailgate_server, smtp, mail_ca)
+    big = bytes(range(256)) * (8 * 4096)  # 8 MB: over gRPC's 4 MB default
+    sent = mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject="big", text_body="see attached",
+        attachments=[mpb.Attachment(filename="big.bin", content_type="application/octet-stream", data=big)]))
+    assert sent.state == Out.STATE_SENT
+    [att] = list(parse(smtp.wait_for_messages(1)[0].content).iter_attachments())
+    assert att.get_content() == big
+    err = expect_error(lambda: mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject="huge", text_body="x",
+        attachments=[mpb.Attachment(filename="huge.bin", data=big * 3)])))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "size" in err.violations

@@ -28,7 +28,8 @@ class MailgateClient:
                  timeout: float = 30.0):
         # A channel passed in belongs to the caller (it may carry TLS or interceptors); close only ours.
         self._owns_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(target)
+        # No receive limit: GetInboundMessage with raw bytes and attachments passes 4 MB.
+        self.channel = channel or grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
         self.target = target
         self.timeout = timeout
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)

@@ -17,6 +17,9 @@ from mailgate.server import app
 from mailgate.server.config import Settings
 from mailgate.v1 import provider_service_pb2_grpc
 
+# A raw message with its attachments can pass gRPC's 4 MB default.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1)]
+
 POSTGRES_URL = os.environ.get("MAILGATE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -32,7 +35,7 @@ class ServerThread:
     def start(self) -> "ServerThread":
         self._thread.start()
         self.app = self.call(app.start(self.settings, self._plugins))
-        self.channel = grpc.insecure_channel(self.app.address)
+        self.channel = grpc.insecure_channel(self.app.address, options=CHANNEL_OPTIONS)
         return self
 
     def call(self, coro: Any, timeout: float = 60) -> Any:
