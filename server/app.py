@@ -26,7 +26,7 @@ from .providers import Providers
 from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
-from .servicer import ProviderServicer
+from .provider_servicer import ProviderServicer
 from .watchers import Watchers
 from .store.db import Database
 
