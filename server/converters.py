@@ -40,13 +40,17 @@ def settings_field(type_: str) -> str:
     return type_ if type_ in TYPED_SETTINGS else PLUGIN_SETTINGS
 
 
+def resource_id(name: str, collection: str, field: str = "name") -> str:
+    """`{collection}/{id}` -> id (AIP-122 resource names)."""
+    prefix, _, rid = name.partition("/")
+    if prefix != collection or not rid or "/" in rid:
+        raise InvalidArgument([Violation(field, f"{name!r} is not a name of {collection} "
+                                          f"(expected {collection}/{{id}})")])
+    return rid
+
+
 def provider_id(name: str, field: str = "name") -> str:
-    """`providers/{id}` -> id."""
-    prefix, _, pid = name.partition("/")
-    if prefix != "providers" or not pid or "/" in pid:
-        raise InvalidArgument([Violation(field, f"{name!r} is not a provider name "
-                                          "(expected providers/{provider})")])
-    return pid
+    return resource_id(name, "providers", field)
 
 
 # ---------------------------------------------------------------- Provider in
@@ -288,12 +292,7 @@ def outbound_to_proto(m: Outbound) -> mail_service_pb2.OutboundMessage:
 
 
 def outbound_id(name: str) -> str:
-    """`outboundMessages/{id}` -> id."""
-    prefix, _, mid = name.partition("/")
-    if prefix != "outboundMessages" or not mid or "/" in mid:
-        raise InvalidArgument([Violation("name", f"{name!r} is not an outbound message name "
-                                          "(expected outboundMessages/{outbound_message})")])
-    return mid
+    return resource_id(name, "outboundMessages")
 
 
 def draft_from_proto(r: mail_service_pb2.SendEmailRequest) -> Draft:
@@ -305,12 +304,7 @@ def draft_from_proto(r: mail_service_pb2.SendEmailRequest) -> Draft:
 
 # ---------------------------------------------------------------- inbound mail
 def inbound_id(name: str) -> str:
-    """`inboundMessages/{id}` -> id."""
-    prefix, _, mid = name.partition("/")
-    if prefix != "inboundMessages" or not mid or "/" in mid:
-        raise InvalidArgument([Violation("name", f"{name!r} is not an inbound message name "
-                                          "(expected inboundMessages/{inbound_message})")])
-    return mid
+    return resource_id(name, "inboundMessages")
 
 
 def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool = False,

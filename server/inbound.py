@@ -135,16 +135,12 @@ class InboundQueue:
 
     async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundRow], str]:
         filters: dict[str, Any] = paging.parse_filter(filter_text, {
-            "provider": paging.resource_id("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
+            "provider": paging.id_from_name("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
-        limit = paging.page_size(size)
-        after = paging.decode_token(page_token, filter_text)
-        rows = await self.db.run(lambda s: InboundStore(s).list(filters, after, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        token = paging.encode_token((rows[-1].receive_time, str(rows[-1].seq)), filter_text) if more else ""
-        return rows, token
+        return await paging.page(
+            lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit)),
+            lambda r: (r.receive_time, str(r.seq)), filter_text, page_token, size)
 
 
 def arrival(uid: int, raw: bytes, max_bytes: int) -> Arrival:

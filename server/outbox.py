@@ -139,16 +139,12 @@ class Outbox:
 
     async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[Outbound], str]:
         filters = paging.parse_filter(filter_text, {
-            "provider": paging.resource_id("providers"), "state": paging.state_name(OutState), "conversation_id": str})
+            "provider": paging.id_from_name("providers"), "state": paging.state_name(OutState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
-        limit = paging.page_size(size)
-        after = paging.decode_token(page_token, filter_text)
-        rows = await self.db.run(lambda s: OutboxStore(s).list(filters, after, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
-        return rows, token
+        return await paging.page(
+            lambda after, limit: self.db.run(lambda s: OutboxStore(s).list(filters, after, limit)),
+            lambda r: (r.create_time, r.id), filter_text, page_token, size)
 
     async def provider_changed(self, provider_id: str, stored: Any) -> None:
         """A provider that is GREEN after a change: what waited for it goes now."""

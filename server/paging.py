@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from .errors import InvalidArgument, Violation
 
@@ -41,7 +41,7 @@ def parse_filter(text: str, fields: dict[str, Callable[[str], Any]]) -> dict[str
     return result
 
 
-def resource_id(collection: str) -> Callable[[str], str]:
+def id_from_name(collection: str) -> Callable[[str], str]:
     """A filter value converter: `providers/x` -> `x`."""
     def convert(value: str) -> str:
         prefix, _, rid = value.partition("/")
@@ -59,6 +59,16 @@ def state_name(states: type[enum.Enum]) -> Callable[[str], str]:
             raise ValueError(f"unknown state {value!r}; use " + ", ".join(f"STATE_{s}" for s in states.__members__))
         return name
     return convert
+
+
+async def page(fetch: Callable[[Any, int], Awaitable[list[Any]]], key: Callable[[Any], tuple[datetime, str]],
+               filter_text: str, page_token: str, size: int) -> tuple[list[Any], str]:
+    """One page: `fetch(after, limit)` reads up to `limit` rows after the position
+    `after` (None: from the start); `key(row)` is a row's position for the next token."""
+    limit = page_size(size)
+    rows = await fetch(decode_token(page_token, filter_text), limit + 1)  # one more: is there a next page?
+    token = encode_token(key(rows[limit - 1]), filter_text) if len(rows) > limit else ""
+    return rows[:limit], token
 
 
 def page_size(requested: int, maximum: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE) -> int:

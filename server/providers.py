@@ -85,13 +85,9 @@ class Providers:
                    ) -> tuple[list[StoredProvider], str]:
         filters = paging.parse_filter(filter_text, {
             "type": str, "campaign": str, "state": paging.state_name(State), "receive_emails": _bool_filter})
-        limit = paging.page_size(size)
-        after = paging.decode_token(page_token, filter_text)
-        rows = await self.db.run(lambda s: self._store(s).list(filters, after, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        token = paging.encode_token((rows[-1].create_time, rows[-1].id), filter_text) if more else ""
-        return rows, token
+        return await paging.page(
+            lambda after, limit: self.db.run(lambda s: self._store(s).list(filters, after, limit)),
+            lambda r: (r.create_time, r.id), filter_text, page_token, size)
 
     # -- create
     async def create(self, config: ProviderConfig, validate_only: bool = False

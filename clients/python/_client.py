@@ -55,14 +55,8 @@ class MailgateClient:
 
     def list_providers(self, filter: str = "", page_size: int = 0) -> Iterator[Provider]:
         """Every provider matching `filter`, fetched `page_size` at a time (0: server default)."""
-        token = ""
-        while True:
-            page = self._call(self.stub.ListProviders, pb.ListProvidersRequest(
-                filter=filter, page_size=page_size, page_token=token))
-            yield from page.providers
-            token = page.next_page_token
-            if not token:
-                return
+        return self._pages(self.stub.ListProviders, "providers", pb.ListProvidersRequest(
+            filter=filter, page_size=page_size))
 
     def update_provider(self, provider: Provider, paths: list[str] | None = None, *,
                         validate_only: bool = False) -> Provider:
@@ -90,13 +84,7 @@ class MailgateClient:
         return self._call(self.stub.ActivateProvider, pb.ActivateProviderRequest(name=self.resolve(ref)))
 
     def list_drivers(self) -> list[driver_pb2.Driver]:
-        drivers, token = [], ""
-        while True:
-            page = self._call(self.stub.ListDrivers, pb.ListDriversRequest(page_token=token))
-            drivers += page.drivers
-            token = page.next_page_token
-            if not token:
-                return drivers
+        return list(self._pages(self.stub.ListDrivers, "drivers", pb.ListDriversRequest()))
 
     # ------------------------------------------------------------ mail
     def send_email(self, provider_ref: str, **fields: Any) -> mail_service_pb2.OutboundMessage:
@@ -111,16 +99,19 @@ class MailgateClient:
 
     def list_outbound_messages(self, filter: str = "", page_size: int = 0
                                ) -> Iterator[mail_service_pb2.OutboundMessage]:
-        token = ""
-        while True:
-            page = self._call(self.mail.ListOutboundMessages, mail_service_pb2.ListOutboundMessagesRequest(
-                filter=filter, page_size=page_size, page_token=token))
-            yield from page.outbound_messages
-            token = page.next_page_token
-            if not token:
-                return
+        return self._pages(self.mail.ListOutboundMessages, "outbound_messages",
+                           mail_service_pb2.ListOutboundMessagesRequest(filter=filter, page_size=page_size))
 
     # ------------------------------------------------------------ helpers
+    def _pages(self, method: Callable[..., Any], field: str, request: Any) -> Iterator[Any]:
+        """Follows next_page_token (AIP-158), yielding the items of every page."""
+        while True:
+            page = self._call(method, request)
+            yield from getattr(page, field)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     def resolve(self, ref: str) -> str:
         """`providers/{id}`, a bare id or a display name -> `providers/{id}`.
 
