@@ -1,12 +1,20 @@
 """Receiving end to end: Dovecot -> watcher -> campaign queue -> StreamInboundMail."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from email.message import EmailMessage
+
+import grpc
 
 from imapclient import IMAPClient
 
 from mailgate.testing.consumer import Consumer
-from mailgate.v1 import provider_pb2
+from mailgate.testing.servers.silent import free_ports
+from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
 from mailgate.v1 import provider_service_pb2 as pb
 
 USER, PASSWORD = "agent@example.test", "s3cret-agent"
@@ -53,3 +61,98 @@ def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server
         assert b"\\Seen" not in flags
     finally:
         consumer.close()
+
+
+def wait_provider(server, name: str, state: int, timeout: float = 15) -> provider_pb2.Provider:
+    deadline = time.monotonic() + timeout
+    while True:
+        p = server.stub.GetProvider(pb.GetProviderRequest(name=name))
+        if p.state == state or time.monotonic() > deadline:
+            return p
+        time.sleep(0.1)
+
+
+def test_dovecot_restart_turns_the_provider_red_then_green_and_nothing_is_lost(
+        mailgate_server, dovecot_factory, smtp_server, mail_ca):
+    dovecot = dovecot_factory()
+    p = receiving_provider(mailgate_server, dovecot, smtp_server("STARTTLS"), mail_ca)
+    consumer = Consumer(mailgate_server, campaign="support")
+    try:
+        dovecot.deliver(USER, customer_mail("before the restart"))
+        [first] = consumer.take(timeout=10)
+        consumer.ack(first)
+        dovecot.stop()
+        red = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_RED)
+        assert red.state == provider_pb2.Provider.STATE_RED
+        assert red.state_reason.startswith("receiving stopped: ") and "connect" in red.state_reason
+        dovecot.start()
+        green = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_GREEN)
+        assert green.state == provider_pb2.Provider.STATE_GREEN
+        dovecot.deliver(USER, customer_mail("after the restart"))
+        [second] = consumer.take(timeout=10)
+        assert second.message.subject == "after the restart"
+        assert consumer.nothing(0.5)  # the first message is not delivered again
+    finally:
+        consumer.close()
+
+
+def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledged(
+        tmp_path, dovecot_factory, smtp_server, mail_ca):
+    dovecot = dovecot_factory()
+    smtp = smtp_server("STARTTLS")
+
+    def serve() -> tuple[subprocess.Popen, ServerHandle]:
+        [port] = free_ports(1)
+        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_SECRET_KEY"}
+        env.update(MAILGATE_KEY_FILE=str(tmp_path / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
+        proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
+                                 "--database-url", f"sqlite:///{tmp_path / 'mailgate.db'}"], env=env)
+        handle = ServerHandle(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(handle.channel).result(timeout=30)
+        return proc, handle
+
+    first, server = serve()
+    try:
+        p = receiving_provider(server, dovecot, smtp, mail_ca, campaign="kill")
+        c1 = Consumer(server, campaign="kill", deadline=10)
+        for i in range(6):
+            dovecot.deliver(USER, customer_mail(f"before {i}"))
+        got = c1.take(6, timeout=15)
+        acked = got[:3]
+        c1.ack(*acked)
+        stub = inbound_service_pb2_grpc.InboundServiceStub(server.channel)
+        deadline = time.monotonic() + 5
+        while any(stub.GetInboundMessage(ipb.GetInboundMessageRequest(name=r.message.name)).state
+                  != ipb.InboundMessage.STATE_ACKNOWLEDGED for r in acked) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # no shutdown, no release: leases just stop being renewed
+        first.wait(10)
+        c1.close()
+        server.channel.close()
+        for i in range(3):
+            dovecot.deliver(USER, customer_mail(f"while down {i}"))
+        second, server = serve()
+        try:
+            c2 = Consumer(server, campaign="kill", deadline=10)
+            again = c2.take(6, timeout=30)  # 3 new at once, 3 unacknowledged when their lease expires
+            subjects = sorted(r.message.subject for r in again)
+            assert subjects == sorted([r.message.subject for r in got[3:]] + [f"while down {i}" for i in range(3)])
+            c2.ack(*again)
+            assert c2.nothing(1.0)  # the acknowledged ones never come back
+            c2.close()
+            assert server.stub.GetProvider(pb.GetProviderRequest(name=p.name)).state == \
+                provider_pb2.Provider.STATE_GREEN
+        finally:
+            second.terminate()
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+class ServerHandle:
+    """What Consumer and the helpers need of a server: a channel and a stub."""
+
+    def __init__(self, address: str):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
