@@ -180,6 +180,8 @@ class DriverContext(ABC):
     """What the server lends a driver: bounded pools for blocking work and defaults."""
 
     default_timeout: float = 10.0
+    # how often a mailbox whose server has no IMAP IDLE is looked at, seconds
+    poll_interval: float = 30.0
     # the transport LoginThrottle shared by every login of this process (None: no throttling)
     throttle: Any = None
 

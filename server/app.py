@@ -73,7 +73,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     box = SecretBox.from_environment(settings.key_file)
     drivers = DriverRegistry.from_entry_points(extra_plugins)
     runtime = Runtime(settings.io_workers, settings.timeout,
-                      LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap))
+                      LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap),
+                      poll_interval=settings.poll_interval)
     providers = Providers(db, box, drivers, runtime)
     outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
                                               retry_base=settings.retry_base,

@@ -26,5 +26,7 @@ class Settings:
     max_message_bytes: int = field(default_factory=lambda: int(_env("MAILGATE_MAX_MESSAGE_BYTES", str(25 << 20))))
     retry_base: float = field(default_factory=lambda: float(_env("MAILGATE_RETRY_BASE", "30")))
     first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
+    # receiving: how often a mailbox without IMAP IDLE is looked at
+    poll_interval: float = field(default_factory=lambda: float(_env("MAILGATE_POLL_INTERVAL", "30")))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))
     grace: float = 10.0  # seconds given to running calls on SIGTERM

@@ -11,9 +11,10 @@ T = TypeVar("T")
 
 
 class Runtime(DriverContext):
-    def __init__(self, io_workers: int, default_timeout: float, throttle: Any = None):
+    def __init__(self, io_workers: int, default_timeout: float, throttle: Any = None, poll_interval: float = 30.0):
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="mailgate-io")
         self.default_timeout = default_timeout
+        self.poll_interval = poll_interval
         self.throttle = throttle
 
     def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:

@@ -172,7 +172,7 @@ class SmtpImapDriver(Driver):
             return None  # POP3 polling is not built yet
         return MailboxSpec(key=str(config.id), endpoint=_endpoint(s["inbound"]), auth=_auth(config),
                            timeout=float(s.get("timeout_seconds") or ctx.default_timeout),
-                           ca_pem=s.get("ca_certificates_pem") or None)
+                           ca_pem=s.get("ca_certificates_pem") or None, poll_interval=ctx.poll_interval)
 
     async def release(self, provider_id: str) -> None:
         for key in self._pool_keys.pop(provider_id, ()):

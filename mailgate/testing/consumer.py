@@ -41,6 +41,18 @@ class Consumer:
             out.append(item)
         return out
 
+    def take_all(self, wait: float = 0.5) -> list[ipb.ReceivedInboundMessage]:
+        """Whatever arrives within `wait` seconds."""
+        out = []
+        try:
+            while True:
+                item = self.received.get(timeout=wait)
+                if isinstance(item, grpc.RpcError):
+                    raise item
+                out.append(item)
+        except queue.Empty:
+            return out
+
     def nothing(self, wait: float = 0.5) -> bool:
         try:
             self.received.get(timeout=wait)

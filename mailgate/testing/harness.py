@@ -74,7 +74,8 @@ def make_settings(directory: Path, database_url: str | None = None, **overrides:
     settings = Settings(listen="127.0.0.1:0",
                         database_url=database_url or f"sqlite:///{directory / 'mailgate.db'}",
                         key_file=directory / "mailgate.key", io_workers=8, login_backoff=0.5,
-                        login_backoff_cap=2.0, grace=1.0, retry_base=0.3, first_attempt_wait=5.0)
+                        login_backoff_cap=2.0, grace=1.0, retry_base=0.3, first_attempt_wait=5.0,
+                        poll_interval=0.5)
     for k, v in overrides.items():
         setattr(settings, k, v)
     return settings
