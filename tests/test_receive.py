@@ -136,7 +136,8 @@ def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledge
             dovecot.deliver(USER, customer_mail(f"while down {i}"))
         second, server = serve()
         try:
-            c2 = Consumer(server, campaign="kill", deadline=10)
+            # A long deadline: c2 holds the first messages while c1's leases run out.
+            c2 = Consumer(server, campaign="kill", deadline=60)
             again = c2.take(6, timeout=30)  # 3 new at once, 3 unacknowledged when their lease expires
             subjects = sorted(r.message.subject for r in again)
             assert subjects == sorted([r.message.subject for r in got[3:]] + [f"while down {i}" for i in range(3)])
