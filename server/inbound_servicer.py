@@ -30,14 +30,15 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         if first is None:
             return
         sub = self._subscription(first)
-        wake = self.queue.subscribe(sub)
         held: dict[str, str] = {}  # message id -> lease token of this stream's deliveries
+        wake = self.queue.subscribe(sub)
         reader = asyncio.get_running_loop().create_task(self._read(first, requests, held, wake))
+        stream = _Stream(self.queue, sub, wake, held, reader)
         log.info("consumer %r subscribed to %s", sub.consumer, ", ".join(sub.topics))
         # A consumer that goes away (cancel, lost connection) ends the call at once, while
         # this generator may only be finalized much later: the call's end releases.
         loop = asyncio.get_running_loop()
-        context.add_done_callback(lambda _: loop.create_task(self._leave(sub, wake, held, reader)))
+        context.add_done_callback(lambda _: loop.create_task(stream.leave()))
         try:
             while not reader.done():
                 room = sub.max_in_flight - len(held)
@@ -59,22 +60,10 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                     await asyncio.wait({waiter, reader}, timeout=LEASE_SWEEP, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waiter.cancel()
-            if reader.exception():
-                raise reader.exception()  # type: ignore[misc]
+            if not reader.cancelled() and reader.exception():
+                raise reader.exception()  # type: ignore[misc]  # e.g. a bad request on the stream
         finally:
-            await self._leave(sub, wake, held, reader)
-
-    async def _leave(self, sub: Subscription, wake: asyncio.Event, held: dict[str, str],
-                     reader: asyncio.Task) -> None:
-        """Whatever this consumer did not acknowledge goes back to the queue now
-        (runs once: from the stream's end or from the call's, whichever is first)."""
-        reader.cancel()
-        self.queue.unsubscribe(sub, wake)
-        leases, _ = list(held.items()), held.clear()
-        if leases or not getattr(wake, "left", False):
-            wake.left = True  # type: ignore[attr-defined]
-            await self.queue.release(leases)
-            log.info("consumer %r left; %d unacknowledged message(s) back in the queue", sub.consumer, len(leases))
+            await stream.leave()
 
     async def _read(self, first: pb.StreamInboundMailRequest, requests: AsyncIterator[pb.StreamInboundMailRequest],
                     held: dict[str, str], wake: asyncio.Event) -> None:
@@ -131,3 +120,24 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
     async def RequeueInboundMessage(self, request: pb.RequeueInboundMessageRequest, context):
         return conv.inbound_to_proto(await self.queue.requeue(conv.inbound_id(request.name)))
 
+
+class _Stream:
+    """One consumer's stream, so that leaving happens exactly once."""
+
+    def __init__(self, queue: InboundQueue, sub: Subscription, wake: asyncio.Event, held: dict[str, str],
+                 reader: asyncio.Task):
+        self.queue, self.sub, self.wake, self.held, self.reader = queue, sub, wake, held, reader
+        self.left = False
+
+    async def leave(self) -> None:
+        """Whatever this consumer did not acknowledge goes back to the queue now
+        (from the stream's end or from the call's, whichever comes first)."""
+        if self.left:
+            return
+        self.left = True
+        self.reader.cancel()
+        self.queue.unsubscribe(self.sub, self.wake)
+        leases = list(self.held.items())
+        self.held.clear()
+        await self.queue.release(leases)
+        log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
