@@ -58,6 +58,7 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grace if grace is None else grace)
+        await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
         await self.watchers.close()
         for driver in self.providers.drivers:

@@ -54,6 +54,7 @@ class InboundQueue:
         self.settings = settings
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -119,6 +120,16 @@ class InboundQueue:
         triples = [(*p, max(0, sec)) for p, sec in zip(map(split_ack_id, ack_ids), seconds) if p]
         if triples:
             await self.db.run(lambda s: InboundStore(s).extend(triples, utcnow()))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A release started outside a request (a consumer's call ended): shutdown
+        waits for it before the store closes."""
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def drain(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
 
     async def release(self, deliveries: list[tuple[str, str]]) -> None:
         if deliveries:

@@ -38,7 +38,7 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         # A consumer that goes away (cancel, lost connection) ends the call at once, while
         # this generator may only be finalized much later: the call's end releases.
         loop = asyncio.get_running_loop()
-        context.add_done_callback(lambda _: loop.create_task(stream.leave()))
+        context.add_done_callback(lambda _: self.queue.track(loop.create_task(stream.leave())))
         try:
             while not reader.done():
                 room = sub.max_in_flight - len(held)
