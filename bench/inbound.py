@@ -24,26 +24,22 @@ imapclient FETCH BODY.PEEK[] of the same messages in batches of 500.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import queue
 import statistics
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Iterator
 
 from imapclient import IMAPClient
 
 from mailgate.testing.consumer import Consumer
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
-from mailgate.testing.servers.smtpd import SmtpServer
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
-from rig import mailgate_process, percentile
+from rig import mailgate_process, percentile, smtp_server
 
 PASSWORD = "pw"
 BARE = "bare@example.test"
@@ -65,25 +61,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-@contextmanager
-def smtp_server(ca: TestCA, users: dict) -> Iterator[tuple[str, int]]:
-    """aiosmtpd in its own process: in ours it would compete for the GIL."""
-    parent, child = multiprocessing.Pipe()
-    proc = multiprocessing.get_context("fork").Process(target=_smtp_serve_with, args=(ca, users, child))
-    proc.start()
-    try:
-        yield parent.recv()
-    finally:
-        parent.send("stop")
-        proc.join(10)
-
-
-def _smtp_serve_with(ca: TestCA, users: dict, conn) -> None:
-    with SmtpServer("NONE", users, ca) as smtp:
-        conn.send((smtp.host, smtp.port))
-        conn.recv()
 
 
 class Stream:
@@ -229,7 +206,7 @@ def main() -> None:
         root = Path(d)
         ca = TestCA.create(root / "ca")
         with Dovecot(root / "dovecot", users, ca, client_limit=client_limit) as dovecot, \
-                smtp_server(ca, users) as smtp:
+                smtp_server(ca, users, "NONE") as smtp:
             print(f"Dovecot client_limit={client_limit}, IMAP without TLS (SECURITY_NONE), "
                   f"mailbox_idle_check_interval=1s")
             bare = bare_idle_latency(dovecot, args.samples)

@@ -1,6 +1,7 @@
 """What the benchmarks share: mailgate in a process of its own, percentiles."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -11,7 +12,9 @@ from typing import Iterator
 
 import grpc
 
+from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.silent import free_ports
+from mailgate.testing.servers.smtpd import SmtpServer
 
 
 @contextmanager
@@ -29,6 +32,25 @@ def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
         channel.close()
         proc.terminate()
         proc.wait(30)
+
+
+@contextmanager
+def smtp_server(ca: TestCA, users: dict, mode: str = "STARTTLS") -> Iterator[tuple[str, int]]:
+    """aiosmtpd in its own process (in ours it would compete for the GIL); yields (host, port)."""
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("fork").Process(target=_smtp_serve, args=(ca, users, mode, child))
+    proc.start()
+    try:
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(10)
+
+
+def _smtp_serve(ca: TestCA, users: dict, mode: str, conn) -> None:
+    with SmtpServer(mode, users, ca) as smtp:
+        conn.send((smtp.host, smtp.port))
+        conn.recv()  # until the parent says stop
 
 
 def percentile(values: list[float], q: float) -> float:

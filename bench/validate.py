@@ -13,21 +13,17 @@ logins. The checks run concurrently, so the expectation is at most 1.2x the maxi
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import smtplib
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import imapclient
 
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
-from mailgate.testing.servers.smtpd import SmtpServer
-from rig import mailgate_process, percentile
+from rig import mailgate_process, percentile, smtp_server
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
 USER, PASSWORD = "bench@example.test", "bench-password"
@@ -41,25 +37,6 @@ def timed(fn, runs: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t)
     return out
-
-
-@contextmanager
-def smtp_server(ca: TestCA, users: dict) -> Iterator[tuple[str, int]]:
-    """aiosmtpd in its own process: in ours it would compete for the GIL."""
-    parent, child = multiprocessing.Pipe()
-    proc = multiprocessing.get_context("fork").Process(target=_smtp_serve_with, args=(ca, users, child))
-    proc.start()
-    try:
-        yield parent.recv()
-    finally:
-        parent.send("stop")
-        proc.join(10)
-
-
-def _smtp_serve_with(ca: TestCA, users: dict, conn) -> None:
-    with SmtpServer("STARTTLS", users, ca) as smtp:
-        conn.send((smtp.host, smtp.port))
-        conn.recv()
 
 
 def main() -> None:

@@ -16,18 +16,11 @@ from mailgate.drivers.api import ErrorCode
 from mailgate.drivers.transport import (
     Endpoint, LoginThrottle, PasswordAuth, SendError, SendResult, SmtpPool)
 from mailgate.testing.servers import SmtpServer, free_ports
+from mailgate.testing.clock import FakeClock
 
 AGENT = "agent@example.test"
 MODES = ("NONE", "STARTTLS", "TLS")
 KEY = "provider-1:settings-digest"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -18,18 +18,11 @@ from mailgate.drivers.transport import (
     Endpoint, LoginThrottle, PasswordAuth, TransportError, classify, client_context,
     connect_imap, connect_pop3, connect_smtp, default_throttle, probe)
 from mailgate.testing.servers.dovecot import free_ports
+from mailgate.testing.clock import FakeClock
 
 AGENT = "agent@example.test"
 CONNECTS = {"smtp": connect_smtp, "imap": connect_imap, "pop3": connect_pop3}
 IDS = ("connect", "tls", "auth")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
