@@ -29,6 +29,7 @@ class ErrorCode(enum.Enum):
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
     BACKOFF = "BACKOFF"
+    AUTHORIZATION_REQUIRED = "AUTHORIZATION_REQUIRED"
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,48 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True)
+class Authorization:
+    """An OAuth sign-in a driver started. The server sends the administrator to
+    `uri`, keeps `flow` sealed until the redirect comes back with `state`, then
+    hands both to `Driver.complete_authorization`."""
+
+    uri: str
+    state: str
+    flow: Mapping[str, Any]  # the driver's private data: PKCE verifier, nonce...
+
+    def __repr__(self) -> str:  # the flow holds the PKCE verifier
+        return f"Authorization(uri={self.uri!r})"
+
+
+@dataclass(frozen=True)
 class Activation:
-    """What activation decided. OAuth drivers return an authorization to follow
-    instead of a report (later issue)."""
+    """What activation decided: a report, or (OAuth) an authorization to follow."""
 
     report: Report | None = None
-    authorization_uri: str | None = None
+    authorization: Authorization | None = None
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """A completed sign-in: who signed in (from a verified ID token or profile)
+    and the secrets to store (tokens). The server checks `account` against the
+    provider's account before storing anything."""
+
+    account: str
+    secrets: Mapping[str, str]
+
+    def __repr__(self) -> str:
+        return f"Authorized(account={self.account!r}, secrets={sorted(self.secrets)!r})"
+
+
+class AuthorizationFailed(Exception):
+    """The sign-in could not be completed (code refused, ID token invalid).
+    The message is shown to the administrator: the provider's words, no token."""
+
+
+class NotConfigured(Exception):
+    """The server lacks configuration the driver needs (an OAuth application):
+    the message says what to set."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +222,22 @@ class DriverContext(ABC):
     # the transport LoginThrottle shared by every login of this process (None: no throttling)
     throttle: Any = None
 
+    def driver_config(self, type_: str) -> Mapping[str, Any]:
+        """The server's configuration section for a driver type (e.g. an OAuth
+        application's client id and secret); empty when there is none."""
+        return {}
+
+    def save_secrets(self, provider_id: str, secrets: Mapping[str, str]) -> None:
+        """Stores changed secrets of a provider at once (a rotated refresh token),
+        without changing its version. Blocking: call it from `run_blocking` work."""
+        raise NotImplementedError
+
+    def authorization_lost(self, provider_id: str, message: str) -> None:
+        """The provider refused to renew a provider's tokens: the server turns it RED
+        ("re-authorization required: <message>"), stops watching its mailbox and
+        keeps its mail. Blocking: call it from `run_blocking` work."""
+        raise NotImplementedError
+
     @abstractmethod
     def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """Runs a blocking call (smtplib, imapclient, MSAL...) in the bounded worker pool."""
@@ -219,6 +272,13 @@ class Driver(ABC):
     async def activate(self, config: ProviderConfig, ctx: DriverContext) -> Activation:
         """Makes the provider usable. Default: the validation report decides."""
         return Activation(report=await self.validate(config, ctx))
+
+    async def complete_authorization(self, config: ProviderConfig, flow: Mapping[str, Any],
+                                     response: Mapping[str, str], ctx: DriverContext) -> Authorized:
+        """Finishes a sign-in this driver started in `activate`: `flow` as the driver
+        returned it, `response` the redirect's query parameters (state, code...).
+        Raises AuthorizationFailed. Drivers with capabilities.oauth implement it."""
+        raise AuthorizationFailed(f"the {self.type} driver does not sign in with OAuth")
 
     async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
         """Hands one message to the provider's server; returns the server's words of

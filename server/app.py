@@ -17,10 +17,11 @@ from mailgate.drivers.transport.throttle import LoginThrottle
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc)
 
-from .config import Settings
+from .config import Settings, load_drivers_config
 from .inbound import InboundQueue, InboundSettings
 from .inbound_servicer import InboundServicer
 from .mail_servicer import MailServicer
+from .oauth_callback import CallbackListener
 from .outbox import Outbox, OutboxSettings
 from .providers import Providers
 from .rpc_errors import ErrorInterceptor
@@ -49,6 +50,7 @@ class App:
     outbox: Outbox
     inbound: InboundQueue
     watchers: Watchers
+    callback: CallbackListener | None = None
 
     @property
     def address(self) -> str:
@@ -57,6 +59,8 @@ class App:
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
+        if self.callback:
+            await asyncio.to_thread(self.callback.close)
         await self.server.stop(self.settings.grace if grace is None else grace)
         await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
@@ -69,14 +73,20 @@ class App:
 
 
 async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
+    configs = load_drivers_config(settings.drivers_config)  # refuse a bad file before touching anything
     db = Database(settings.database_url)
     await asyncio.to_thread(db.upgrade)
     box = SecretBox.from_environment(settings.key_file)
     drivers = DriverRegistry.from_entry_points(extra_plugins)
+    callback = CallbackListener(settings.oauth_callback_listen) if settings.oauth_callback_listen else None
+    if callback:  # OAuth applications without a redirect URI of their own use the listener
+        for section in configs.values():
+            section.setdefault("redirect_uri", callback.redirect_uri)
     runtime = Runtime(settings.io_workers, settings.timeout,
                       LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap),
-                      poll_interval=settings.poll_interval)
-    providers = Providers(db, box, drivers, runtime)
+                      poll_interval=settings.poll_interval, driver_configs=configs)
+    providers = Providers(db, box, drivers, runtime, authorization_ttl=settings.authorization_ttl)
+    runtime.bind(providers, asyncio.get_running_loop())
     outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
                                               retry_base=settings.retry_base,
                                               first_attempt_wait=settings.first_attempt_wait))
@@ -107,7 +117,9 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     await watchers.start()
     for name in SERVICE_NAMES + [""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers)
+    if callback:
+        callback.start(providers, asyncio.get_running_loop())
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers, callback)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def _env(name: str, default: str) -> str:
@@ -29,4 +31,33 @@ class Settings:
     # receiving: how often a mailbox without IMAP IDLE is looked at
     poll_interval: float = field(default_factory=lambda: float(_env("MAILGATE_POLL_INTERVAL", "30")))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))
+    # drivers' server-side configuration (OAuth applications): a TOML file, one
+    # [section] per driver type; see README › OAuth
+    drivers_config: str = field(default_factory=lambda: _env("MAILGATE_DRIVERS_CONFIG", ""))
+    # host:port of the small HTTP listener that receives OAuth redirects; empty: off
+    oauth_callback_listen: str = field(default_factory=lambda: _env("MAILGATE_OAUTH_CALLBACK_LISTEN", ""))
+    # how long a sign-in started by ActivateProvider can be completed, seconds
+    authorization_ttl: float = field(default_factory=lambda: float(_env("MAILGATE_AUTHORIZATION_TTL", "600")))
     grace: float = 10.0  # seconds given to running calls on SIGTERM
+
+
+class ConfigError(ValueError):
+    """Server configuration that cannot work; the message says where and why."""
+
+
+def load_drivers_config(path: str) -> dict[str, dict[str, Any]]:
+    """The drivers' configuration file: {driver type: its section}."""
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: {path} is not valid TOML: {e}") from None
+    bad = [k for k, v in data.items() if not isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: {path}: expected one [section] per driver type, "
+                          f"found plain keys {', '.join(bad)}")
+    return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any, Iterable
+from urllib.parse import parse_qsl, urlsplit
 
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor, struct_pb2
@@ -16,7 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailgate.drivers.api import (CheckResult, Driver, Notice, ProviderConfig, Report,
                                   SettingField)
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.v1 import driver_pb2, inbound_service_pb2, mail_service_pb2, provider_pb2, validation_pb2
+from mailgate.v1 import (driver_pb2, inbound_service_pb2, mail_service_pb2, provider_pb2,
+                         provider_service_pb2, validation_pb2)
 
 from .domain import State, StoredProvider
 from . import inbound_parse
@@ -139,8 +141,8 @@ def to_proto(p: StoredProvider, drivers: DriverRegistry,
         from_name=c.from_name, receive_emails=c.receive_emails,
         active_reference=c.active_reference, reply_to=list(c.reply_to), campaign=c.campaign,
         state=provider_pb2.Provider.State.Value(f"STATE_{p.state.value}"),
-        state_reason=p.state_reason, state_time=_ts(p.state_time), create_time=_ts(p.create_time),
-        update_time=_ts(p.update_time), etag=p.etag,
+        state_reason=p.state_reason, state_time=timestamp(p.state_time), create_time=timestamp(p.create_time),
+        update_time=timestamp(p.update_time), etag=p.etag,
         notices=notices_to_proto(notices, c.type, drivers))
     settings = copy_tree(c.settings)
     for path in _secret_paths(drivers.get(c.type)):  # secrets are input-only: say only "set"
@@ -178,6 +180,26 @@ def state_from_proto(value: int) -> State:
     return State(provider_pb2.Provider.State.Name(value).removeprefix("STATE_"))
 
 
+def authorization_response(r: provider_service_pb2.CompleteAuthorizationRequest) -> tuple[str, dict[str, str]]:
+    """(state, the redirect's parameters) from either form of the request."""
+    if r.authorization_response:
+        if r.state or r.code or r.error:
+            raise InvalidArgument([Violation("authorization_response", "give either the whole redirect "
+                                             "URL or state with code (or error), not both")])
+        params = dict(parse_qsl(urlsplit(r.authorization_response).query))
+        where = "authorization_response"
+    else:
+        params = {k: v for k, v in (("state", r.state), ("code", r.code), ("error", r.error),
+                                    ("error_description", r.error_description)) if v}
+        where = "state"
+    if not params.get("state"):
+        raise InvalidArgument([Violation(where, "required: the state parameter of the redirect")])
+    if not params.get("code") and not params.get("error"):
+        raise InvalidArgument([Violation("code" if where == "state" else where,
+                                         "required: the code (or error) parameter of the redirect")])
+    return params["state"], params
+
+
 # ---------------------------------------------------------------- drivers
 def driver_to_proto(d: Driver, source: str) -> driver_pb2.Driver:
     return driver_pb2.Driver(
@@ -200,7 +222,7 @@ def _field(f: SettingField) -> driver_pb2.SettingField:
 
 
 # ---------------------------------------------------------------- helpers
-def _ts(dt: Any) -> Timestamp:
+def timestamp(dt: Any) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(dt)
     return t
@@ -279,12 +301,12 @@ def outbound_to_proto(m: Outbound) -> mail_service_pb2.OutboundMessage:
         to=list(m.to), cc=list(m.cc), bcc=list(m.bcc), subject=m.subject,
         attachments=[mail_service_pb2.Attachment(filename=a["filename"], content_type=a["content_type"],
                                                  size_bytes=a["size_bytes"]) for a in m.attachments],
-        attempts=m.attempts, create_time=_ts(m.create_time), size_bytes=m.size_bytes,
+        attempts=m.attempts, create_time=timestamp(m.create_time), size_bytes=m.size_bytes,
         request_id=m.request_id or "")
     if m.next_attempt_time and m.state.value in ("QUEUED", "RETRYING"):
-        msg.next_attempt_time.CopyFrom(_ts(m.next_attempt_time))
+        msg.next_attempt_time.CopyFrom(timestamp(m.next_attempt_time))
     if m.sent_time:
-        msg.sent_time.CopyFrom(_ts(m.sent_time))
+        msg.sent_time.CopyFrom(timestamp(m.sent_time))
     if m.last_error or m.last_code:
         msg.last_error.CopyFrom(mail_service_pb2.DeliveryError(
             smtp_code=m.last_code, message=m.last_error, transient=m.last_transient))
@@ -317,11 +339,11 @@ def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool
         message_id=row.message_id, subject=h.get("subject", ""),
         conversation_id=row.conversation_id, delivery_count=row.delivery_count, automatic=row.automatic,
         state=inbound_service_pb2.InboundMessage.State.Value(f"STATE_{row.state}"),
-        receive_time=_ts(row.receive_time), size_bytes=row.size_bytes, oversized=row.oversized)
+        receive_time=timestamp(row.receive_time), size_bytes=row.size_bytes, oversized=row.oversized)
     for field in ("from", "to", "cc", "reply_to"):
         getattr(msg, field).extend(h.get(field, []))
     if h.get("date"):
-        msg.date.CopyFrom(_ts(datetime.fromisoformat(h["date"])))
+        msg.date.CopyFrom(timestamp(datetime.fromisoformat(h["date"])))
     if with_body and not row.oversized:
         body = inbound_parse.parse_body(row.raw)
         msg.text_body, msg.html_body = body.text, body.html

@@ -80,9 +80,19 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                                            notices=conv.notices_to_proto(notices, type_, self.drivers))
 
     async def ActivateProvider(self, request: pb.ActivateProviderRequest, context):
-        stored, report = await self.providers.activate(conv.provider_id(request.name))
-        return pb.ActivateProviderResponse(provider=self._provider_out(stored),
+        stored, report, pending = await self.providers.activate(conv.provider_id(request.name))
+        resp = pb.ActivateProviderResponse(provider=self._provider_out(stored),
                                            report=conv.report_to_proto(report))
+        if pending:
+            resp.authorization.CopyFrom(pb.AuthorizationRequest(
+                authorization_uri=pending.uri, state=pending.state, expire_time=conv.timestamp(pending.expire_time)))
+        return resp
+
+    async def CompleteAuthorization(self, request: pb.CompleteAuthorizationRequest, context):
+        state, response = conv.authorization_response(request)
+        stored, report = await self.providers.complete_authorization(state, response)
+        return pb.CompleteAuthorizationResponse(provider=self._provider_out(stored),
+                                                report=conv.report_to_proto(report))
 
     async def ListDrivers(self, request: pb.ListDriversRequest, context):
         size = paging.page_size(request.page_size, maximum=100, default=100)

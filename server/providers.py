@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
-from typing import Any, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
-from mailgate.drivers.api import (CheckResult, Driver, DriverContext, ErrorCode, Notice,
-                                  ProviderConfig, Report)
+from mailgate.drivers.api import (AuthorizationFailed, CheckResult, Driver, DriverContext, ErrorCode,
+                                  Notice, NotConfigured, ProviderConfig, Report)
 from mailgate.drivers.registry import DriverRegistry
 
 from . import paging, validation
 from .domain import State, StoredProvider, utcnow
-from .errors import (ChecksFailed, InvalidArgument, Violation, Violations,
+from .errors import (ChecksFailed, FailedPrecondition, InvalidArgument, Violation, Violations,
                      etag_mismatch, name_taken)
 from .secrets import SecretBox
 from .store.db import Database
+from .store.authorizations import AuthorizationStore
 from .store.providers import ProviderStore
 
 log = logging.getLogger("mailgate.providers")
@@ -29,6 +31,17 @@ WRITABLE = ("display_name", "account", "from_name", "receive_emails", "active_re
             "reply_to", "campaign")
 
 _SIDES = {"smtp": "SMTP", "imap": "IMAP", "pop3": "POP3"}
+
+# The prefix of the RED reason of a provider whose OAuth tokens were refused: it
+# stays RED (unwatched, its mail waiting) until someone signs in again.
+REAUTHORIZE = "re-authorization required: "
+
+
+@dataclass(frozen=True)
+class PendingAuthorization:
+    uri: str
+    state: str
+    expire_time: datetime
 
 
 def describe(c: CheckResult) -> str:
@@ -44,6 +57,7 @@ def describe(c: CheckResult) -> str:
         ErrorCode.PROTOCOL_ERROR: f"the {side} server {where} answered unexpectedly{said}",
         ErrorCode.AUTH_UNAVAILABLE: f"the {side} server {where} offers no usable login{said}",
         ErrorCode.BACKOFF: f"{side} login at {where} not retried yet{said}",
+        ErrorCode.AUTHORIZATION_REQUIRED: f"{REAUTHORIZE.rstrip(': ')}{said}",
     }.get(c.error_code, f"{c.id} failed at {where}{said}")
 
 
@@ -59,9 +73,15 @@ def checks_failed(report: Report, doing: str) -> ChecksFailed:
                         retry_after=first.retry_after)
 
 
+def not_configured(e: NotConfigured, driver: Driver) -> FailedPrecondition:
+    return FailedPrecondition(str(e), reason="DRIVER_NOT_CONFIGURED", metadata={"type": driver.type})
+
+
 class Providers:
-    def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext):
+    def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext,
+                 authorization_ttl: float = 600):
         self.db, self.box, self.drivers, self.ctx = db, box, drivers, ctx
+        self.authorization_ttl = authorization_ttl
         # Told of every provider created, changed or deleted (None), after the store:
         # the outbox sends what waited for a provider that turned GREEN, the
         # watchers start or stop watching its mailbox.
@@ -139,7 +159,11 @@ class Providers:
         # A secret typed in again counts as changed: the admin wants it tried.
         changed = changed_paths(current.config, config) | {p for p in paths if p.startswith("secrets.")}
         state = None
-        if changed and current.state is not State.GREY and driver.needs_recheck(changed):
+        signed_out = driver.capabilities.oauth and "account" in changed
+        if signed_out:  # the tokens are the old account's
+            config = config.with_(secrets={})
+            state = (State.GREY, f"account changed to {config.account}: sign in again (ActivateProvider)")
+        elif changed and current.state is not State.GREY and driver.needs_recheck(changed):
             report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("update of %s refused: %s", provider_id, _summary(report))
@@ -148,8 +172,12 @@ class Providers:
         if validate_only:
             s = state or (current.state, current.state_reason)
             return replace(current, config=config, state=s[0], state_reason=s[1]), notices
-        stored = await self.db.run(
-            lambda s: self._store(s).update(config, version or current.version, state))
+        def write(s: Any) -> StoredProvider:
+            if signed_out:
+                AuthorizationStore(s, self.box).drop_for(provider_id)
+            return self._store(s).update(config, version or current.version, state)
+
+        stored = await self.db.run(write)
         await driver.release(provider_id)  # pooled connections use the old settings
         log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
         await self._changed(provider_id, stored)
@@ -177,10 +205,23 @@ class Providers:
             config, notices = self.prepare(driver, target)
         return await driver.validate(config, self.ctx), notices
 
-    async def activate(self, provider_id: str) -> tuple[StoredProvider, Report]:
+    async def activate(self, provider_id: str
+                       ) -> tuple[StoredProvider, Report, PendingAuthorization | None]:
+        """Checks the provider (GREEN or RED), or for OAuth starts a sign-in: the
+        provider keeps its state until CompleteAuthorization."""
         current = await self.get(provider_id)
         driver = self._driver(current.config.type)
-        activation = await driver.activate(current.config, self.ctx)
+        await driver.release(provider_id)  # a fresh start: no pooled connection, no refused token
+        try:
+            activation = await driver.activate(current.config, self.ctx)
+        except NotConfigured as e:
+            raise not_configured(e, driver) from None
+        if activation.authorization:
+            auth = activation.authorization
+            expires = await self.db.run(lambda s: AuthorizationStore(s, self.box).add(
+                provider_id, auth.state, auth.flow, self.authorization_ttl))
+            log.info("provider %s: sign-in started, valid until %s", provider_id, f"{expires:%H:%M:%S}")
+            return current, Report(), PendingAuthorization(auth.uri, auth.state, expires)
         report = activation.report or Report()
         if report.ok:
             state, reason = State.GREEN, "activated"
@@ -189,7 +230,60 @@ class Providers:
         stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
         log.info("activated provider %s: %s %s", provider_id, state.value, reason)
         await self._changed(provider_id, stored)
-        return stored, report
+        return stored, report, None
+
+    async def complete_authorization(self, state: str, response: Mapping[str, str]
+                                     ) -> tuple[StoredProvider, Report]:
+        """Finishes a sign-in: the state is used up first, whatever follows. The
+        tokens are stored only for the provider's own account, and the mailbox is
+        proved with them before the provider turns GREEN."""
+        provider_id, flow = await self.db.run(lambda s: AuthorizationStore(s, self.box).take(state))
+        current = await self.get(provider_id)
+        driver = self._driver(current.config.type)
+        account = current.config.account
+        failure = None
+        if response.get("error"):
+            failure = "sign-in refused: " + ": ".join(
+                v for v in (response.get("error"), response.get("error_description")) if v)
+        else:
+            try:
+                done = await driver.complete_authorization(current.config, flow, response, self.ctx)
+            except AuthorizationFailed as e:
+                failure = f"sign-in failed: {e}"
+            except NotConfigured as e:
+                raise not_configured(e, driver) from None
+            else:
+                if done.account.casefold() != account.casefold():
+                    failure = (f"signed in as {done.account or 'an unknown account'}, the provider's "
+                               f"account is {account}: sign in as {account}")
+        await driver.release(provider_id)
+        if failure:  # no tokens kept: the provider waits for a sign-in that works
+            log.info("provider %s: %s", provider_id, failure)
+            stored = await self._write(current.config.with_(secrets={}), (State.RED, failure))
+            return stored, Report()
+        # Stored before they are used: a refresh token rotated by the checks is saved over them.
+        config = current.config.with_(secrets=dict(done.secrets))
+        await self._write(config, None, notify=False)
+        report = await driver.validate(config, self.ctx)
+        if report.ok:
+            new_state, reason = State.GREEN, f"signed in as {done.account}; mailbox checked"
+        else:
+            new_state, reason = State.RED, checks_failed(report, f"signed in as {done.account}, but").message
+        return await self.set_state(provider_id, new_state, reason), report
+
+    async def _write(self, config: ProviderConfig, state: tuple[State, str] | None,
+                     notify: bool = True) -> StoredProvider:
+        stored = await self.db.run(lambda s: self._store(s).update(config, None, state))
+        if notify:
+            await self._changed(stored.id, stored)
+        return stored
+
+    async def save_secrets(self, provider_id: str, secrets: Mapping[str, str]) -> None:
+        await self.db.run(lambda s: self._store(s).save_secrets(provider_id, secrets))
+        log.info("provider %s: renewed %s stored", provider_id, ", ".join(sorted(secrets)))
+
+    async def authorization_lost(self, provider_id: str, message: str) -> None:
+        await self.set_state(provider_id, State.RED, REAUTHORIZE + message)
 
     async def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
         """For the services that find a mailbox broken (sending, watching) or mended."""

@@ -11,7 +11,7 @@ from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
 
 from .domain import State, StoredProvider
 from .inbound import InboundQueue
-from .providers import Providers
+from .providers import REAUTHORIZE, Providers
 
 log = logging.getLogger("mailgate.watchers")
 
@@ -46,8 +46,10 @@ class Watchers:
             await asyncio.to_thread(self.hub.watch, spec)
 
     def _spec(self, stored: StoredProvider) -> MailboxSpec | None:
-        # GREY: never activated. RED stays watched: the watcher is how it recovers.
-        if not stored.config.receive_emails or stored.state is State.GREY:
+        # GREY: never activated. RED stays watched: the watcher is how it recovers;
+        # unless its tokens were refused: only a new sign-in helps then.
+        if not stored.config.receive_emails or stored.state is State.GREY or (
+                stored.state is State.RED and stored.state_reason.startswith(REAUTHORIZE)):
             return None
         driver = self.providers.drivers.get(stored.config.type)
         return driver.mailbox(stored.config, self.providers.ctx) if driver else None
@@ -69,7 +71,7 @@ class Watchers:
         """RED while the mailbox is down; GREEN again when it is back, but only if it
         was the mailbox that made it RED (not, say, a refused SMTP login)."""
         stored = await self.providers.get(provider_id)
-        if stored.state is State.GREY:
+        if stored.state is State.GREY or stored.state_reason.startswith(REAUTHORIZE):
             return
         if not up:
             await self.providers.set_state(provider_id, State.RED, MAILBOX_DOWN + reason)

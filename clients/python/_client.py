@@ -83,6 +83,12 @@ class MailgateClient:
     def activate_provider(self, ref: str) -> pb.ActivateProviderResponse:
         return self._call(self.stub.ActivateProvider, pb.ActivateProviderRequest(name=self.resolve(ref)))
 
+    def complete_authorization(self, authorization_response: str = "", *, state: str = "", code: str = ""
+                               ) -> pb.CompleteAuthorizationResponse:
+        """Finishes an OAuth sign-in: the whole redirect URL, or its state and code."""
+        return self._call(self.stub.CompleteAuthorization, pb.CompleteAuthorizationRequest(
+            authorization_response=authorization_response, state=state, code=code))
+
     def list_drivers(self) -> list[driver_pb2.Driver]:
         return list(self._pages(self.stub.ListDrivers, "drivers", pb.ListDriversRequest()))
 

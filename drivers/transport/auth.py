@@ -1,9 +1,8 @@
 """Authenticators: how a connection logs in, independent of how it was opened.
 
-An authenticator knows the credentials and one login method per protocol. Today:
-PasswordAuth. An `XOAuth2Auth(username, token_source)` fits the same protocol:
-its `smtp` calls `smtp_sasl(conn, "XOAUTH2", ...)`, its `imap` calls
-`client.oauth2_login(...)`, and its `fingerprint` digests the current token.
+An authenticator knows the credentials and one login method per protocol:
+PasswordAuth (user name and password) and XOAuth2Auth (an OAuth2 bearer token
+from a TokenSource). Everything else about a connection is shared.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from .errors import AuthUnavailable
 if TYPE_CHECKING:
     import imapclient
 
-__all__ = ["Authenticator", "PasswordAuth", "smtp_sasl", "fingerprint"]
+__all__ = ["Authenticator", "PasswordAuth", "XOAuth2Auth", "TokenSource", "smtp_sasl", "fingerprint"]
 
 # Keyed per process: a fingerprint is stable for the life of the process (what the
 # login throttle needs) but useless for guessing passwords offline should one end up
@@ -40,7 +39,7 @@ class Authenticator(Protocol):
     (or AuthUnavailable); the caller classifies them."""
 
     username: str
-    kind: str  # "password", later "xoauth2": for logs
+    kind: str  # "password", "xoauth2": for logs
 
     def fingerprint(self) -> str: ...
     def smtp(self, conn: smtplib.SMTP) -> None: ...
@@ -132,3 +131,66 @@ class PasswordAuth:
     def pop3(self, conn: poplib.POP3) -> None:
         conn.user(self.username)
         conn.pass_(self._password)
+
+
+class TokenSource(Protocol):
+    """Hands out a valid OAuth2 access token, renewing it when needed. Blocking.
+    Raises transport.errors.TokenError when it cannot."""
+
+    def token(self) -> str: ...
+    def invalidate(self, token: str) -> None:
+        """The server refused this token: the next token() must renew it."""
+
+
+class XOAuth2Auth:
+    """SASL XOAUTH2 with a bearer token (Gmail, Microsoft 365): SMTP AUTH XOAUTH2,
+    IMAP AUTHENTICATE XOAUTH2. `identity` names the authorization the tokens come
+    from (it changes when someone signs in again): the fingerprint digests it, not
+    the token, so computing one never renews a token."""
+
+    __slots__ = ("username", "_source", "_identity")
+    kind = "xoauth2"
+
+    def __init__(self, username: str, source: TokenSource, identity: str) -> None:
+        self.username, self._source, self._identity = username, source, identity
+
+    def __repr__(self) -> str:
+        return f"XOAuth2Auth(username={self.username!r})"
+
+    __str__ = __repr__
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.kind, self.username, self._identity)
+
+    def _initial_response(self, token: str) -> bytes:
+        return f"user={self.username}\x01auth=Bearer {token}\x01\x01".encode("utf-8")
+
+    def smtp(self, conn: smtplib.SMTP) -> None:
+        if not conn.has_extn("auth"):
+            raise AuthUnavailable("server offers no AUTH on this connection")
+        if "XOAUTH2" not in conn.esmtp_features["auth"].upper().split():
+            raise AuthUnavailable("server does not offer AUTH XOAUTH2")
+        token = self._source.token()
+        # A refused token gets a 334 with an error document; the empty answer ends
+        # the exchange with the 535 (RFC 7628 style, as Gmail and Outlook do).
+        try:
+            smtp_sasl(conn, "XOAUTH2", lambda challenge: self._initial_response(token)
+                      if challenge is None else b"")
+        except smtplib.SMTPAuthenticationError:
+            self._source.invalidate(token)
+            raise
+
+    def imap(self, client: "imapclient.IMAPClient") -> None:
+        if not client.has_capability("AUTH=XOAUTH2"):
+            raise AuthUnavailable("server does not offer AUTHENTICATE XOAUTH2")
+        from imapclient.exceptions import LoginError
+
+        token = self._source.token()
+        try:
+            client.oauth2_login(self.username, token, mech="XOAUTH2")
+        except LoginError:
+            self._source.invalidate(token)
+            raise
+
+    def pop3(self, conn: poplib.POP3) -> None:
+        raise AuthUnavailable("POP3 with OAuth2 is not supported: use IMAP")

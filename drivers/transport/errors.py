@@ -17,7 +17,7 @@ import ssl
 
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 
-__all__ = ["TransportError", "AuthUnavailable", "classify"]
+__all__ = ["TransportError", "AuthUnavailable", "TokenError", "classify"]
 
 
 class TransportError(Exception):
@@ -54,6 +54,16 @@ class AuthUnavailable(Exception):
     (no AUTH, no common mechanism, LOGINDISABLED). Maps to AUTH_UNAVAILABLE."""
 
 
+class TokenError(Exception):
+    """Raised by token sources: no access token. `refused`: the OAuth provider
+    refused to renew it (consent revoked, password changed): only a new sign-in
+    helps. Otherwise it could not be reached, and a later attempt may work."""
+
+    def __init__(self, message: str, *, refused: bool) -> None:
+        super().__init__(message)
+        self.message, self.refused = message, refused
+
+
 # Response codes that say "not over this connection" rather than "wrong credentials":
 # RFC 5530 PRIVACYREQUIRED and Dovecot's wording for plaintext refused before TLS.
 _NEEDS_TLS = re.compile(r"PRIVACYREQUIRED|plaintext authentication disallowed", re.I)
@@ -71,6 +81,9 @@ def classify(exc: BaseException, side: str, step: str, *, timeout: float | None 
 
     if isinstance(exc, AuthUnavailable):
         return err(ErrorCode.AUTH_UNAVAILABLE, str(exc))
+    if isinstance(exc, TokenError):
+        return err(ErrorCode.AUTHORIZATION_REQUIRED, exc.message) if exc.refused else \
+            err(ErrorCode.CONNECT_FAILED, f"cannot renew the access token: {exc.message}")
     # socket.timeout is TimeoutError since 3.10; smtplib re-raises a timed-out read as
     # SMTPServerDisconnected("Connection unexpectedly closed: timed out").
     if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):

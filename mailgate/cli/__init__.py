@@ -11,7 +11,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 def _serve(args: argparse.Namespace) -> int:
     from mailgate.server import app, logs
-    from mailgate.server.config import Settings
+    from mailgate.server.config import ConfigError, Settings
+    from mailgate.server.secrets import SecretKeyError
 
     settings = Settings()
     if args.listen:
@@ -19,7 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.database_url:
         settings.database_url = args.database_url
     logs.configure(args.log_level or settings.log_level)
-    asyncio.run(app.serve(settings))
+    try:
+        asyncio.run(app.serve(settings))
+    except (ConfigError, SecretKeyError) as e:  # an operator's mistake: say it, no traceback
+        print(f"mailgate serve: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -72,9 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     candidate.add_flags(p, with_type=True)
     p.set_defaults(handler=commands.validate)
 
-    p = psub.add_parser("activate", parents=[common], help="re-check a provider and set GREEN or RED")
+    p = psub.add_parser("activate", parents=[common],
+                        help="re-check a provider and set GREEN or RED; OAuth: print the sign-in URL")
     p.add_argument("ref", help=ref_help)
     p.set_defaults(handler=commands.activate)
+
+    p = psub.add_parser("authorize", parents=[common],
+                        help="finish an OAuth sign-in with the URL the browser was sent back to")
+    p.add_argument("redirect_url", help="the whole address of the redirect (state and code)")
+    p.set_defaults(handler=commands.authorize)
 
     p = psub.add_parser("delete", parents=[common], help="delete a provider and its secrets")
     p.add_argument("ref", help=ref_help)

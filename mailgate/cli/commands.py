@@ -90,7 +90,15 @@ def validate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
 
 
 def activate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
-    resp = mg.activate_provider(args.ref)
+    return _state_and_report(mg.activate_provider(args.ref), args, out)
+
+
+def authorize(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
+    return _state_and_report(mg.complete_authorization(args.redirect_url), args, out)
+
+
+def _state_and_report(resp, args: argparse.Namespace, out: Stream) -> int:
+    """Prints an Activate/CompleteAuthorization response: the state, any sign-in to do, the checks."""
     p = resp.provider
     if args.json:
         out.print(output.to_json(resp))
@@ -98,9 +106,10 @@ def activate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
         state = output.state_word(p.state)
         out.print(f"{p.display_name} ({p.name}): {out.paint(state, state)}"
                   + (f" - {p.state_reason}" if p.state_reason else ""))
-        if resp.HasField("authorization"):
+        if "authorization" in resp.DESCRIPTOR.fields_by_name and resp.HasField("authorization"):
             out.print(f"sign in and consent at: {resp.authorization.authorization_uri}")
             out.print(f"(the link expires {output.when(resp.authorization.expire_time)})")
+            out.print("then: mailgate providers authorize '<the address the browser was sent back to>'")
         if resp.report.checks:
             out.print()
             output.report(out, resp.report)

@@ -8,6 +8,11 @@ Session-scoped, started once on first use:
 * ``dovecot``: a running Dovecot serving ``mail_users``; ``dovecot_no_idle``: the same
   without the IDLE capability (polling tests).
 * ``smtp_servers``: {"NONE" | "STARTTLS" | "TLS": SmtpServer}, all with ``mail_users``.
+* ``oauth_server``: an OAuthServer (HTTPS and HTTP on 127.0.0.1, certificate from
+  ``mail_ca``) with the clients :data:`OAUTH_CLIENTS` (Outlook and Gmail apps).
+* ``oauth_dovecot``: a Dovecot serving ``mail_users`` that also takes XOAUTH2 and
+  OAUTHBEARER with ``oauth_server``'s tokens (passwords keep working).
+* ``oauth_smtp``: a STARTTLS SmtpServer whose XOAUTH2 takes ``oauth_server``'s tokens.
 
 Function-scoped:
 
@@ -16,6 +21,10 @@ Function-scoped:
 * ``dovecot_factory``: ``dovecot_factory(imap_idle=..., client_limit=...)`` -> a new
   started Dovecot, closed after the test.
 * ``silent_listener`` (SilentListener) and ``closed_port`` (ClosedPort): ``.host``, ``.port``.
+* ``clean_oauth``: ``oauth_server`` after ``reset()``: default knobs, no codes or tokens,
+  empty ``requests``. ``oauth_server`` itself is not reset between tests: a test that
+  turns a knob (refuse_refresh, drop_token_requests...) or counts requests asks for
+  ``clean_oauth``.
 
 Isolation between tests: before every test, the SMTP servers already started are
 reset (messages, rejected, fail_next cleared, deliver_to/xoauth2 restored) by the
@@ -33,6 +42,7 @@ from types import MappingProxyType
 import pytest
 
 from .servers import MODES, ClosedPort, Dovecot, SilentListener, SmtpServer, TestCA
+from .servers.oauth import OAuthServer
 
 __all__ = [
     "MAIL_USERS",
@@ -40,11 +50,22 @@ __all__ = [
     "dovecot", "dovecot_no_idle", "clean_dovecot", "dovecot_factory",
     "smtp_servers", "smtp_server", "_reset_smtp_servers",
     "silent_listener", "closed_port",
+    "OUTLOOK_CLIENT_ID", "OUTLOOK_CLIENT_SECRET", "GMAIL_CLIENT_ID", "GMAIL_CLIENT_SECRET",
+    "OAUTH_CLIENTS",
+    "oauth_server", "oauth_dovecot", "oauth_smtp", "clean_oauth",
 ]
 
 MAIL_USERS: Mapping[str, str] = MappingProxyType({
     "agent@example.test": "s3cret-agent",  # login is an address
     "support": "s3cret-support",  # login is a bare user name
+})
+
+# The OAuth apps registered on oauth_server (client_id -> client_secret).
+OUTLOOK_CLIENT_ID, OUTLOOK_CLIENT_SECRET = "mailgate-outlook", "outlook-secret"
+GMAIL_CLIENT_ID, GMAIL_CLIENT_SECRET = "mailgate-gmail", "gmail-secret"
+OAUTH_CLIENTS: Mapping[str, str] = MappingProxyType({
+    OUTLOOK_CLIENT_ID: OUTLOOK_CLIENT_SECRET,
+    GMAIL_CLIENT_ID: GMAIL_CLIENT_SECRET,
 })
 
 # SMTP servers started by smtp_servers, reset before each test.
@@ -139,6 +160,46 @@ def _reset_smtp_servers() -> None:
     """Before each test: forget what the started SMTP servers received and were told."""
     for server in _started_smtp:
         server.reset()
+
+
+@pytest.fixture(scope="session")
+def oauth_server(mail_ca) -> Iterator[OAuthServer]:
+    """The session's OAuth 2.0 / OIDC server (MSAL: ``authority()``; Google:
+    ``token_uri``), with the OAUTH_CLIENTS apps. Not reset between tests: see
+    clean_oauth."""
+    with OAuthServer(mail_ca, clients=dict(OAUTH_CLIENTS)) as server:
+        yield server
+
+
+@pytest.fixture
+def clean_oauth(oauth_server: OAuthServer) -> OAuthServer:
+    """oauth_server after reset(): default knobs, no tokens, empty requests."""
+    oauth_server.reset()
+    return oauth_server
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(tmp_path_factory, mail_users, mail_ca, oauth_server) -> Iterator[Dovecot]:
+    """A running Dovecot serving mail_users by password and by XOAUTH2/OAUTHBEARER
+    with oauth_server's tokens (a user's own, or app-only for any mailbox)."""
+    with Dovecot(tmp_path_factory.mktemp("oauth-dovecot"), mail_users, mail_ca,
+                 oauth2_introspection_url=oauth_server.introspection_uri) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def oauth_smtp(mail_users, mail_ca, oauth_server) -> Iterator[SmtpServer]:
+    """A STARTTLS SmtpServer taking mail_users' passwords and oauth_server's tokens
+    (XOAUTH2); reset before each test like smtp_servers."""
+    server = SmtpServer("STARTTLS", mail_users, mail_ca, xoauth2=oauth_server.token_valid)
+    try:
+        server.start()
+        _started_smtp.append(server)
+        yield server
+    finally:
+        server.stop()
+        if server in _started_smtp:
+            _started_smtp.remove(server)
 
 
 @pytest.fixture

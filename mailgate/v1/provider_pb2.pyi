@@ -34,7 +34,7 @@ INBOUND_PROTOCOL_IMAP: InboundProtocol
 INBOUND_PROTOCOL_POP3: InboundProtocol
 
 class Provider(_message.Message):
-    __slots__ = ("name", "display_name", "type", "account", "from_name", "receive_emails", "active_reference", "reply_to", "campaign", "state", "state_reason", "state_time", "create_time", "update_time", "etag", "notices", "smtp_imap", "plugin_settings")
+    __slots__ = ("name", "display_name", "type", "account", "from_name", "receive_emails", "active_reference", "reply_to", "campaign", "state", "state_reason", "state_time", "create_time", "update_time", "etag", "notices", "smtp_imap", "outlook", "gmail", "plugin_settings")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Provider.State]
@@ -62,6 +62,8 @@ class Provider(_message.Message):
     ETAG_FIELD_NUMBER: _ClassVar[int]
     NOTICES_FIELD_NUMBER: _ClassVar[int]
     SMTP_IMAP_FIELD_NUMBER: _ClassVar[int]
+    OUTLOOK_FIELD_NUMBER: _ClassVar[int]
+    GMAIL_FIELD_NUMBER: _ClassVar[int]
     PLUGIN_SETTINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
@@ -80,8 +82,10 @@ class Provider(_message.Message):
     etag: str
     notices: _containers.RepeatedCompositeFieldContainer[Notice]
     smtp_imap: SmtpImapSettings
+    outlook: OAuthMailboxSettings
+    gmail: OAuthMailboxSettings
     plugin_settings: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., account: _Optional[str] = ..., from_name: _Optional[str] = ..., receive_emails: _Optional[bool] = ..., active_reference: _Optional[bool] = ..., reply_to: _Optional[_Iterable[str]] = ..., campaign: _Optional[str] = ..., state: _Optional[_Union[Provider.State, str]] = ..., state_reason: _Optional[str] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., smtp_imap: _Optional[_Union[SmtpImapSettings, _Mapping]] = ..., plugin_settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., account: _Optional[str] = ..., from_name: _Optional[str] = ..., receive_emails: _Optional[bool] = ..., active_reference: _Optional[bool] = ..., reply_to: _Optional[_Iterable[str]] = ..., campaign: _Optional[str] = ..., state: _Optional[_Union[Provider.State, str]] = ..., state_reason: _Optional[str] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., smtp_imap: _Optional[_Union[SmtpImapSettings, _Mapping]] = ..., outlook: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., gmail: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., plugin_settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("host", "port", "security")
@@ -116,6 +120,30 @@ class SmtpImapSettings(_message.Message):
     sending_limits: SendingLimits
     sent_folder: str
     def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., sent_folder: _Optional[str] = ...) -> None: ...
+
+class OAuthMailboxSettings(_message.Message):
+    __slots__ = ("access", "smtp", "imap", "timeout_seconds", "sending_limits", "ca_certificates_pem")
+    class Access(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACCESS_UNSPECIFIED: _ClassVar[OAuthMailboxSettings.Access]
+        ACCESS_DELEGATED: _ClassVar[OAuthMailboxSettings.Access]
+        ACCESS_APP_ONLY: _ClassVar[OAuthMailboxSettings.Access]
+    ACCESS_UNSPECIFIED: OAuthMailboxSettings.Access
+    ACCESS_DELEGATED: OAuthMailboxSettings.Access
+    ACCESS_APP_ONLY: OAuthMailboxSettings.Access
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
+    SMTP_FIELD_NUMBER: _ClassVar[int]
+    IMAP_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SENDING_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
+    access: OAuthMailboxSettings.Access
+    smtp: Endpoint
+    imap: Endpoint
+    timeout_seconds: int
+    sending_limits: SendingLimits
+    ca_certificates_pem: str
+    def __init__(self, access: _Optional[_Union[OAuthMailboxSettings.Access, str]] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., imap: _Optional[_Union[Endpoint, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ...) -> None: ...
 
 class SendingLimits(_message.Message):
     __slots__ = ("per_minute", "per_day")

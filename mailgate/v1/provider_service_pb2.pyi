@@ -109,6 +109,28 @@ class AuthorizationRequest(_message.Message):
     expire_time: _timestamp_pb2.Timestamp
     def __init__(self, authorization_uri: _Optional[str] = ..., state: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class CompleteAuthorizationRequest(_message.Message):
+    __slots__ = ("state", "code", "error", "error_description", "authorization_response")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    code: str
+    error: str
+    error_description: str
+    authorization_response: str
+    def __init__(self, state: _Optional[str] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., error_description: _Optional[str] = ..., authorization_response: _Optional[str] = ...) -> None: ...
+
+class CompleteAuthorizationResponse(_message.Message):
+    __slots__ = ("provider", "report")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    provider: _provider_pb2.Provider
+    report: _validation_pb2.ValidationReport
+    def __init__(self, provider: _Optional[_Union[_provider_pb2.Provider, _Mapping]] = ..., report: _Optional[_Union[_validation_pb2.ValidationReport, _Mapping]] = ...) -> None: ...
+
 class ListDriversRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -76,6 +76,11 @@ class ProviderServiceStub:
                 request_serializer=mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderRequest.SerializeToString,
                 response_deserializer=mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderResponse.FromString,
                 _registered_method=True)
+        self.CompleteAuthorization = channel.unary_unary(
+                '/mailgate.v1.ProviderService/CompleteAuthorization',
+                request_serializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.SerializeToString,
+                response_deserializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.FromString,
+                _registered_method=True)
         self.ListDrivers = channel.unary_unary(
                 '/mailgate.v1.ProviderService/ListDrivers',
                 request_serializer=mailgate_dot_v1_dot_provider__service__pb2.ListDriversRequest.SerializeToString,
@@ -160,6 +165,21 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompleteAuthorization(self, request, context):
+        """Finishes an OAuth authorization that ActivateProvider started, with what
+        the authorization server sent to the redirect URI. Exchanges the code,
+        checks that the signed-in account is the provider's account, stores the
+        tokens and proves the mailbox (XOAUTH2 logins): GREEN, or RED with the
+        reason (signed in as someone else, consent refused, a login failed).
+
+        Returns INVALID_ARGUMENT for a missing or unknown state, and
+        FAILED_PRECONDITION (ErrorInfo reason AUTHORIZATION_STATE_USED or
+        AUTHORIZATION_STATE_EXPIRED) for a state that was used or has expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDrivers(self, request, context):
         """Lists installed drivers with their capabilities and settings schema.
         """
@@ -204,6 +224,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.ActivateProvider,
                     request_deserializer=mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderRequest.FromString,
                     response_serializer=mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderResponse.SerializeToString,
+            ),
+            'CompleteAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAuthorization,
+                    request_deserializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.FromString,
+                    response_serializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.SerializeToString,
             ),
             'ListDrivers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDrivers,
@@ -405,6 +430,33 @@ class ProviderService:
             '/mailgate.v1.ProviderService/ActivateProvider',
             mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderRequest.SerializeToString,
             mailgate_dot_v1_dot_provider__service__pb2.ActivateProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailgate.v1.ProviderService/CompleteAuthorization',
+            mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.SerializeToString,
+            mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,7 @@ class Check(_message.Message):
         ERROR_CODE_PROTOCOL_ERROR: _ClassVar[Check.ErrorCode]
         ERROR_CODE_AUTH_UNAVAILABLE: _ClassVar[Check.ErrorCode]
         ERROR_CODE_BACKOFF: _ClassVar[Check.ErrorCode]
+        ERROR_CODE_AUTHORIZATION_REQUIRED: _ClassVar[Check.ErrorCode]
     ERROR_CODE_UNSPECIFIED: Check.ErrorCode
     ERROR_CODE_AUTH_FAILED: Check.ErrorCode
     ERROR_CODE_CONNECT_FAILED: Check.ErrorCode
@@ -40,6 +41,7 @@ class Check(_message.Message):
     ERROR_CODE_PROTOCOL_ERROR: Check.ErrorCode
     ERROR_CODE_AUTH_UNAVAILABLE: Check.ErrorCode
     ERROR_CODE_BACKOFF: Check.ErrorCode
+    ERROR_CODE_AUTHORIZATION_REQUIRED: Check.ErrorCode
     ID_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]

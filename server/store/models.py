@@ -194,3 +194,18 @@ class MailboxPositionRow(Base):
     folder: Mapped[str] = mapped_column(String(200), primary_key=True)
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuthorizationRow(Base):
+    """A pending OAuth sign-in (ActivateProvider → CompleteAuthorization). Keyed by
+    a digest of the state, so the table alone cannot answer a redirect; the flow
+    (PKCE verifier, nonce) is sealed. Kept after use to tell "used" from "unknown"."""
+
+    __tablename__ = "authorizations"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"), index=True)
+    flow: Mapped[Sealed] = mapped_column(SealedBytes)
+    create_time: Mapped[datetime]
+    expire_time: Mapped[datetime]
+    use_time: Mapped[datetime | None]

@@ -3,7 +3,7 @@ commits: the caller's transaction (Database.run) decides."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -88,6 +88,13 @@ class ProviderStore:
             self.session.flush()
         return self._load(row)
 
+    def save_secrets(self, provider_id: str, changes: Mapping[str, str]) -> None:
+        """Stores secrets the server itself renewed (a rotated refresh token). Not a
+        change of the provider: the version, and so the admin's etag, stay."""
+        row = self._row(provider_id)
+        self._seal(row, changes)
+        self.session.flush()
+
     def delete(self, provider_id: str, expected_version: int | None) -> None:
         self.session.delete(self._row(provider_id, expected_version))
         self.session.flush()
@@ -119,14 +126,18 @@ class ProviderStore:
         row.campaign = c.campaign
         row.settings = dict(c.settings)
         existing = {s.name: s for s in row.secrets}
-        for name, value in c.secrets.items():
-            sealed = self.box.seal(value, _secret_context(c.id, name))  # type: ignore[arg-type]
+        for name in set(existing) - set(c.secrets):
+            row.secrets.remove(existing[name])
+        self._seal(row, c.secrets)
+
+    def _seal(self, row: ProviderRow, secrets: Mapping[str, str]) -> None:
+        existing = {s.name: s for s in row.secrets}
+        for name, value in secrets.items():
+            sealed = self.box.seal(value, _secret_context(row.id, name))
             if name in existing:
                 existing[name].value = sealed
             else:
                 row.secrets.append(ProviderSecretRow(name=name, value=sealed))
-        for name in set(existing) - set(c.secrets):
-            row.secrets.remove(existing[name])
 
     def _load(self, row: ProviderRow) -> StoredProvider:
         secrets = {s.name: self.box.open(s.value, _secret_context(row.id, s.name)) for s in row.secrets}

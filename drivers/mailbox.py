@@ -1,0 +1,110 @@
+"""What every driver of a mailbox reached over SMTP and IMAP (or POP3) shares:
+checking the logins, sending through pooled SMTP connections, watching the inbox.
+
+Subclasses say where the servers are (`servers`) and how to log in (`auth`): a
+password (smtp_imap) or an OAuth2 token (outlook, gmail). The transport code is
+the same for all of them.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from .api import (CheckResult, Driver, DriverContext, Envelope, ErrorCode, Outcome,
+                  ProviderConfig, Report, SendFailure, SendLimits)
+from .transport.auth import Authenticator
+from .transport.endpoint import Endpoint
+from .transport.pool import SendError, SmtpPool
+from .transport.probe import probe
+from .transport.watch import MailboxSpec
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where a provider's mailbox is. `inbound_side`: "imap" or "pop3"."""
+
+    smtp: Endpoint
+    inbound: Endpoint | None = None
+    inbound_side: str = "imap"
+    timeout: float | None = None  # per network operation; None: the server default
+    ca_pem: str | None = None  # trusted instead of the system's
+
+
+class MailboxDriver(Driver):
+    def __init__(self) -> None:
+        self.pool = SmtpPool(max_idle_per_key=32)  # at least the outbox's attempts in flight
+        self._pool_keys: dict[str, set[str]] = {}  # provider id -> its pool keys
+
+    # -- what subclasses provide
+    def servers(self, config: ProviderConfig) -> Servers:
+        raise NotImplementedError
+
+    def auth(self, config: ProviderConfig, ctx: DriverContext) -> Authenticator:
+        raise NotImplementedError
+
+    # -- checks
+    async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:
+        srv = self.servers(config)
+        timeout = srv.timeout or ctx.default_timeout
+        auth = self.auth(config, ctx)
+        sides = [("smtp", srv.smtp)]
+        if config.receive_emails and srv.inbound:
+            sides.append((srv.inbound_side, srv.inbound))
+
+        async def run(side: str, ep: Endpoint) -> list[CheckResult]:
+            call = ctx.run_blocking(lambda: probe(side, ep, auth, timeout=timeout, ca_pem=srv.ca_pem,
+                                                  throttle=ctx.throttle))
+            try:
+                # Each socket operation has `timeout`; this bounds a server that drips bytes.
+                return await asyncio.wait_for(call, timeout * 4 + 1)
+            except asyncio.TimeoutError:
+                return [CheckResult(f"{side}.session", side, ep.host, ep.port, Outcome.FAILED,
+                                    ErrorCode.TIMEOUT, f"no result within {timeout * 4 + 1:.0f} s",
+                                    duration=timeout * 4 + 1)]
+
+        results = await asyncio.gather(*(run(side, ep) for side, ep in sides))
+        return Report(tuple(c for checks in results for c in checks))
+
+    # -- sending
+    async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
+        srv = self.servers(config)
+        auth = self.auth(config, ctx)
+        # A key per provider and connection settings: an update never reuses an old connection.
+        digest = hashlib.sha256(repr((srv.smtp, auth.fingerprint(), srv.ca_pem)).encode())
+        key = f"{config.id}:{digest.hexdigest()[:16]}"
+        self._pool_keys.setdefault(str(config.id), set()).add(key)
+        try:
+            result = await ctx.run_blocking(lambda: self.pool.send(
+                key, srv.smtp, auth, timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
+                mail_from=envelope.mail_from, recipients=list(envelope.recipients), raw=envelope.raw,
+                throttle=ctx.throttle))
+        except SendError as e:
+            raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
+        refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())
+        return f"{result.code} {result.message}" + (f" ({refused})" if refused else "")
+
+    def sending_limits(self, config: ProviderConfig) -> SendLimits:
+        limits = config.settings.get("sending_limits") or {}
+        return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
+
+    # -- receiving
+    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> MailboxSpec | None:
+        srv = self.servers(config)
+        if srv.inbound is None or srv.inbound_side != "imap":
+            return None  # POP3 polling is not built yet
+        return MailboxSpec(key=str(config.id), endpoint=srv.inbound, auth=self.auth(config, ctx),
+                           timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
+                           poll_interval=ctx.poll_interval)
+
+    async def release(self, provider_id: str) -> None:
+        for key in self._pool_keys.pop(provider_id, ()):
+            self.pool.discard(key)
+
+    async def release_all(self) -> None:
+        self.pool.close()
+
+
+def endpoint(tree: dict[str, Any]) -> Endpoint:
+    return Endpoint(tree["host"], int(tree["port"]), tree["security"])

@@ -1,0 +1,363 @@
+"""Outlook and Gmail providers end to end: the real MSAL and google-auth code in the
+server talks to a local authorization server (mailgate.testing.servers.oauth);
+Dovecot and aiosmtpd accept its tokens over SASL XOAUTH2."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+import pytest
+
+from mailgate.testing.fixtures import GMAIL_CLIENT_ID, OAUTH_CLIENTS, OUTLOOK_CLIENT_ID
+from mailgate.testing.consumer import Consumer
+from mailgate.testing.harness import ServerThread, make_settings
+from mailgate.testing.rpc import expect_error
+from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
+from mailgate.v1 import provider_service_pb2 as pb
+
+USER = "agent@example.test"
+TYPES = ("outlook", "gmail")
+GREY, GREEN, RED = provider_pb2.Provider.STATE_GREY, provider_pb2.Provider.STATE_GREEN, provider_pb2.Provider.STATE_RED
+# Inside the token source's renewal margin (300 s): every use renews, so refreshes are easy to cause.
+SHORT_LIVED = 200
+
+
+class OAuthMailgate:
+    """A mailgate whose OAuth applications point at the test authorization server."""
+
+    def __init__(self, tmp_path, database_url, oauth, ca, **overrides):
+        self.oauth, self.ca = oauth, ca
+        account = tmp_path / "service-account.json"
+        account.write_text(json.dumps(oauth.add_service_account("mailgate@project.test")))
+        config = tmp_path / "drivers.toml"
+        config.write_text(f"""
+[outlook]
+client_id = "{OUTLOOK_CLIENT_ID}"
+client_secret = "{OAUTH_CLIENTS[OUTLOOK_CLIENT_ID]}"
+authority = "{oauth.authority(oauth.tenant_id)}"
+ca_file = "{ca.ca_path}"
+
+[gmail]
+client_id = "{GMAIL_CLIENT_ID}"
+client_secret = "{OAUTH_CLIENTS[GMAIL_CLIENT_ID]}"
+discovery_url = "{oauth.url}/.well-known/openid-configuration"
+ca_file = "{ca.ca_path}"
+service_account_file = "{account}"
+""")
+        self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
+                                      oauth_callback_listen="127.0.0.1:0", **overrides)
+        self.server = ServerThread(self.settings).start()
+        self.stub = self.server.stub
+        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
+
+    def restart(self) -> None:
+        self.server.stop()
+        self.server = ServerThread(self.settings).start()
+        self.stub = self.server.stub
+        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
+
+    def create(self, type_, dovecot, smtp, *, account=USER, access=0, receive=True, name=None):
+        settings = provider_pb2.OAuthMailboxSettings(
+            access=access, ca_certificates_pem=self.ca.ca_pem,
+            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
+            imap=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
+                                       security=provider_pb2.SECURITY_TLS))
+        return self.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+            display_name=name or f"{type_} desk", type=type_, account=account, receive_emails=receive,
+            campaign="support", **{type_: settings})))
+
+    def start_sign_in(self, name) -> pb.ActivateProviderResponse:
+        return self.stub.ActivateProvider(pb.ActivateProviderRequest(name=name))
+
+    def sign_in(self, name) -> pb.CompleteAuthorizationResponse:
+        """ActivateProvider, the browser's round trip, CompleteAuthorization."""
+        redirect = self.oauth.sign_in(self.start_sign_in(name).authorization.authorization_uri)
+        return self.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(authorization_response=redirect))
+
+    def get(self, name) -> provider_pb2.Provider:
+        return self.stub.GetProvider(pb.GetProviderRequest(name=name))
+
+    def send(self, name, subject="Your order") -> mpb.OutboundMessage:
+        return self.mail.SendEmail(mpb.SendEmailRequest(provider=name, to=["customer@example.test"],
+                                                        subject=subject, text_body="Hello"))
+
+    def wait_sent(self, message, timeout=15) -> mpb.OutboundMessage:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.mail.GetOutboundMessage(mpb.GetOutboundMessageRequest(name=message.name))
+            if m.state == mpb.OutboundMessage.STATE_SENT or time.monotonic() > deadline:
+                return m
+            time.sleep(0.1)
+
+    def stored(self, name):
+        """The provider as the store holds it (secrets opened), for what the API never shows."""
+        return self.server.call(self.server.app.providers.get(name.removeprefix("providers/")))
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def mg(tmp_path, mailgate_database_url, clean_oauth, mail_ca, oauth_dovecot):
+    server = OAuthMailgate(tmp_path, mailgate_database_url, clean_oauth, mail_ca)
+    yield server
+    server.close()
+
+
+def wait_state(mg, name, state, timeout=15) -> provider_pb2.Provider:
+    deadline = time.monotonic() + timeout
+    while True:
+        p = mg.get(name)
+        if p.state == state or time.monotonic() > deadline:
+            return p
+        time.sleep(0.1)
+
+
+def refreshes(oauth) -> list[dict]:
+    return [params for what, params in oauth.requests if what == "refresh_token"]
+
+
+# -- signing in ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_sign_in_stores_grey_then_proves_the_mailbox_and_turns_green(mg, type_, oauth_dovecot, oauth_smtp):
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)
+    assert p.state == GREY and "ActivateProvider" in p.state_reason
+
+    started = mg.start_sign_in(p.name)
+    auth = started.authorization
+    query = parse_qs(urlsplit(auth.authorization_uri).query)
+    assert query["login_hint"] == [USER] and query["state"] == [auth.state]
+    assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0]
+    assert any("IMAP" in s or "mail.google.com" in s for s in query["scope"][0].split())
+    assert started.provider.state == GREY and not started.report.checks
+    ttl = auth.expire_time.ToDatetime(timezone.utc) - datetime.now(timezone.utc)
+    assert 590 < ttl.total_seconds() <= 600
+
+    redirect = mg.oauth.sign_in(auth.authorization_uri)
+    done = mg.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(authorization_response=redirect))
+    assert done.provider.state == GREEN, done.provider.state_reason
+    assert done.provider.state_reason == f"signed in as {USER}; mailbox checked"
+    passed = {c.id for c in done.report.checks if c.outcome == c.OUTCOME_PASSED}
+    assert {"smtp.auth", "imap.auth"} <= passed
+    # Tokens are sealed in the store and never part of a response.
+    shown = mg.get(p.name).SerializeToString() + done.SerializeToString()
+    assert mg.oauth.issued and not any(t.encode() in shown for t in mg.oauth.issued)
+    assert mg.stored(p.name).config.secrets
+
+
+def test_the_state_and_code_fields_complete_a_sign_in_too(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    q = {k: v[0] for k, v in parse_qs(urlsplit(redirect).query).items()}
+    done = mg.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(state=q["state"], code=q["code"]))
+    assert done.provider.state == GREEN, done.provider.state_reason
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_mail_goes_out_and_comes_in_after_sign_in(mg, type_, oauth_dovecot, oauth_smtp):
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    sent = mg.wait_sent(mg.send(p.name, subject="Re: your parcel"))
+    assert sent.state == mpb.OutboundMessage.STATE_SENT, sent.last_error.message
+    [got] = oauth_smtp.wait_for_messages(1)
+    assert got.login == USER and b"Subject: Re: your parcel" in got.content
+
+    consumer = Consumer(mg.server, campaign="support")
+    try:
+        oauth_dovecot.clear()
+        oauth_dovecot.deliver(USER, b"From: customer@example.test\r\nTo: agent@example.test\r\n"
+                                    b"Subject: where is it\r\nMessage-ID: <q1@example.test>\r\n\r\nHello\r\n")
+        [r] = consumer.take(timeout=10)
+        assert r.message.subject == "where is it" and r.message.provider == p.name
+        consumer.ack(r)
+    finally:
+        consumer.close()
+
+
+def test_signing_in_as_someone_else_turns_red_and_keeps_no_tokens(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    mg.oauth.sign_in_as = "Intruder@Example.test"
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason == (f"signed in as Intruder@Example.test, the provider's account is "
+                                          f"{USER}: sign in as {USER}")
+    assert mg.stored(p.name).config.secrets == {}
+
+
+def test_the_account_is_compared_without_regard_to_case(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    mg.oauth.sign_in_as = USER.upper()
+    assert mg.sign_in(p.name).provider.state == GREEN
+
+
+def test_consent_refused_turns_red_with_the_providers_words(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    mg.oauth.deny_next = True
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED and done.provider.state_reason.startswith("sign-in refused: access_denied")
+
+
+def test_a_state_is_single_use_expires_and_must_be_known(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    request = pb.CompleteAuthorizationRequest(authorization_response=redirect)
+    assert mg.stub.CompleteAuthorization(request).provider.state == GREEN
+
+    replay = expect_error(lambda: mg.stub.CompleteAuthorization(request))
+    assert replay.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert replay.info.reason == "AUTHORIZATION_STATE_USED" and "already used" in replay.message
+
+    unknown = expect_error(lambda: mg.stub.CompleteAuthorization(
+        pb.CompleteAuthorizationRequest(state="never-issued", code="x")))
+    assert unknown.code == grpc.StatusCode.INVALID_ARGUMENT and "unknown authorization state" in unknown.message
+
+    mg.server.app.providers.authorization_ttl = 0.2  # MAILGATE_AUTHORIZATION_TTL
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    time.sleep(0.3)
+    expired = expect_error(lambda: mg.stub.CompleteAuthorization(
+        pb.CompleteAuthorizationRequest(authorization_response=redirect)))
+    assert expired.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert expired.info.reason == "AUTHORIZATION_STATE_EXPIRED"
+    assert mg.get(p.name).state == GREEN  # the earlier sign-in stands
+
+
+def test_a_request_without_state_or_code_is_refused_field_by_field(mg):
+    missing = expect_error(lambda: mg.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(code="c")))
+    assert missing.code == grpc.StatusCode.INVALID_ARGUMENT and missing.violations == {
+        "state": "required: the state parameter of the redirect"}
+    no_code = expect_error(lambda: mg.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(
+        authorization_response="http://127.0.0.1/oauth/callback?state=abc")))
+    assert no_code.code == grpc.StatusCode.INVALID_ARGUMENT and "code" in no_code.message
+
+
+def test_the_callback_listener_completes_the_sign_in_and_answers_a_page(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    assert redirect.startswith(f"http://127.0.0.1:{mg.server.app.callback.redirect_uri.split(':')[2]}")
+    with urllib.request.urlopen(redirect, timeout=30) as page:
+        assert page.status == 200 and b"Signed in" in page.read()
+    assert mg.get(p.name).state == GREEN
+    with pytest.raises(urllib.error.HTTPError) as again:  # the state is used up
+        urllib.request.urlopen(redirect, timeout=30)
+    assert again.value.code == 400 and b"already used" in again.value.read()
+
+
+# -- tokens over time --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_tokens_are_renewed_before_expiry_and_a_rotated_refresh_token_survives_a_restart(
+        mg, type_, oauth_dovecot, oauth_smtp):
+    mg.oauth.access_token_lifetime = SHORT_LIVED
+    p = mg.create(type_, oauth_dovecot, oauth_smtp, receive=False)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    for subject in ("one", "two"):
+        assert mg.wait_sent(mg.send(p.name, subject)).state == mpb.OutboundMessage.STATE_SENT
+    used = [r["refresh_token"] for r in refreshes(mg.oauth)]
+    assert len(used) >= 2 and len(set(used)) == len(used)  # each renewal used the newest refresh token
+
+    mg.restart()  # the server refuses every refresh token but the newest: it must have been stored
+    sent = mg.wait_sent(mg.send(p.name, "after the restart"))
+    assert sent.state == mpb.OutboundMessage.STATE_SENT, sent.last_error.message
+    assert mg.get(p.name).state == GREEN
+
+
+def test_a_network_failure_while_renewing_is_retried_and_the_provider_stays_green(mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.access_token_lifetime = SHORT_LIVED
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp, receive=False)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    before = len(refreshes(mg.oauth))
+    mg.oauth.drop_token_requests = 1
+    sent = mg.wait_sent(mg.send(p.name))
+    assert sent.state == mpb.OutboundMessage.STATE_SENT, sent.last_error.message
+    assert len(refreshes(mg.oauth)) - before == 2  # the dropped one, then the one that worked
+    assert mg.get(p.name).state == GREEN
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_a_refused_renewal_turns_red_keeps_the_mail_and_signing_in_again_restores_it(
+        mg, type_, oauth_dovecot, oauth_smtp):
+    mg.oauth.access_token_lifetime = SHORT_LIVED
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    mg.oauth.refuse_refresh = ("invalid_grant", "AADSTS50173: the grant was revoked")
+    waiting = mg.send(p.name, "waits for the sign-in")
+    red = wait_state(mg, p.name, RED)
+    assert red.state_reason == "re-authorization required: invalid_grant: AADSTS50173: the grant was revoked"
+    assert mg.server.app.watchers.hub.stats()["watching"] == 0  # nothing left to log in with
+    oauth_dovecot.clear()
+    oauth_dovecot.deliver(USER, b"Subject: sent while signed out\r\nMessage-ID: <so@example.test>\r\n\r\nHi\r\n")
+    time.sleep(0.5)
+    m = mg.mail.GetOutboundMessage(mpb.GetOutboundMessageRequest(name=waiting.name))
+    assert m.state in (mpb.OutboundMessage.STATE_QUEUED, mpb.OutboundMessage.STATE_RETRYING)
+
+    mg.oauth.refuse_refresh = None
+    assert mg.sign_in(p.name).provider.state == GREEN
+    assert mg.wait_sent(waiting).state == mpb.OutboundMessage.STATE_SENT
+    consumer = Consumer(mg.server, campaign="support")
+    try:
+        [r] = consumer.take(timeout=10)
+        assert r.message.subject == "sent while signed out"
+    finally:
+        consumer.close()
+
+
+def test_changing_the_account_drops_the_tokens_and_returns_to_grey(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    changed = mg.stub.UpdateProvider(pb.UpdateProviderRequest(
+        provider=provider_pb2.Provider(name=p.name, account="support@example.test"),
+        update_mask={"paths": ["account"]}))
+    assert changed.state == GREY
+    assert changed.state_reason == "account changed to support@example.test: sign in again (ActivateProvider)"
+    assert mg.stored(p.name).config.secrets == {}
+    assert mg.server.app.watchers.hub.stats()["watching"] == 0
+
+
+# -- app-only access -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_app_only_access_needs_no_sign_in(mg, type_, oauth_dovecot, oauth_smtp):
+    p = mg.create(type_, oauth_dovecot, oauth_smtp, access=provider_pb2.OAuthMailboxSettings.ACCESS_APP_ONLY)
+    assert p.state == GREY
+    activated = mg.start_sign_in(p.name)
+    assert not activated.HasField("authorization")
+    assert activated.provider.state == GREEN, activated.provider.state_reason
+    assert {"smtp.auth", "imap.auth"} <= {c.id for c in activated.report.checks if c.outcome == c.OUTCOME_PASSED}
+    assert mg.wait_sent(mg.send(p.name)).state == mpb.OutboundMessage.STATE_SENT
+    grants = {what for what, _ in mg.oauth.requests}
+    assert grants & {"client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"}
+    assert mg.stored(p.name).config.secrets == {}  # nothing per provider to keep
+
+
+# -- configuration -------------------------------------------------------------------------
+
+def test_an_unconfigured_oauth_application_is_a_failed_precondition_that_names_the_setting(
+        mailgate_server, oauth_dovecot, oauth_smtp, mail_ca):
+    p = mailgate_server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+        display_name="No app", type="outlook", account=USER)))
+    err = expect_error(lambda: mailgate_server.stub.ActivateProvider(pb.ActivateProviderRequest(name=p.name)))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.info.reason == "DRIVER_NOT_CONFIGURED"
+    assert "client_id, client_secret" in err.message and "MAILGATE_DRIVERS_CONFIG" in err.message
+
+
+@pytest.mark.parametrize("content, says", [
+    ("[outlook\nclient_id = 1", "is not valid TOML"),
+    ('client_id = "x"', "expected one [section] per driver type, found plain keys client_id"),
+])
+def test_a_broken_drivers_configuration_stops_the_server_at_start_with_its_reason(
+        tmp_path, monkeypatch, capsys, content, says):
+    from mailgate.cli import main
+
+    config = tmp_path / "drivers.toml"
+    config.write_text(content)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAILGATE_DRIVERS_CONFIG", str(config))
+    assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mailgate serve: MAILGATE_DRIVERS_CONFIG: ") and says in err
+    assert not (tmp_path / "mailgate.db").exists()  # refused before anything was created
