@@ -58,6 +58,7 @@ def describe(c: CheckResult) -> str:
         ErrorCode.AUTH_UNAVAILABLE: f"the {side} server {where} offers no usable login{said}",
         ErrorCode.BACKOFF: f"{side} login at {where} not retried yet{said}",
         ErrorCode.AUTHORIZATION_REQUIRED: f"{REAUTHORIZE.rstrip(': ')}{said}",
+        ErrorCode.TOKEN_UNAVAILABLE: f"cannot renew the access token for {side} at {where}{said}",
     }.get(c.error_code, f"{c.id} failed at {where}{said}")
 
 

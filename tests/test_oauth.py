@@ -4,6 +4,7 @@ Dovecot and aiosmtpd accept its tokens over SASL XOAUTH2."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -148,6 +149,38 @@ def test_sign_in_stores_grey_then_proves_the_mailbox_and_turns_green(mg, type_, 
     shown = mg.get(p.name).SerializeToString() + done.SerializeToString()
     assert mg.oauth.issued and not any(t.encode() in shown for t in mg.oauth.issued)
     assert mg.stored(p.name).config.secrets
+
+
+def test_a_pending_sign_in_survives_a_restart(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    mg.restart()
+    done = mg.stub.CompleteAuthorization(pb.CompleteAuthorizationRequest(authorization_response=redirect))
+    assert done.provider.state == GREEN, done.provider.state_reason
+
+
+def test_no_token_reaches_a_log_line_even_at_debug_level(mg, oauth_dovecot, oauth_smtp, caplog):
+    caplog.set_level(logging.DEBUG)
+    mg.oauth.access_token_lifetime = SHORT_LIVED  # renewals too
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    assert mg.sign_in(p.name).provider.state == GREEN
+    assert mg.wait_sent(mg.send(p.name)).state == mpb.OutboundMessage.STATE_SENT
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "access token renewed" in logged  # the log was captured
+    assert mg.oauth.issued and not [t for t in mg.oauth.issued if t in logged]
+
+
+def test_the_cli_prints_the_sign_in_address_and_completes_with_the_redirect(mg, oauth_dovecot, oauth_smtp,
+                                                                             capsys):
+    from mailgate.cli import main
+
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    server = ["--server", mg.server.address]
+    assert main([*server, "providers", "activate", p.name]) == 0
+    printed = capsys.readouterr().out
+    [uri] = [line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("sign in and consent at")]
+    assert main([*server, "providers", "authorize", mg.oauth.sign_in(uri)]) == 0
+    assert f"GREEN - signed in as {USER}; mailbox checked" in capsys.readouterr().out
 
 
 def test_the_state_and_code_fields_complete_a_sign_in_too(mg, oauth_dovecot, oauth_smtp):
@@ -355,9 +388,35 @@ def test_a_broken_drivers_configuration_stops_the_server_at_start_with_its_reaso
 
     config = tmp_path / "drivers.toml"
     config.write_text(content)
+    root = logging.getLogger()  # `serve` sets up logging for the process: undone after the test
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MAILGATE_DRIVERS_CONFIG", str(config))
     assert main(["serve", "--listen", "127.0.0.1:0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mailgate serve: MAILGATE_DRIVERS_CONFIG: ") and says in err
     assert not (tmp_path / "mailgate.db").exists()  # refused before anything was created
+
+
+def test_an_unreachable_token_endpoint_while_watching_is_retried_without_turning_red(
+        mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.access_token_lifetime = SHORT_LIVED  # every login renews the token
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    green = mg.sign_in(p.name).provider
+    assert green.state == GREEN
+    consumer = Consumer(mg.server, campaign="support")
+    try:
+        oauth_dovecot.clear()
+        oauth_dovecot.deliver(USER, b"Subject: before\r\nMessage-ID: <b@example.test>\r\n\r\nHi\r\n")
+        assert [r.message.subject for r in consumer.take(timeout=10)] == ["before"]
+        before = len(refreshes(mg.oauth))
+        mg.oauth.drop_token_requests = 4  # more than one login's attempts
+        oauth_dovecot.kick(USER)  # the watcher logs in again, and needs a token for it
+        oauth_dovecot.deliver(USER, b"Subject: after\r\nMessage-ID: <a@example.test>\r\n\r\nHi\r\n")
+        assert [r.message.subject for r in consumer.take(timeout=15)] == ["after"]
+    finally:
+        consumer.close()
+    assert len(refreshes(mg.oauth)) - before >= 5  # four dropped, then one that worked
+    now = mg.get(p.name)
+    assert now.state == GREEN and now.state_time == green.state_time  # it never left GREEN

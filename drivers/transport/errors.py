@@ -82,8 +82,7 @@ def classify(exc: BaseException, side: str, step: str, *, timeout: float | None 
     if isinstance(exc, AuthUnavailable):
         return err(ErrorCode.AUTH_UNAVAILABLE, str(exc))
     if isinstance(exc, TokenError):
-        return err(ErrorCode.AUTHORIZATION_REQUIRED, exc.message) if exc.refused else \
-            err(ErrorCode.CONNECT_FAILED, f"cannot renew the access token: {exc.message}")
+        return err(ErrorCode.AUTHORIZATION_REQUIRED if exc.refused else ErrorCode.TOKEN_UNAVAILABLE, exc.message)
     # socket.timeout is TimeoutError since 3.10; smtplib re-raises a timed-out read as
     # SMTPServerDisconnected("Connection unexpectedly closed: timed out").
     if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):

@@ -665,7 +665,9 @@ class WatchHub:
                 # Servers and middleboxes drop idle sessions routinely: the first loss in a
                 # row is retried at once without turning the provider RED; the status
                 # says down when getting back in fails too (with that attempt's reason).
-                quiet = lost and mb.failures == 0
+                # An unreachable token endpoint says nothing about the mailbox: retried
+                # with backoff, never reported down.
+                quiet = (lost and mb.failures == 0) or err.code is ErrorCode.TOKEN_UNAVAILABLE
                 mb.failures += 1
                 delay = self._backoff(mb.failures)
                 if not quiet:
@@ -820,6 +822,10 @@ def _reason(err: TransportError, spec: MailboxSpec) -> str:
         return f"IMAP authentication failed at {where}: {msg}"
     if code is ErrorCode.AUTH_UNAVAILABLE:
         return f"IMAP login impossible at {where}: {msg}"
+    if code is ErrorCode.AUTHORIZATION_REQUIRED:
+        return f"re-authorization required: {msg}"
+    if code is ErrorCode.TOKEN_UNAVAILABLE:
+        return f"cannot renew the access token for IMAP at {where}: {msg}"
     if code is ErrorCode.BACKOFF:
         return f"IMAP login at {where} {msg}"
     if code is ErrorCode.TLS_FAILED:

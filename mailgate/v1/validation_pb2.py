@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmailgate/v1/validation.proto\x12\x0bmailgate.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd9\x04\n\x05\x43heck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12+\n\x07outcome\x18\x05 \x01(\x0e\x32\x1a.mailgate.v1.Check.Outcome\x12\x30\n\nerror_code\x18\x06 \x01(\x0e\x32\x1c.mailgate.v1.Check.ErrorCode\x12\x16\n\x0eserver_message\x18\x07 \x01(\t\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_PASSED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x13\n\x0fOUTCOME_SKIPPED\x10\x03\"\x94\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_CODE_AUTH_FAILED\x10\x01\x12\x1d\n\x19\x45RROR_CODE_CONNECT_FAILED\x10\x02\x12\x19\n\x15\x45RROR_CODE_TLS_FAILED\x10\x03\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x04\x12\x1d\n\x19\x45RROR_CODE_PROTOCOL_ERROR\x10\x05\x12\x1f\n\x1b\x45RROR_CODE_AUTH_UNAVAILABLE\x10\x06\x12\x16\n\x12\x45RROR_CODE_BACKOFF\x10\x07\x12%\n!ERROR_CODE_AUTHORIZATION_REQUIRED\x10\x08\"B\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\"\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x12.mailgate.v1.CheckBO\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmailgate/v1/validation.proto\x12\x0bmailgate.v1\x1a\x1egoogle/protobuf/duration.proto\"\xfb\x04\n\x05\x43heck\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04side\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\x12+\n\x07outcome\x18\x05 \x01(\x0e\x32\x1a.mailgate.v1.Check.Outcome\x12\x30\n\nerror_code\x18\x06 \x01(\x0e\x32\x1c.mailgate.v1.Check.ErrorCode\x12\x16\n\x0eserver_message\x18\x07 \x01(\t\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_PASSED\x10\x01\x12\x12\n\x0eOUTCOME_FAILED\x10\x02\x12\x13\n\x0fOUTCOME_SKIPPED\x10\x03\"\xb6\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45RROR_CODE_AUTH_FAILED\x10\x01\x12\x1d\n\x19\x45RROR_CODE_CONNECT_FAILED\x10\x02\x12\x19\n\x15\x45RROR_CODE_TLS_FAILED\x10\x03\x12\x16\n\x12\x45RROR_CODE_TIMEOUT\x10\x04\x12\x1d\n\x19\x45RROR_CODE_PROTOCOL_ERROR\x10\x05\x12\x1f\n\x1b\x45RROR_CODE_AUTH_UNAVAILABLE\x10\x06\x12\x16\n\x12\x45RROR_CODE_BACKOFF\x10\x07\x12%\n!ERROR_CODE_AUTHORIZATION_REQUIRED\x10\x08\x12 \n\x1c\x45RROR_CODE_TOKEN_UNAVAILABLE\x10\t\"B\n\x10ValidationReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\"\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x12.mailgate.v1.CheckBO\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.mailgate.v1P\001Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1'
   _globals['_CHECK']._serialized_start=78
-  _globals['_CHECK']._serialized_end=679
+  _globals['_CHECK']._serialized_end=713
   _globals['_CHECK_OUTCOME']._serialized_start=305
   _globals['_CHECK_OUTCOME']._serialized_end=400
   _globals['_CHECK_ERRORCODE']._serialized_start=403
-  _globals['_CHECK_ERRORCODE']._serialized_end=679
-  _globals['_VALIDATIONREPORT']._serialized_start=681
-  _globals['_VALIDATIONREPORT']._serialized_end=747
+  _globals['_CHECK_ERRORCODE']._serialized_end=713
+  _globals['_VALIDATIONREPORT']._serialized_start=715
+  _globals['_VALIDATIONREPORT']._serialized_end=781
 # @@protoc_insertion_point(module_scope)

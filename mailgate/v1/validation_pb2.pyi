@@ -33,6 +33,7 @@ class Check(_message.Message):
         ERROR_CODE_AUTH_UNAVAILABLE: _ClassVar[Check.ErrorCode]
         ERROR_CODE_BACKOFF: _ClassVar[Check.ErrorCode]
         ERROR_CODE_AUTHORIZATION_REQUIRED: _ClassVar[Check.ErrorCode]
+        ERROR_CODE_TOKEN_UNAVAILABLE: _ClassVar[Check.ErrorCode]
     ERROR_CODE_UNSPECIFIED: Check.ErrorCode
     ERROR_CODE_AUTH_FAILED: Check.ErrorCode
     ERROR_CODE_CONNECT_FAILED: Check.ErrorCode
@@ -42,6 +43,7 @@ class Check(_message.Message):
     ERROR_CODE_AUTH_UNAVAILABLE: Check.ErrorCode
     ERROR_CODE_BACKOFF: Check.ErrorCode
     ERROR_CODE_AUTHORIZATION_REQUIRED: Check.ErrorCode
+    ERROR_CODE_TOKEN_UNAVAILABLE: Check.ErrorCode
     ID_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]

@@ -254,6 +254,15 @@ class Dovecot:
             self._kill()
             self._proc = None
 
+    def kick(self, user: str) -> None:
+        """Disconnect every session of `user` (doveadm kick), as a server does when it
+        ends a session; the server itself keeps running."""
+        doveadm = shutil.which("doveadm") or "/usr/bin/doveadm"
+        done = subprocess.run([doveadm, "-c", str(self.config_path), "kick", user],
+                              capture_output=True, text=True, timeout=10)
+        if done.returncode not in (0, 68):  # 68: nobody to kick
+            raise DovecotError(f"doveadm kick {user} failed: {done.stderr.strip()}")
+
     def restart(self) -> None:
         """Stop and start again on the same ports (clients see their connections
         drop, as with a server restart); mail and users are kept."""
