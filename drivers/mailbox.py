@@ -18,6 +18,7 @@ from .transport.auth import Authenticator
 from .transport.endpoint import Endpoint
 from .transport.pool import SendError, SmtpPool
 from .transport.probe import probe
+from .transport.pop3_poll import Pop3Spec
 from .transport.watch import MailboxSpec
 
 
@@ -90,13 +91,14 @@ class MailboxDriver(Driver):
         return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
 
     # -- receiving
-    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> MailboxSpec | None:
+    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> MailboxSpec | Pop3Spec | None:
         srv = self.servers(config)
-        if srv.inbound is None or srv.inbound_side != "imap":
-            return None  # POP3 polling is not built yet
-        return MailboxSpec(key=str(config.id), endpoint=srv.inbound, auth=self.auth(config, ctx),
-                           timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
-                           poll_interval=ctx.poll_interval)
+        if srv.inbound is None:
+            return None
+        kind = Pop3Spec if srv.inbound_side == "pop3" else MailboxSpec
+        return kind(key=str(config.id), endpoint=srv.inbound, auth=self.auth(config, ctx),
+                    timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
+                    poll_interval=ctx.poll_interval)
 
     async def release(self, provider_id: str) -> None:
         for key in self._pool_keys.pop(provider_id, ()):

@@ -20,6 +20,7 @@ from .domain import utcnow
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
 from .store.models import InboundRow
+from .store.pop3 import Pop3Store
 
 log = logging.getLogger("mailgate.inbound")
 
@@ -62,6 +63,10 @@ class InboundQueue:
     # -- watchers (blocking, from their threads)
     def position(self, provider_id: str, folder: str) -> tuple[int | None, int]:
         return self.db.run_sync(lambda s: InboundStore(s).position(provider_id, folder))
+
+    def pop3_numbers(self, provider_id: str, folder: str, uidls: list[str]) -> dict[str, int]:
+        """The numbers POP3 messages are queued under (see transport.pop3_poll)."""
+        return self.db.run_sync(lambda s: Pop3Store(s).numbers(provider_id, folder, uidls))
 
     def commit(self, provider_id: str, folder: str, uidvalidity: int,
                messages: list[tuple[int, bytes]]) -> list[str]:

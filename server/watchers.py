@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mailgate.drivers.transport.pop3_poll import Pop3Poller, Pop3Spec
 from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
 
 from .domain import State, StoredProvider
@@ -24,6 +25,7 @@ class Watchers:
                  *, reconnect_base: float = 1.0):
         self.providers, self.queue, self.loop = providers, queue, loop
         self.hub = WatchHub(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
+        self.pop3 = Pop3Poller(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
         providers.listeners.append(self.provider_changed)
 
     async def start(self) -> None:
@@ -36,16 +38,21 @@ class Watchers:
                 break
         for stored in rows:
             await self.provider_changed(stored.id, stored)
-        log.info("watching %d mailbox(es)", self.hub.stats()["watching"])
+        log.info("watching %d mailbox(es)", self.watching())
 
     async def provider_changed(self, provider_id: str, stored: StoredProvider | None) -> None:
         spec = self._spec(stored) if stored else None
+        watching, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
+        await asyncio.to_thread(other.unwatch, provider_id)  # the protocol may have changed
         if spec is None:
-            await asyncio.to_thread(self.hub.unwatch, provider_id)
+            await asyncio.to_thread(watching.unwatch, provider_id)
         else:
-            await asyncio.to_thread(self.hub.watch, spec)
+            await asyncio.to_thread(watching.watch, spec)
 
-    def _spec(self, stored: StoredProvider) -> MailboxSpec | None:
+    def watching(self) -> int:
+        return self.hub.stats()["watching"] + self.pop3.stats()["watching"]
+
+    def _spec(self, stored: StoredProvider) -> MailboxSpec | Pop3Spec | None:
         # GREY: never activated. RED stays watched: the watcher is how it recovers;
         # unless its tokens were refused: only a new sign-in helps then.
         if not stored.config.receive_emails or stored.state is State.GREY or (
@@ -55,11 +62,14 @@ class Watchers:
         return driver.mailbox(stored.config, self.providers.ctx) if driver else None
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.hub.close)
+        await asyncio.gather(asyncio.to_thread(self.hub.close), asyncio.to_thread(self.pop3.close))
 
     # -- the hub's sink (its threads)
     def position(self, key: str) -> tuple[int | None, int]:
         return self.queue.position(key, FOLDER)
+
+    def numbers(self, key: str, uidls: list[str]) -> dict[str, int]:
+        return self.queue.pop3_numbers(key, FOLDER, uidls)
 
     def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
         self.queue.commit(key, FOLDER, uidvalidity, messages)

@@ -30,6 +30,21 @@ class _POP3(poplib.POP3):
     def _create_socket(self, timeout):
         return self._premade
 
+    # poplib refuses lines over 2,048 bytes; mail has longer ones (hostile or just
+    # badly made) and must still be fetched whole.
+    MAX_LINE = 64 << 20
+
+    def _getline(self):
+        line = self.file.readline(self.MAX_LINE + 1)
+        if len(line) > self.MAX_LINE:
+            raise poplib.error_proto("line too long")
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        octets = len(line)
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        return line[:-1] if line[-1:] == b"\n" else line, octets
+
 
 def connect_pop3(endpoint: Endpoint, auth: Authenticator, *, timeout: float,
                  ca_pem: str | None = None, throttle: LoginThrottle | None = None,

@@ -61,7 +61,12 @@ class Consumer:
             return True
 
     def ack(self, *received) -> None:
+        """On the stream: committed soon after, not when this returns."""
         self.requests.put(ipb.StreamInboundMailRequest(ack_ids=[r.ack_id for r in received]))
+
+    def ack_committed(self, *received) -> None:
+        """With AckInboundMail: committed when this returns."""
+        self.stub.AckInboundMail(ipb.AckInboundMailRequest(ack_ids=[r.ack_id for r in received]))
 
     def close(self) -> None:
         self.requests.put(None)

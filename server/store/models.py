@@ -209,3 +209,15 @@ class AuthorizationRow(Base):
     create_time: Mapped[datetime]
     expire_time: Mapped[datetime]
     use_time: Mapped[datetime | None]
+
+
+class Pop3UidlRow(Base):
+    """A POP3 message's unique id (UIDL) and the number it is queued under: the
+    queue's mailbox position (folder INBOX, UIDVALIDITY 0) counts in these numbers,
+    so a message is fetched again after a crash until its number is committed."""
+
+    __tablename__ = "pop3_uidls"
+
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True)
+    uidl: Mapped[str] = mapped_column(String(70), primary_key=True)  # RFC 1939: 1 to 70 characters
+    uid: Mapped[int] = mapped_column(BigInteger)

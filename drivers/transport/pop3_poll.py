@@ -1,0 +1,218 @@
+"""Polling POP3 mailboxes: every `poll_interval`, log in, list the UIDLs, fetch
+what the queue has not committed yet, quit. Nothing is deleted or marked.
+
+POP3 has no UIDVALIDITY and no ordered UIDs, only opaque UIDLs. The sink numbers
+each UIDL once, in the order the server lists them (`numbers`), and the queue's
+mailbox position counts in those numbers: a message is fetched again after a crash
+until its number is committed, and never after. A scheduler thread keeps the due
+times; a bounded pool does the polls, so thousands of mailboxes need no thread each.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import poplib
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailgate.drivers.api import ErrorCode
+
+from .auth import Authenticator
+from .endpoint import Endpoint
+from .errors import TransportError, classify
+from .pop3 import connect_pop3
+from .throttle import LoginThrottle
+
+log = logging.getLogger("mailgate.pop3")
+
+UIDVALIDITY = 0  # what POP3 messages are queued under (the sink's positions)
+
+
+@dataclass(frozen=True)
+class Pop3Spec:
+    """A POP3 mailbox to poll, keyed like a MailboxSpec (the provider id)."""
+
+    key: str
+    endpoint: Endpoint
+    auth: Authenticator
+    timeout: float
+    ca_pem: str | None = None
+    poll_interval: float = 30.0
+    batch: int = 50  # messages fetched per commit
+
+
+class Pop3Sink(Protocol):
+    def position(self, key: str) -> tuple[int | None, int]:
+        """(UIDVALIDITY, highest number committed), (None, 0) for a new mailbox."""
+
+    def numbers(self, key: str, uidls: list[str]) -> dict[str, int]:
+        """{UIDL: number} for the UIDLs now on the server; new ones get new numbers."""
+
+    def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
+        """Commits (number, exact bytes); returns when durable."""
+
+    def status(self, key: str, up: bool, reason: str) -> None: ...
+
+
+class _Box:
+    def __init__(self, spec: Pop3Spec) -> None:
+        self.spec = spec
+        self.stopped = False
+        self.failures = 0
+        self.up: bool | None = None
+        self.reason = ""
+
+
+class Pop3Poller:
+    def __init__(self, sink: Pop3Sink, *, workers: int = 8, reconnect_base: float = 1.0,
+                 reconnect_cap: float = 300.0, throttle: LoginThrottle | None = None,
+                 name: str = "mailgate-pop3") -> None:
+        self._sink, self._base, self._cap, self._throttle = sink, reconnect_base, reconnect_cap, throttle
+        self._boxes: dict[str, _Box] = {}
+        self._due: list[tuple[float, int, _Box]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-poll")
+        self._thread = threading.Thread(target=self._schedule, name=f"{name}-timer", daemon=True)
+        self._thread.start()
+
+    # -- public API
+    def watch(self, spec: Pop3Spec) -> None:
+        """Starts polling spec.key now; with other settings than before, starts over."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("Pop3Poller is closed")
+            old = self._boxes.get(spec.key)
+            if old is not None and old.spec == spec:
+                return
+            box = _Box(spec)
+            if old is not None:
+                old.stopped = True
+                box.up, box.reason = old.up, old.reason
+            self._boxes[spec.key] = box
+            self._at(time.monotonic(), box)
+
+    def unwatch(self, key: str) -> None:
+        with self._cond:
+            box = self._boxes.pop(key, None)
+            if box is not None:
+                box.stopped = True
+
+    def close(self) -> None:
+        """Stops polling; waits for polls under way (each bounded by its timeouts)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            for box in self._boxes.values():
+                box.stopped = True
+            self._boxes.clear()
+            self._cond.notify()
+        self._thread.join()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def stats(self) -> dict:
+        with self._cond:
+            boxes = list(self._boxes.values())
+        return {"watching": len(boxes), "down": sum(1 for b in boxes if b.up is False)}
+
+    # -- scheduling
+    def _at(self, when: float, box: _Box) -> None:  # self._cond held
+        heapq.heappush(self._due, (when, next(self._seq), box))
+        self._cond.notify()
+
+    def _schedule(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    _, _, box = heapq.heappop(self._due)
+                    if not box.stopped:
+                        self._pool.submit(self._run, box)
+                self._cond.wait(self._due[0][0] - now if self._due else None)
+
+    def _run(self, box: _Box) -> None:
+        spec = box.spec
+        try:
+            self._poll(box)
+        except Exception as e:  # noqa: BLE001 - every failure is a reason and a retry
+            delay = self._failed(box, e)
+        else:
+            box.failures = 0
+            self._status(box, True, "")
+            delay = spec.poll_interval
+        with self._cond:
+            if not box.stopped and not self._closed:
+                self._at(time.monotonic() + delay, box)
+
+    # -- one poll
+    def _poll(self, box: _Box) -> None:
+        spec = box.spec
+        conn = connect_pop3(spec.endpoint, spec.auth, timeout=spec.timeout, ca_pem=spec.ca_pem,
+                            throttle=self._throttle)
+        try:
+            listing = [line.decode("ascii", "replace").split(" ", 1) for line in conn.uidl()[1]]
+            pairs = [(int(n), uidl.strip()) for n, uidl in listing]
+            numbers = self._sink.numbers(spec.key, [uidl for _, uidl in pairs])
+            validity, last = self._sink.position(spec.key)
+            floor = last if validity == UIDVALIDITY else 0
+            todo = sorted((numbers[uidl], n) for n, uidl in pairs if numbers[uidl] > floor)
+            for i in range(0, len(todo), spec.batch):
+                messages = []
+                for number, n in todo[i:i + spec.batch]:
+                    if box.stopped:
+                        return
+                    messages.append((number, b"\r\n".join(conn.retr(n)[1]) + b"\r\n"))
+                self._sink.deliver(spec.key, UIDVALIDITY, messages)
+            if todo:
+                log.info("pop3 %s: %d message(s) fetched", spec.key, len(todo))
+            conn.quit()
+        finally:
+            conn.close()
+
+    # -- failures and status
+    def _failed(self, box: _Box, exc: Exception) -> float:
+        spec = box.spec
+        err = exc if isinstance(exc, TransportError) else classify(
+            exc, "pop3", "session", timeout=spec.timeout)
+        if not isinstance(exc, (TransportError, OSError, EOFError, poplib.error_proto)):
+            log.warning("pop3 %s: unexpected error", spec.key, exc_info=exc)  # a bug of ours, or the sink's
+        box.failures += 1
+        if err.code is ErrorCode.BACKOFF:  # the throttle said when: no login was attempted
+            delay = (err.retry_after or self._base) + random.uniform(0, self._base)
+        else:
+            delay = min(self._cap, self._base * 2 ** min(box.failures - 1, 30)) * random.uniform(0.5, 1.0)
+        # One failed poll may be a blip: down is said when the next attempt fails too.
+        # An unreachable token endpoint says nothing about the mailbox.
+        if box.failures > 1 and err.code is not ErrorCode.TOKEN_UNAVAILABLE:
+            self._status(box, False, _reason(err, spec))
+        log.info("pop3 %s: %s; next attempt in %.1f s", spec.key, _reason(err, spec), delay)
+        return delay
+
+    def _status(self, box: _Box, up: bool, reason: str) -> None:
+        if box.stopped or (box.up, box.reason) == (up, reason):
+            return
+        box.up, box.reason = up, reason
+        try:
+            self._sink.status(box.spec.key, up, reason)
+        except Exception:  # noqa: BLE001 - polling goes on; the sink logs its own trouble
+            log.warning("pop3 %s: sink.status failed", box.spec.key, exc_info=True)
+
+
+def _reason(err: TransportError, spec: Pop3Spec) -> str:
+    host = f"[{spec.endpoint.host}]" if ":" in spec.endpoint.host else spec.endpoint.host
+    where = f"{host}:{spec.endpoint.port}"
+    return {
+        ErrorCode.AUTH_FAILED: f"POP3 authentication failed at {where}: {err.message}",
+        ErrorCode.AUTH_UNAVAILABLE: f"POP3 login impossible at {where}: {err.message}",
+        ErrorCode.BACKOFF: f"POP3 login at {where} {err.message}",
+        ErrorCode.TLS_FAILED: f"POP3 TLS with {where} failed: {err.message}",
+        ErrorCode.TIMEOUT: f"POP3 server {where} did not answer in time: {err.message}",
+        ErrorCode.CONNECT_FAILED: f"POP3 connection to {where} failed: {err.message}",
+    }.get(err.code, f"POP3 session with {where} failed: {err.message}")
