@@ -80,6 +80,7 @@ class Kind(enum.Enum):
     HOSTNAME = "HOSTNAME"
     EMAIL = "EMAIL"
     PEM = "PEM"
+    STRING_LIST = "STRING_LIST"
 
 
 @dataclass(frozen=True)
@@ -290,11 +291,12 @@ class Driver(ABC):
         return SendLimits()
 
     def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> Any:
-        """How to watch the provider's incoming mail: a
-        `mailgate.drivers.transport.watch.MailboxSpec` (IMAP) or a
-        `mailgate.drivers.transport.pop3_poll.Pop3Spec` (POP3) keyed by the provider
-        id, or None when the driver does not receive that way. The server does the
-        rest (IDLE or polling, catch-up, reconnects) and queues what arrives."""
+        """How to watch the provider's incoming mail: a list of
+        `mailgate.drivers.transport.watch.MailboxSpec` (IMAP, one per folder, keyed by
+        `mailbox.folder_key`) or a `mailgate.drivers.transport.pop3_poll.Pop3Spec`
+        (POP3, keyed by the provider id), or None when the driver does not receive
+        that way. The server does the rest (IDLE or polling, catch-up, reconnects)
+        and queues what arrives."""
         return None
 
     async def release(self, provider_id: str) -> None:

@@ -91,14 +91,16 @@ class MailboxDriver(Driver):
         return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
 
     # -- receiving
-    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> MailboxSpec | Pop3Spec | None:
+    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> list[MailboxSpec] | Pop3Spec | None:
         srv = self.servers(config)
         if srv.inbound is None:
             return None
-        kind = Pop3Spec if srv.inbound_side == "pop3" else MailboxSpec
-        return kind(key=str(config.id), endpoint=srv.inbound, auth=self.auth(config, ctx),
-                    timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
-                    poll_interval=ctx.poll_interval)
+        common = dict(endpoint=srv.inbound, auth=self.auth(config, ctx), ca_pem=srv.ca_pem,
+                      timeout=srv.timeout or ctx.default_timeout, poll_interval=ctx.poll_interval)
+        if srv.inbound_side == "pop3":
+            return Pop3Spec(key=str(config.id), **common)
+        return [MailboxSpec(key=folder_key(str(config.id), folder), folder=folder, **common)
+                for folder in config.settings.get("folders") or [INBOX]]
 
     async def release(self, provider_id: str) -> None:
         for key in self._pool_keys.pop(provider_id, ()):
@@ -106,6 +108,14 @@ class MailboxDriver(Driver):
 
     async def release_all(self) -> None:
         self.pool.close()
+
+
+INBOX = "INBOX"
+
+
+def folder_key(provider_id: str, folder: str) -> str:
+    """The watch key of one folder of a provider: its id for the inbox, `id/folder` otherwise."""
+    return provider_id if folder == INBOX else f"{provider_id}/{folder}"
 
 
 def endpoint(tree: dict[str, Any]) -> Endpoint:

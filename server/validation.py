@@ -93,6 +93,15 @@ def _kind_problem(f: SettingField, value: Any) -> str | None:
         return None
     if f.kind is Kind.BOOLEAN:
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if f.kind is Kind.STRING_LIST:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"must be a list of texts, got {value!r}"
+        bad = next((v for v in value if not v.strip() or len(v) > 200 or not v.isprintable()), None)
+        if bad is not None:
+            return f"{bad!r}: each entry must be 1 to 200 printable characters"
+        if len(set(value)) != len(value):
+            return "lists an entry twice"
+        return None
     if not isinstance(value, str):
         return f"must be text, got {value!r}"
     if f.kind is Kind.ENUM and value not in f.choices:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
+from mailgate.drivers.mailbox import INBOX
 from mailgate.drivers.transport.pop3_poll import Pop3Poller, Pop3Spec
 from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
 
@@ -16,7 +18,6 @@ from .providers import REAUTHORIZE, Providers
 
 log = logging.getLogger("mailgate.watchers")
 
-FOLDER = "INBOX"
 MAILBOX_DOWN = "receiving stopped: "  # the prefix of every RED reason the watchers set
 
 
@@ -26,6 +27,9 @@ class Watchers:
         self.providers, self.queue, self.loop = providers, queue, loop
         self.hub = WatchHub(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
         self.pop3 = Pop3Poller(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
+        self._lock = threading.Lock()
+        self._keys: dict[str, set[str]] = {}  # provider id -> its watch keys
+        self._down: dict[str, dict[str, str]] = {}  # provider id -> {key: reason} of folders down
         providers.listeners.append(self.provider_changed)
 
     async def start(self) -> None:
@@ -41,41 +45,62 @@ class Watchers:
         log.info("watching %d mailbox(es)", self.watching())
 
     async def provider_changed(self, provider_id: str, stored: StoredProvider | None) -> None:
-        spec = self._spec(stored) if stored else None
-        watching, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
-        await asyncio.to_thread(other.unwatch, provider_id)  # the protocol may have changed
-        if spec is None:
-            await asyncio.to_thread(watching.unwatch, provider_id)
-        else:
-            await asyncio.to_thread(watching.watch, spec)
+        specs = self._specs(stored) if stored else []
+        keep = {spec.key for spec in specs}
+        with self._lock:
+            gone = self._keys.pop(provider_id, set()) - keep
+            if specs:
+                self._keys[provider_id] = keep
+            down = self._down.get(provider_id, {})
+            for key in gone:
+                down.pop(key, None)
+        for key in gone:  # folders no longer watched, or the protocol changed
+            await asyncio.to_thread(self.hub.unwatch, key)
+            await asyncio.to_thread(self.pop3.unwatch, key)
+        for spec in specs:
+            target, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
+            await asyncio.to_thread(other.unwatch, spec.key)  # the protocol may have changed
+            await asyncio.to_thread(target.watch, spec)
 
     def watching(self) -> int:
+        """Mailboxes (folders) watched."""
         return self.hub.stats()["watching"] + self.pop3.stats()["watching"]
 
-    def _spec(self, stored: StoredProvider) -> MailboxSpec | Pop3Spec | None:
+    def _specs(self, stored: StoredProvider) -> list[MailboxSpec | Pop3Spec]:
         # GREY: never activated. RED stays watched: the watcher is how it recovers;
         # unless its tokens were refused: only a new sign-in helps then.
         if not stored.config.receive_emails or stored.state is State.GREY or (
                 stored.state is State.RED and stored.state_reason.startswith(REAUTHORIZE)):
-            return None
+            return []
         driver = self.providers.drivers.get(stored.config.type)
-        return driver.mailbox(stored.config, self.providers.ctx) if driver else None
+        found = driver.mailbox(stored.config, self.providers.ctx) if driver else None
+        return [] if found is None else found if isinstance(found, list) else [found]
 
     async def close(self) -> None:
         await asyncio.gather(asyncio.to_thread(self.hub.close), asyncio.to_thread(self.pop3.close))
 
-    # -- the hub's sink (its threads)
+    # -- the hub's and the poller's sink (their threads); keys are mailbox.folder_key
     def position(self, key: str) -> tuple[int | None, int]:
-        return self.queue.position(key, FOLDER)
+        return self.queue.position(*_split(key))
 
     def numbers(self, key: str, uidls: list[str]) -> dict[str, int]:
-        return self.queue.pop3_numbers(key, FOLDER, uidls)
+        return self.queue.pop3_numbers(*_split(key), uidls)
 
     def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
-        self.queue.commit(key, FOLDER, uidvalidity, messages)
+        self.queue.commit(*_split(key), uidvalidity, messages)
 
     def status(self, key: str, up: bool, reason: str) -> None:
-        asyncio.run_coroutine_threadsafe(self._set_state(key, up, reason), self.loop).result(30)
+        """A provider is down while any of its folders is."""
+        provider_id, _ = _split(key)
+        with self._lock:
+            down = self._down.setdefault(provider_id, {})
+            if up:
+                down.pop(key, None)
+            else:
+                down[key] = reason
+            first = next(iter(down.values()), None)
+        call = self._set_state(provider_id, first is None, first or "")
+        asyncio.run_coroutine_threadsafe(call, self.loop).result(30)
 
     async def _set_state(self, provider_id: str, up: bool, reason: str) -> None:
         """RED while the mailbox is down; GREEN again when it is back, but only if it
@@ -87,3 +112,9 @@ class Watchers:
             await self.providers.set_state(provider_id, State.RED, MAILBOX_DOWN + reason)
         elif stored.state is State.RED and stored.state_reason.startswith(MAILBOX_DOWN):
             await self.providers.set_state(provider_id, State.GREEN, "mailbox reachable again")
+
+
+def _split(key: str) -> tuple[str, str]:
+    """Watch key -> (provider id, folder); see mailbox.folder_key."""
+    provider_id, _, folder = key.partition("/")
+    return provider_id, folder or INBOX

@@ -104,6 +104,7 @@ service_account_file = "{account}"
 
 @pytest.fixture
 def mg(tmp_path, mailgate_database_url, clean_oauth, mail_ca, oauth_dovecot):
+    oauth_dovecot.clear()  # before any provider watches it: no mail from an earlier test
     server = OAuthMailgate(tmp_path, mailgate_database_url, clean_oauth, mail_ca)
     yield server
     server.close()
@@ -202,7 +203,6 @@ def test_mail_goes_out_and_comes_in_after_sign_in(mg, type_, oauth_dovecot, oaut
 
     consumer = Consumer(mg.server, campaign="support")
     try:
-        oauth_dovecot.clear()
         oauth_dovecot.deliver(USER, b"From: customer@example.test\r\nTo: agent@example.test\r\n"
                                     b"Subject: where is it\r\nMessage-ID: <q1@example.test>\r\n\r\nHello\r\n")
         [r] = consumer.take(timeout=10)
@@ -322,7 +322,6 @@ def test_a_refused_renewal_turns_red_keeps_the_mail_and_signing_in_again_restore
     red = wait_state(mg, p.name, RED)
     assert red.state_reason == "re-authorization required: invalid_grant: AADSTS50173: the grant was revoked"
     assert mg.server.app.watchers.watching() == 0  # nothing left to log in with
-    oauth_dovecot.clear()
     oauth_dovecot.deliver(USER, b"Subject: sent while signed out\r\nMessage-ID: <so@example.test>\r\n\r\nHi\r\n")
     time.sleep(0.5)
     m = mg.mail.GetOutboundMessage(mpb.GetOutboundMessageRequest(name=waiting.name))
@@ -407,7 +406,6 @@ def test_an_unreachable_token_endpoint_while_watching_is_retried_without_turning
     assert green.state == GREEN
     consumer = Consumer(mg.server, campaign="support")
     try:
-        oauth_dovecot.clear()
         oauth_dovecot.deliver(USER, b"Subject: before\r\nMessage-ID: <b@example.test>\r\n\r\nHi\r\n")
         assert [r.message.subject for r in consumer.take(timeout=10)] == ["before"]
         before = len(refreshes(mg.oauth))

@@ -13,6 +13,7 @@ import grpc
 from imapclient import IMAPClient
 
 from mailgate.testing.consumer import Consumer
+from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
 from mailgate.v1 import provider_service_pb2 as pb
@@ -182,3 +183,51 @@ def test_two_providers_feed_one_campaign_and_a_server_without_idle_is_polled(
         assert got == {"via idle": a.name, "via polling": b.name}
     finally:
         consumer.close()
+
+
+def test_every_configured_folder_is_watched_and_mail_in_two_of_them_is_queued_once(
+        mailgate_server, clean_dovecot, smtp_server, mail_ca):
+    clean_dovecot.append(USER, customer_mail("filed by a rule"), folder="Support")
+    request = pb.CreateProviderRequest(provider=provider_pb2.Provider())
+    request.provider.CopyFrom(receiving_provider(mailgate_server, clean_dovecot, smtp_server("STARTTLS"),
+                                                 mail_ca, campaign="folders"))
+    p = request.provider
+    consumer = Consumer(mailgate_server, campaign="folders")
+    try:
+        assert consumer.nothing(wait=1.0)  # INBOX only: Support is not watched
+        p.smtp_imap.folders[:] = ["INBOX", "Support"]
+        p.smtp_imap.password = PASSWORD
+        updated = mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=p, update_mask={"paths": ["smtp_imap.folders", "smtp_imap.password"]}))
+        assert list(updated.smtp_imap.folders) == ["INBOX", "Support"]
+        [r] = consumer.take(timeout=10)
+        assert r.message.subject == "filed by a rule"
+        clean_dovecot.deliver(USER, customer_mail("copied to both folders"))
+        assert [m.message.subject for m in consumer.take(timeout=10)] == ["copied to both folders"]
+        [stored] = clean_dovecot.fetch_all(USER).values()
+        clean_dovecot.append(USER, stored, folder="Support")  # a mail rule copies it
+        assert consumer.nothing(wait=1.5)
+    finally:
+        consumer.close()
+
+
+def test_a_folder_that_does_not_exist_turns_the_provider_red_with_its_name(
+        mailgate_server, clean_dovecot, smtp_server, mail_ca):
+    p = receiving_provider(mailgate_server, clean_dovecot, smtp_server("STARTTLS"), mail_ca)
+    p.smtp_imap.folders[:] = ["INBOX", "Escalations"]
+    p.smtp_imap.password = PASSWORD
+    mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+        provider=p, update_mask={"paths": ["smtp_imap.folders", "smtp_imap.password"]}))
+    red = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_RED)
+    assert red.state_reason.startswith("receiving stopped: IMAP folder 'Escalations' cannot be opened")
+    clean_dovecot.append(USER, customer_mail("first escalation"), folder="Escalations")  # creates it
+    green = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_GREEN, timeout=20)
+    assert green.state == provider_pb2.Provider.STATE_GREEN
+
+
+def test_folder_names_are_checked(mailgate_server, clean_dovecot, smtp_server, mail_ca):
+    p = receiving_provider(mailgate_server, clean_dovecot, smtp_server("STARTTLS"), mail_ca)
+    p.smtp_imap.folders[:] = ["INBOX", "INBOX"]
+    err = expect_error(lambda: mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+        provider=p, update_mask={"paths": ["smtp_imap.folders"]})))
+    assert err.violations == {"provider.smtp_imap.folders": "lists an entry twice"}

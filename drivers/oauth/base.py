@@ -63,6 +63,8 @@ class OAuthDriver(MailboxDriver):
                          maximum=1_000_000, description="0: no limit. Mail over it waits in the outbox."),
             SettingField("sending_limits.per_day", "Messages per day", Kind.INTEGER, minimum=0,
                          maximum=10_000_000, description="0: no limit. Mail over it waits in the outbox."),
+            SettingField("folders", "Folders to watch", Kind.STRING_LIST,
+                         description="IMAP folders watched for incoming mail; empty: INBOX."),
             SettingField("ca_certificates_pem", "Trusted certificates (PEM)", Kind.PEM,
                          description="Trust these instead of the system's for the mail servers."),
         )

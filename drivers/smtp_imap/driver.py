@@ -52,6 +52,9 @@ class SmtpImapDriver(MailboxDriver):
         SettingField("sent_folder", "Save sent mail in folder",
                      description="IMAP folder that gets a copy of every message sent (e.g. Sent); "
                                  "empty: none. Uses the incoming (IMAP) settings."),
+        SettingField("folders", "Folders to watch", Kind.STRING_LIST,
+                     description="IMAP folders watched for incoming mail; empty: INBOX. POP3 reads "
+                                 "the inbox only."),
         SettingField("sending_limits.per_minute", "Messages per minute", Kind.INTEGER, minimum=0,
                      maximum=1_000_000, description="0: no limit. Mail over it waits in the outbox."),
         SettingField("sending_limits.per_day", "Messages per day", Kind.INTEGER, minimum=0,

@@ -46,6 +46,7 @@ class SettingField(_message.Message):
         KIND_HOSTNAME: _ClassVar[SettingField.Kind]
         KIND_EMAIL: _ClassVar[SettingField.Kind]
         KIND_PEM: _ClassVar[SettingField.Kind]
+        KIND_STRING_LIST: _ClassVar[SettingField.Kind]
     KIND_UNSPECIFIED: SettingField.Kind
     KIND_STRING: SettingField.Kind
     KIND_INTEGER: SettingField.Kind
@@ -54,6 +55,7 @@ class SettingField(_message.Message):
     KIND_HOSTNAME: SettingField.Kind
     KIND_EMAIL: SettingField.Kind
     KIND_PEM: SettingField.Kind
+    KIND_STRING_LIST: SettingField.Kind
     PATH_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
