@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from mailgate.testing.fixtures import GMAIL_CLIENT_ID, OAUTH_CLIENTS, OUTLOOK_CLIENT_ID
+from mailgate.testing.conformance import DriverConformance
 from mailgate.testing.consumer import Consumer
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error
@@ -364,6 +365,40 @@ def test_app_only_access_needs_no_sign_in(mg, type_, oauth_dovecot, oauth_smtp):
     grants = {what for what, _ in mg.oauth.requests}
     assert grants & {"client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"}
     assert mg.stored(p.name).config.secrets == {}  # nothing per provider to keep
+
+
+# -- the driver contract -------------------------------------------------------------------
+
+def oauth_settings(dovecot, smtp, ca, **fields) -> provider_pb2.OAuthMailboxSettings:
+    return provider_pb2.OAuthMailboxSettings(
+        ca_certificates_pem=ca.ca_pem,
+        smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
+        imap=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port, security=provider_pb2.SECURITY_TLS),
+        **fields)
+
+
+class TestOutlookConformance(DriverConformance):
+    driver_type = "outlook"
+
+    @pytest.fixture
+    def valid_provider(self, oauth_dovecot, oauth_smtp, mail_ca):
+        return provider_pb2.Provider(display_name="Outlook desk", type=self.driver_type, account=USER,
+                                     receive_emails=True, campaign="support",
+                                     **{self.driver_type: oauth_settings(oauth_dovecot, oauth_smtp, mail_ca)})
+
+
+class TestGmailConformance(TestOutlookConformance):
+    driver_type = "gmail"
+
+
+def test_checking_a_provider_nobody_signed_in_to_yet_skips_the_logins(mailgate_server, oauth_dovecot,
+                                                                      oauth_smtp, mail_ca):
+    resp = mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(provider=provider_pb2.Provider(
+        display_name="Not yet", type="outlook", account=USER, receive_emails=True,
+        outlook=oauth_settings(oauth_dovecot, oauth_smtp, mail_ca))))
+    assert [(c.id, c.outcome) for c in resp.report.checks] == [
+        ("smtp.auth", resp.report.checks[0].OUTCOME_SKIPPED), ("imap.auth", resp.report.checks[0].OUTCOME_SKIPPED)]
+    assert all("not signed in yet" in c.server_message for c in resp.report.checks)
 
 
 # -- configuration -------------------------------------------------------------------------

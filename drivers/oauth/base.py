@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import requests
 
-from ..api import (Activation, Authorization, AuthorizationFailed, Authorized, Capabilities,
-                   DriverContext, Kind, Notice, NotConfigured, ProviderConfig, SettingField)
+from ..api import (Activation, Authorization, AuthorizationFailed, Authorized, Capabilities, CheckResult,
+                   DriverContext, Kind, Notice, NotConfigured, Outcome, ProviderConfig, Report, SettingField)
 from ..mailbox import MailboxDriver, Servers, endpoint
 from ..smtp_imap.presets import DEFAULT_PORTS, DEFAULT_SECURITY, Preset
 from ..transport.auth import TokenSource, XOAuth2Auth
@@ -130,6 +130,16 @@ class OAuthDriver(MailboxDriver):
             known = identity, Tokens(pid, renew, ctx, save=not app_only)
             self._tokens[pid] = known
             return known
+
+    async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:
+        if not (config.settings.get("access") == APP_ONLY or config.secrets.get(AUTHORIZATION_ID)):
+            # Nothing to log in with yet: say so rather than fail a login nobody could pass.
+            srv = self.servers(config)
+            sides = [("smtp", srv.smtp)] + ([("imap", srv.inbound)] if config.receive_emails else [])
+            return Report(tuple(CheckResult(f"{side}.auth", side, ep.host, ep.port, Outcome.SKIPPED,
+                                            server_message="not signed in yet: ActivateProvider starts the sign-in")
+                                for side, ep in sides))
+        return await super().validate(config, ctx)
 
     # -- activation and sign-in
     async def activate(self, config: ProviderConfig, ctx: DriverContext) -> Activation:
