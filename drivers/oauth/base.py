@@ -193,10 +193,14 @@ def redirect_uri(app: Mapping[str, Any]) -> str:
     return uri
 
 
+def words(answer: Mapping[str, Any]) -> str:
+    """The provider's own words from an OAuth error answer: `error: error_description`."""
+    said = ": ".join(str(answer[k]) for k in ("error", "error_description") if answer.get(k))
+    return said or "no reason given"
+
+
 def failed(what: str, answer: Mapping[str, Any]) -> AuthorizationFailed:
-    """The provider's own words from an OAuth error answer."""
-    words = ": ".join(str(answer[k]) for k in ("error", "error_description") if answer.get(k))
-    return AuthorizationFailed(f"{what}: {words or 'no reason given'}")
+    return AuthorizationFailed(f"{what}: {words(answer)}")
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ import requests
 from ..api import Authorization, AuthorizationFailed, Authorized, NotConfigured, ProviderConfig
 from ..smtp_imap.presets import GMAIL
 from ..transport.errors import TokenError
-from .base import OAuthDriver, failed, redirect_uri, unreachable
+from .base import OAuthDriver, failed, redirect_uri, unreachable, words
 from .idtoken import verify_id_token
 from .tokens import Grant
 
@@ -132,8 +132,8 @@ class GmailDriver(OAuthDriver):
             creds.refresh(google.auth.transport.requests.Request(self.session(app)))
         except google.auth.exceptions.RefreshError as e:
             answer = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], dict) else {}
-            words = ": ".join(str(answer[k]) for k in ("error", "error_description") if answer.get(k))
-            raise TokenError(words or str(e.args[0] if e.args else e), refused=not e.retryable) from None
+            said = words(answer) if answer else str(e.args[0] if e.args else e)
+            raise TokenError(said, refused=not e.retryable) from None
         except google.auth.exceptions.TransportError as e:
             raise TokenError(f"cannot reach Google's token endpoint ({type(e).__name__})", refused=False) from None
         expiry = creds.expiry.replace(tzinfo=dt.timezone.utc) if creds.expiry else None

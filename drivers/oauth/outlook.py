@@ -20,7 +20,7 @@ import msal
 from ..api import Authorization, AuthorizationFailed, Authorized, ProviderConfig
 from ..smtp_imap.presets import OUTLOOK
 from ..transport.errors import TokenError
-from .base import OAuthDriver, failed, redirect_uri, unreachable
+from .base import OAuthDriver, failed, redirect_uri, unreachable, words
 from .idtoken import verify_id_token
 from .tokens import Grant
 
@@ -119,5 +119,4 @@ def _discovery_url(app: Mapping[str, Any]) -> str:
 def _grant(result: Mapping[str, Any]) -> Grant:
     if "access_token" in result:
         return Grant(result["access_token"], time.time() + float(result.get("expires_in") or 3600))
-    words = ": ".join(str(result[k]) for k in ("error", "error_description") if result.get(k))
-    raise TokenError(words or "no reason given", refused=result.get("error") in REFUSALS)
+    raise TokenError(words(result), refused=result.get("error") in REFUSALS)
