@@ -1,29 +1,60 @@
-"""Receiving: latency, start-up, memory per watched mailbox and burst throughput.
+"""Receiving: latency, start-up, memory per watched mailbox, a second message, bursts.
 
-    .venv/bin/python bench/inbound.py [--sizes 1,100,1000] [--burst 2000] [--samples 50]
+    .venv/bin/python bench/inbound.py [--sizes 1,100,1000] [--samples 50] [--gaps 0,4,8]
+                                      [--second-runs 5] [--burst 10000] [--trickle 2000]
+                                      [--py-spy PREFIX]
+
+Options:
+
+  --sizes N,...      numbers of watched mailboxes, each in a fresh mailgate (default 1,100,1000;
+                     "" for none;
+                     the whole bench with 1,100,1000,5000 took 7.5 minutes on 2 cores)
+  --samples K        latency samples per size, and of the bare IDLE baseline (default 50)
+  --gaps S,...       seconds between a first and a second message to one mailbox (default 0,4,8)
+  --second-runs R    runs per gap (default 5)
+  --burst B          messages of 10 KB in the burst (default 10000; 0 skips the burst)
+  --trickle T        messages of 10 KB APPENDed one at a time before the burst (default 2000; 0 skips)
+  --py-spy PREFIX    sample mailgate with py-spy during the burst into PREFIX (.svg flame graph,
+                     .json speedscope, .txt collapsed stacks; py-spy must be installed)
 
 Starts a private Dovecot (IMAP without TLS, security NONE, on its plain port; LMTP for
-delivery), an aiosmtpd (mode NONE, only used by the creation check) and, for every size N,
-a fresh `mailgate serve` (SQLite) in a process of its own. For each N, in one run:
+delivery; client_limit large enough for the largest N: each imap process takes an inotify
+instance, 128 per user here, and process_limit is 4), an aiosmtpd (mode NONE, only used by
+the creation check) and, for every phase, a fresh `mailgate serve` (SQLite) in a process of
+its own. A consumer (StreamInboundMail, max_in_flight 1000) acknowledges everything it gets.
 
-* start-up: one message is delivered (LMTP) to each of the N mailboxes *before* the
-  providers exist; then N smtp_imap providers (receive_emails, campaign "bench") are
-  created over gRPC by 8 concurrent callers. A new watcher fetches its mailbox from UID 1,
-  so "all watched" is the time from the first CreateProvider until all N of those
-  messages came out of StreamInboundMail (connect, login, EXAMINE, first FETCH for all N).
-* memory: VmRSS of the mailgate process after that, minus VmRSS with 0 providers (a
-  consumer stream already open), divided by N.
-* latency: --samples messages, one at a time, to up to --samples of the N mailboxes
-  (round robin): LMTP deliver start ->
-  arrival on the stream; against a bare imapclient session on another mailbox of the same
-  Dovecot (IDLE, deliver, wait for EXISTS, FETCH BODY.PEEK[]).
-Then, in another fresh mailgate with one provider, a burst of --burst 10 KB messages is
-APPENDed to its mailbox and timed until all came out of the stream, against a bare
-imapclient FETCH BODY.PEEK[] of the same messages in batches of 500.
+* bare baseline: one imapclient session on another mailbox: IDLE, deliver (LMTP), wait
+  for EXISTS, FETCH BODY.PEEK[]; --samples times.
+* for each N in --sizes:
+  - start-up: one message is delivered (LMTP) to each of the N mailboxes *before* the
+    providers exist; then N smtp_imap providers (receive_emails, campaign "bench") are
+    created over gRPC by 8 concurrent callers. A new watcher fetches its mailbox from UID 1,
+    so "all watched" is the time from the first CreateProvider until all N of those
+    messages came out of StreamInboundMail (connect, login, EXAMINE, first FETCH for all N).
+  - memory: VmRSS of the mailgate process after that, minus VmRSS with 0 providers (a
+    consumer stream already open), divided by N.
+  - latency: --samples messages, one at a time, to up to --samples of the N mailboxes
+    (round robin): LMTP deliver start -> arrival on the stream.
+* second message: one provider, and a bare imapclient session on another mailbox that
+  listens as a watcher should (IDLE; on EXISTS: DONE, FETCH what is new, IDLE again at
+  once). A first message goes to both mailboxes, a second one --gaps seconds after the
+  first was delivered; latency of the second (deliver -> stream, or -> FETCHed). A watcher
+  that lingers before it listens again would show it at some gap.
+* burst: --burst messages are APPENDed to a staging folder of the mailbox, then put into
+  INBOX by one COPY, so that the whole burst lands at once (APPENDing them one by one would
+  measure APPEND). End to end: COPY start -> the last message out of the stream (Dovecot's
+  ~0.5 s notification delay included), with mailgate's CPU time per message; the stream must
+  give them in arrival order. Against, on the same Dovecot: a bare imapclient IDLE session
+  on another mailbox given the same burst by COPY (COPY -> EXISTS -> FETCH BODY.PEEK[] by
+  500), and a bare batched FETCH BODY.PEEK[] (by 500) of the burst's messages.
+* trickle: before the burst, in the same mailgate, --trickle messages APPENDed one at a
+  time by one client (APPEND rate; end to end from the first APPEND to the last on the
+  stream): the stream keeps pace with mail arriving one by one.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import statistics
 import tempfile
@@ -40,10 +71,15 @@ from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 from rig import mailgate_process, percentile, smtp_server
+from send import start_py_spy, stop_py_spy
 
 PASSWORD = "pw"
 BARE = "bare@example.test"
 BURST = "burst@example.test"
+BARE_BURST = "bare-burst@example.test"
+SECOND = "second@example.test"
+BARE_SECOND = "bare-second@example.test"
+STAGING = "staging"
 
 
 def mail(to: str, subject: str, size: int = 0) -> bytes:
@@ -160,47 +196,184 @@ def run_size(n: int, samples: int, dovecot: Dovecot, smtp, ca: TestCA, root: Pat
     return dict(n=n, created=created, all_watched=all_watched, rss0=rss0, rss1=rss1, lat=lat)
 
 
-def run_burst(count: int, dovecot: Dovecot, smtp, ca: TestCA, root: Path) -> tuple[float, float, float]:
+class BareListener:
+    """A bare imapclient session that listens as a watcher should: IDLE; on EXISTS, DONE,
+    FETCH BODY.PEEK[] of what is new, IDLE again at once. Records (time, subject)."""
+
+    def __init__(self, dovecot: Dovecot, user: str):
+        self.c = IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=30)
+        self.c.login(user, PASSWORD)
+        self.c.select_folder("INBOX", readonly=True)
+        self.last = max(self.c.search(), default=0)
+        self.arrived: queue.Queue = queue.Queue()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        c = self.c
+        while not self.stopped:
+            c.idle()
+            new = False
+            while not new and not self.stopped:
+                new = any(r[1:2] == (b"EXISTS",) for r in c.idle_check(timeout=1))
+            c.idle_done()
+            uids = [u for u in c.search(["UID", f"{self.last + 1}:*"]) if u > self.last] if new else []
+            if uids:  # ("n:*" always has the highest UID, even below n: filtered)
+                got = c.fetch(uids, ["BODY.PEEK[]"])
+                now = time.monotonic()
+                for uid in sorted(got):
+                    self.arrived.put((now, _subject(got[uid][b"BODY[]"])))
+                    self.last = uid
+
+    def wait(self, n: int, timeout: float) -> list[tuple[float, str]]:
+        return [self.arrived.get(timeout=timeout) for _ in range(n)]
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join(5)
+        self.c.logout()
+
+
+def _subject(raw: bytes) -> str:
+    for line in raw.split(b"\r\n"):
+        if line.startswith(b"Subject: "):
+            return line[9:].decode()
+    return ""
+
+
+def run_second(gaps: list[float], runs: int, dovecot: Dovecot, smtp, ca: TestCA, root: Path) -> dict:
+    """{gap: (mailgate latencies, bare latencies)} of the second message."""
+    out: dict[float, tuple[list[float], list[float]]] = {g: ([], []) for g in gaps}
+    (root / "second").mkdir()
+    bare = BareListener(dovecot, BARE_SECOND)
+    try:
+        with mailgate_process(root / "second") as (_, channel):
+            stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
+            stream = Stream(type("Server", (), {"channel": channel})())
+            create_providers(stub, [SECOND], dovecot, smtp, ca)
+            for user, side in ((SECOND, stream), (BARE_SECOND, bare)):  # both listening
+                dovecot.deliver(user, mail(user, "warm-up"))
+                side.wait(1, timeout=30)
+            for gap in gaps:
+                for i in range(runs):
+                    time.sleep(1.0)  # both IDLE again before the first message
+                    for user in (SECOND, BARE_SECOND):
+                        dovecot.deliver(user, mail(user, f"first {gap} {i}"))
+                    time.sleep(gap)
+                    starts = {}
+                    for user in (SECOND, BARE_SECOND):
+                        starts[user] = time.monotonic()
+                        dovecot.deliver(user, mail(user, f"second {gap} {i}"))
+                    for user, side, lat in ((SECOND, stream, out[gap][0]), (BARE_SECOND, bare, out[gap][1])):
+                        got = dict((subject, t) for t, subject in side.wait(2, timeout=60))
+                        lat.append(got[f"second {gap} {i}"] - starts[user])
+            stream.close()
+    finally:
+        bare.close()
+    return out
+
+
+def stage(dovecot: Dovecot, user: str, msgs: list[bytes]) -> IMAPClient:
+    """The messages APPENDed to the user's staging folder, which is then selected."""
+    c = IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=60)
+    c.login(user, PASSWORD)
+    c.create_folder(STAGING)
+    for i in range(0, len(msgs), 500):
+        c.multiappend(STAGING, msgs[i:i + 500])
+    c.select_folder(STAGING)
+    return c
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
+
+
+def run_burst(count: int, trickle: int, dovecot: Dovecot, smtp, ca: TestCA, root: Path,
+              py_spy: str | None) -> dict:
+    msgs = [mail(BURST, f"burst {i}", 10_000) for i in range(count)]
+    c = stage(dovecot, BURST, msgs)
+    r: dict = {}
     (root / "burst").mkdir()
-    with mailgate_process(root / "burst") as (_, channel):
+    with mailgate_process(root / "burst") as (pid, channel):
         stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
         stream = Stream(type("Server", (), {"channel": channel})())
         dovecot.deliver(BURST, mail(BURST, "burst seed"))
         create_providers(stub, [BURST], dovecot, smtp, ca)
         stream.wait(1, timeout=30)
-        msgs = [mail(BURST, f"burst {i}", 10_000) for i in range(count)]
-        c = IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=30)
-        c.login(BURST, PASSWORD)
+        if trickle:  # first, while INBOX is small (Dovecot's APPEND slows down as it grows)
+            more = [mail(BURST, f"trickle {i}", 10_000) for i in range(trickle)]
+            t = time.monotonic()
+            for m in more:
+                c.append("INBOX", m)
+            r["appended"] = time.monotonic() - t
+            arrivals = stream.wait(trickle, timeout=120 + trickle * 0.05)
+            r["trickle"] = max(a for a, _ in arrivals) - t
+        spy = start_py_spy(py_spy, pid) if py_spy else None
+        cpu = cpu_seconds(pid)
         t = time.monotonic()
-        for m in msgs:
-            c.append("INBOX", m)
-        appended = time.monotonic() - t
+        c.copy("1:*", "INBOX")
+        r["copy"] = time.monotonic() - t
         arrivals = stream.wait(count, timeout=120 + count * 0.05)
-        end_to_end = max(a for a, _ in arrivals) - t
+        r["cpu"] = cpu_seconds(pid) - cpu
+        if spy:
+            stop_py_spy(spy)
+        assert [s for _, s in arrivals] == [f"burst {i}" for i in range(count)], "not in arrival order"
+        r["first"], r["e2e"] = min(a for a, _ in arrivals) - t, max(a for a, _ in arrivals) - t
         stream.close()
     c.select_folder("INBOX", readonly=True)
-    uids = c.search()[1:]  # without the seed
+    uids = c.search()[1 + trickle:]  # the burst: after the seed and the trickle
     t = time.monotonic()
     for i in range(0, len(uids), 500):
         c.fetch(uids[i:i + 500], ["BODY.PEEK[]"])
-    bare = time.monotonic() - t
+    r["bare_fetch"] = time.monotonic() - t
     c.logout()
-    return appended, end_to_end, bare
+    r["bare_exists"], r["bare_e2e"] = bare_burst(dovecot, msgs)
+    return r
+
+
+def bare_burst(dovecot: Dovecot, msgs: list[bytes]) -> tuple[float, float]:
+    """COPY the burst into an IDLE session's INBOX: (EXISTS after, all FETCHed after)."""
+    c = stage(dovecot, BARE_BURST, msgs)
+    w = IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=60)
+    w.login(BARE_BURST, PASSWORD)
+    w.use_uid = False
+    w.select_folder("INBOX", readonly=True)  # empty
+    w.idle()
+    t = time.monotonic()
+    c.copy("1:*", "INBOX")
+    exists = 0
+    while exists < len(msgs):
+        exists = max([r[0] for r in w.idle_check(timeout=30) if r[1:2] == (b"EXISTS",)] + [exists])
+    announced = time.monotonic() - t
+    w.idle_done()
+    for i in range(1, len(msgs) + 1, 500):  # by sequence number
+        w.fetch(list(range(i, min(i + 500, len(msgs) + 1))), ["BODY.PEEK[]"])
+    done = time.monotonic() - t
+    w.logout()
+    c.logout()
+    return announced, done
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1,100,1000")
-    ap.add_argument("--burst", type=int, default=2000)
     ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--gaps", default="0,4,8")
+    ap.add_argument("--second-runs", type=int, default=5)
+    ap.add_argument("--burst", type=int, default=10_000)
+    ap.add_argument("--trickle", type=int, default=2000)
+    ap.add_argument("--py-spy", metavar="PREFIX")
     args = ap.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    gaps = [float(g) for g in args.gaps.split(",") if g]
 
     users = {u: PASSWORD for n in sizes for u in (f"n{n}-u{i}@example.test" for i in range(n))}
-    users.update({BARE: PASSWORD, BURST: PASSWORD})
+    users.update({u: PASSWORD for u in (BARE, BURST, BARE_BURST, SECOND, BARE_SECOND)})
     # Each imap process takes an inotify instance (128 per user here) and Dovecot's
     # process_limit is 4 in this mode, so the clients per process must cover the largest N.
-    client_limit = max(50, (max(sizes) + 100) // 4)
+    client_limit = max(50, (max(sizes, default=0) + 100) // 4)
     ms = lambda x: f"{x * 1000:7.1f} ms"  # noqa: E731
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
@@ -219,12 +392,28 @@ def main() -> None:
                       f" ({len(lat)} deliveries to {min(n, len(lat))} mailboxes)  create {r['created']:6.2f} s  all watched {r['all_watched']:6.2f} s"
                       f"  RSS {r['rss0'] / 1024:.0f} -> {r['rss1'] / 1024:.0f} MB"
                       f" = {(r['rss1'] - r['rss0']) / n:.0f} KB/mailbox", flush=True)
+            if gaps and args.second_runs:
+                second = run_second(gaps, args.second_runs, dovecot, smtp, ca, root)
+                print(f"second message to the same mailbox, deliver -> out ({args.second_runs} runs each):")
+                for gap, (mg, bare_lat) in second.items():
+                    print(f"  {gap:g} s after the first  mailgate p50 {ms(statistics.median(mg))}  max {ms(max(mg))}"
+                          f"   bare IDLE p50 {ms(statistics.median(bare_lat))}  max {ms(max(bare_lat))}", flush=True)
             if args.burst:
-                appended, e2e, bare_fetch = run_burst(args.burst, dovecot, smtp, ca, root)
-                print(f"burst {args.burst} x 10 KB to one mailbox: APPEND {args.burst / appended:.0f}/s "
-                      f"({appended:.2f} s), end to end (APPEND start -> last on stream) "
-                      f"{args.burst / e2e:.0f}/s ({e2e:.2f} s); bare FETCH by 500: "
-                      f"{args.burst / bare_fetch:.0f}/s ({bare_fetch:.2f} s)")
+                n = args.burst
+                r = run_burst(n, args.trickle, dovecot, smtp, ca, root, args.py_spy)
+                print(f"burst {n} x 10 KB put into INBOX by one COPY ({r['copy']:.2f} s):\n"
+                      f"  mailgate  COPY -> last out of the stream     {n / r['e2e']:6.0f}/s ({r['e2e']:.2f} s), "
+                      f"first after {r['first']:.2f} s; mailgate CPU {r['cpu'] / n * 1000:.2f} ms/message\n"
+                      f"  bare      COPY -> EXISTS -> FETCH by 500     {n / r['bare_e2e']:6.0f}/s "
+                      f"({r['bare_e2e']:.2f} s), EXISTS after {r['bare_exists']:.2f} s\n"
+                      f"  bare      FETCH by 500 of the same messages  {n / r['bare_fetch']:6.0f}/s "
+                      f"({r['bare_fetch']:.2f} s)\n"
+                      f"  mailgate end to end / bare FETCH = {r['bare_fetch'] / r['e2e']:.2f} (expected >= 0.5)")
+                if args.trickle:
+                    t = args.trickle
+                    print(f"trickle {t} x 10 KB APPENDed one at a time: APPEND {t / r['appended']:.0f}/s, "
+                          f"end to end {t / r['trickle']:.0f}/s (the last out {r['trickle'] - r['appended']:.2f} s "
+                          f"after the last APPEND)")
 
 
 if __name__ == "__main__":

@@ -74,13 +74,15 @@ class InboundQueue:
         returns when they are durable (the watcher treats them as fetched only then).
         Only the headers are parsed here; bodies wait until a consumer asks."""
         arrivals = [arrival(uid, raw, self.settings.max_message_bytes) for uid, raw in messages]
-        stored = self.db.run_sync(lambda s: self.providers._store(s).get(provider_id))
-        config = stored.config
-        queued = self.db.run_sync(lambda s: InboundStore(s).enqueue(
-            provider_id, config.campaign, folder, uidvalidity, arrivals, utcnow(), config.active_reference))
+
+        def enqueue(s: Any) -> tuple[str, list[str]]:  # the provider read and the batch: one transaction
+            config = self.providers._store(s).get(provider_id).config
+            return config.campaign, InboundStore(s).enqueue(
+                provider_id, config.campaign, folder, uidvalidity, arrivals, utcnow(), config.active_reference)
+        campaign, queued = self.db.run_sync(enqueue)
         if queued:
-            log.info("provider %s: %d message(s) queued on campaign %r", provider_id, len(queued), config.campaign)
-            self._notify([f"campaign:{config.campaign}", f"provider:{provider_id}"])
+            log.info("provider %s: %d message(s) queued on campaign %r", provider_id, len(queued), campaign)
+            self._notify([f"campaign:{campaign}", f"provider:{provider_id}"])
         return queued
 
     def _notify(self, topics: list[str]) -> None:

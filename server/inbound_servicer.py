@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import grpc
 from google.protobuf import empty_pb2
@@ -13,11 +13,15 @@ from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 from . import converters as conv
 from .errors import InvalidArgument, Violation
 from .inbound import LEASE_SWEEP, InboundQueue, Subscription
-from .store.inbound import split_ack_id
+from .store.inbound import Delivery, split_ack_id
 
 log = logging.getLogger("mailgate.inbound")
 
 MAX_IN_FLIGHT = 1000
+# Deliveries are sent in responses of about this many message bytes (one bigger message
+# goes alone): under gRPC's default 4 MB receive limit, and the first of a large claim
+# reaches the consumer before the rest is parsed.
+RESPONSE_BYTES = 1 << 20
 
 
 class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
@@ -46,11 +50,13 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                 if deliveries:
                     for d in deliveries:
                         held[d.row.id] = d.token
-                    messages = await self.queue.providers.ctx.run_blocking(
-                        lambda: [conv.inbound_to_proto(d.row, with_body=True) for d in deliveries])
-                    yield pb.StreamInboundMailResponse(received_messages=[
-                        pb.ReceivedInboundMessage(ack_id=d.ack_id, message=m)
-                        for d, m in zip(deliveries, messages)])
+                    # A claim takes the whole free window; it goes out in responses of about
+                    # RESPONSE_BYTES, each sent as soon as its bodies are parsed.
+                    for part in _by_size(deliveries, RESPONSE_BYTES):
+                        messages = await self.queue.providers.ctx.run_blocking(
+                            lambda part=part: [conv.inbound_to_proto(d.row, with_body=True) for d in part])
+                        yield pb.StreamInboundMailResponse(received_messages=[
+                            pb.ReceivedInboundMessage(ack_id=d.ack_id, message=m) for d, m in zip(part, messages)])
                     continue
                 # Sleep until a commit or an ack wakes us, the client leaves, or it is
                 # time to look for leases that expired elsewhere.
@@ -141,3 +147,16 @@ class _Stream:
         self.held.clear()
         await self.queue.release(leases)
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
+
+
+def _by_size(deliveries: list[Delivery], limit: int) -> Iterator[list[Delivery]]:
+    part: list[Delivery] = []
+    size = 0
+    for d in deliveries:
+        if part and size + d.row.size_bytes > limit:
+            yield part
+            part, size = [], 0
+        part.append(d)
+        size += d.row.size_bytes
+    if part:
+        yield part

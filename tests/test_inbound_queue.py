@@ -2,6 +2,7 @@
 it, consumed over StreamInboundMail with acknowledgements."""
 from __future__ import annotations
 
+import queue
 import time
 from email.message import EmailMessage
 
@@ -214,3 +215,52 @@ def test_a_30_mb_attachment_is_queued_and_read_back_intact(mailgate_server):
     assert m.raw == raw and m.size_bytes == len(raw) and not m.oversized
     [att] = m.attachments
     assert att.data == corpus.huge_attachment_payload()
+
+
+def test_two_consumers_with_large_windows_share_a_burst_exactly_once(mailgate_server):
+    # Claims take a consumer's whole free window in one statement per state: two windows
+    # of 100 over 400 messages never overlap, and acknowledging frees room for more.
+    p = make_provider(mailgate_server)
+    a = Consumer(mailgate_server, max_in_flight=100, name="a")
+    b = Consumer(mailgate_server, max_in_flight=100, name="b")
+    try:
+        for first in range(1, 401, 100):
+            commit(mailgate_server, p, [(uid, mail(uid)) for uid in range(first, first + 100)])
+        seen: dict[str, list[str]] = {"a": [], "b": []}
+        while len(seen["a"]) + len(seen["b"]) < 400:
+            progress = False
+            for name, c in (("a", a), ("b", b)):
+                got = c.take_all(wait=0.3)
+                assert len(got) <= 100  # never more than the window
+                if got:
+                    progress = True
+                    seen[name] += [r.message.name for r in got]
+                    assert [r.message.delivery_count for r in got] == [1] * len(got)
+                    c.ack(*got)
+            assert progress, f"stuck after {len(seen['a']) + len(seen['b'])} messages"
+        assert len(set(seen["a"]) | set(seen["b"])) == 400 and not set(seen["a"]) & set(seen["b"])
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_large_claim_goes_out_in_responses_of_about_a_megabyte(mailgate_server):
+    p = make_provider(mailgate_server)
+    big = (b"y" * 998 + b"\n") * 100  # ~100 KB of body each
+    commit(mailgate_server, p, [(n, mail(n) + big) for n in range(1, 31)])  # 3 MB, queued before anyone asks
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    requests: queue.Queue = queue.Queue()  # open until the end
+    requests.put(ipb.StreamInboundMailRequest(campaign="billing", consumer="c", max_in_flight=50))
+    call = stub.StreamInboundMail(iter(requests.get, None))
+    responses = []
+    try:
+        for response in call:
+            responses.append(response)
+            if sum(len(r.received_messages) for r in responses) == 30:
+                break
+    finally:
+        requests.put(None)
+        call.cancel()
+    subjects = [m.message.subject for r in responses for m in r.received_messages]
+    assert subjects == [f"message {n}" for n in range(1, 31)]  # one claim, in order
+    assert len(responses) >= 3 and max(r.ByteSize() for r in responses) < 1_300_000

@@ -460,6 +460,38 @@ def test_a_failed_commit_is_fetched_again(clean_dovecot, mail_ca, mail_users, ma
     assert hub.stats()["reconnects"] == 1
 
 
+class FailingOnCall(Sink):
+    """Raises on the n-th deliver() only."""
+
+    def __init__(self, call: int) -> None:
+        super().__init__()
+        self.failing_call = call
+
+    def deliver(self, key, uidvalidity, messages):
+        with self.cv:
+            if self.deliver_calls + 1 == self.failing_call:
+                self.deliver_calls += 1
+                raise RuntimeError("the queue is unavailable (test)")
+        super().deliver(key, uidvalidity, messages)
+
+
+def test_a_commit_failing_mid_burst_fetches_again_from_the_failed_batch(clean_dovecot, mail_ca, mail_users,
+                                                                       make_hub):
+    # The FETCH of the next batch is already sent when a batch is committed: a failed
+    # commit drops it with the connection, and the catch-up starts at the failed batch.
+    raws = [message(f"pipelined {n}") for n in range(10)]
+    for raw in raws:
+        clean_dovecot.append(AGENT, raw)
+    sink = FailingOnCall(2)
+    hub = make_hub(sink, max_batch=3)
+    hub.watch(spec_for(clean_dovecot, AGENT, mail_users[AGENT], ca=mail_ca))
+    assert sink.wait(lambda: len(sink.messages) == len(raws), timeout=10)
+    uids = sink.uids(AGENT)
+    assert uids == sorted(set(uids)) and [m[3] for m in sink.messages] == raws  # in order, once each
+    assert sink.deliver_calls == 5  # 3, (3 failed), 3, 3, 1
+    assert sink.states(AGENT) == [True] and hub.stats()["reconnects"] == 1
+
+
 def test_idle_is_renewed_before_the_server_drops_it(clean_dovecot, mail_ca, mail_users, make_hub):
     sink = Sink()
     hub = make_hub(sink, idle_renew=0.2)

@@ -1,19 +1,31 @@
 """Named store operations on the campaign queues and mailbox positions. Each takes
 the caller's session and never commits. Claims lock with SKIP LOCKED, so several
-replicas on one PostgreSQL share a queue without handing a message out twice."""
+replicas on one PostgreSQL share a queue without handing a message out twice.
+
+A burst comes in batches (a FETCH of many messages, a claim of a consumer's whole
+free window, an ack of many): each operation costs a few statements per batch with
+Core inserts and updates, not an ORM flush per message."""
 from __future__ import annotations
 
 import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import bindparam, case, insert, select, tuple_, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import FailedPrecondition, NotFound
 from .models import InboundRow, MailboxPositionRow, MessageRefRow
+
+T = TypeVar("T")
+INBOUND = InboundRow.__table__
+REFS = MessageRefRow.__table__
+# Values per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits on
+# bound parameters, for pairs too.
+CHUNK = 500
 
 
 class InState(enum.Enum):
@@ -64,33 +76,58 @@ class InboundStore:
     def enqueue(self, provider_id: str, campaign: str, folder: str, uidvalidity: int,
                 arrivals: Iterable[Arrival], now: datetime, threaded: bool) -> list[str]:
         """Commits arrivals to the campaign queue (by the caller's transaction) and
-        moves the mailbox position; returns the ids queued. A message is queued once:
-        by its UID in this UIDVALIDITY, and across a resync by Message-ID together
-        with a hash of its bytes (never by Message-ID alone: senders reuse them)."""
-        queued, last_uid = [], 0
+        moves the mailbox position; returns the ids queued, in arrival order. A message
+        is queued once: by its UID in this UIDVALIDITY, and across a resync by
+        Message-ID together with a hash of its bytes (never by Message-ID alone:
+        senders reuse them); within the batch too."""
+        arrivals = list(arrivals)
+        last_uid = max((a.uid for a in arrivals), default=0)
+        t = INBOUND
+        seen_uids: set[int] = set()
+        for part in _chunks(sorted({a.uid for a in arrivals})):
+            seen_uids.update(self.session.scalars(select(t.c.uid).where(
+                t.c.provider_id == provider_id, t.c.folder == folder, t.c.uidvalidity == uidvalidity,
+                t.c.uid.in_(part))))
+        # (Message-ID, hash) pairs already queued: both IN lists on the dedup index, then
+        # the exact pairs here (a superset comes back, never more than the batch's pairs).
+        pairs = {(a.message_id, a.content_hash) for a in arrivals}
+        seen_mail: set[tuple[str, str]] = set()
+        for part in _chunks(sorted(pairs)):
+            seen_mail.update((m, h) for m, h in self.session.execute(select(t.c.message_id, t.c.content_hash).where(
+                t.c.provider_id == provider_id, t.c.message_id.in_({m for m, _ in part}),
+                t.c.content_hash.in_({h for _, h in part}))) if (m, h) in pairs)
+        # Message-ID -> conversation of every id this batch needs: its own (known ones get
+        # no new reference) and, when threading, those it refers to.
+        wanted = {a.message_id for a in arrivals if a.message_id}
+        if threaded:
+            wanted.update(r for a in arrivals for r in a.references)
+        conversations: dict[str, str] = {}
+        for part in _chunks(sorted(wanted)):
+            conversations.update((m, c) for m, c in self.session.execute(
+                select(REFS.c.message_id, REFS.c.conversation_id).where(REFS.c.message_id.in_(part))))
+        rows: list[dict[str, Any]] = []
+        refs: list[dict[str, Any]] = []
         for a in arrivals:
-            last_uid = max(last_uid, a.uid)
-            seen_uid = self.session.scalar(select(InboundRow.id).where(
-                InboundRow.provider_id == provider_id, InboundRow.folder == folder,
-                InboundRow.uidvalidity == uidvalidity, InboundRow.uid == a.uid))
-            same_mail = self.session.scalar(select(InboundRow.id).where(
-                InboundRow.provider_id == provider_id, InboundRow.message_id == a.message_id,
-                InboundRow.content_hash == a.content_hash).limit(1))
-            if seen_uid or same_mail:
+            if a.uid in seen_uids or (a.message_id, a.content_hash) in seen_mail:
                 continue
-            conversation = (self._conversation(a.references) if threaded else None) or str(uuid.uuid4())
-            row = InboundRow(
+            seen_uids.add(a.uid)
+            seen_mail.add((a.message_id, a.content_hash))
+            conversation = (_conversation(a.references, conversations) if threaded else None) or str(uuid.uuid4())
+            rows.append(dict(
                 id=str(uuid.uuid4()), provider_id=provider_id, campaign=campaign, folder=folder,
                 uidvalidity=uidvalidity, uid=a.uid, message_id=a.message_id, content_hash=a.content_hash,
                 conversation_id=conversation, headers=a.headers, automatic=a.automatic, oversized=a.oversized,
                 size_bytes=len(a.raw), raw=a.raw, state=InState.QUEUED.value, delivery_count=0,
-                receive_time=now)
-            self.session.add(row)
-            if a.message_id and self.session.get(MessageRefRow, a.message_id) is None:
-                self.session.add(MessageRefRow(message_id=a.message_id, conversation_id=conversation,
-                                               references=list(a.references), create_time=now))
-            self.session.flush()
-            queued.append(row.id)
+                lease_token=None, lease_consumer=None, lease_until=None, receive_time=now, ack_time=None))
+            if a.message_id and a.message_id not in conversations:
+                conversations[a.message_id] = conversation  # later mail of the batch may refer to it
+                refs.append(dict(message_id=a.message_id, conversation_id=conversation,
+                                 references=list(a.references), create_time=now))
+        # Inserted in the arrivals' order, which seq (the queue's order) keeps.
+        if rows:
+            self.session.execute(insert(t), rows)
+        if refs:
+            self.session.execute(insert(REFS), refs)
         pos = self.session.get(MailboxPositionRow, (provider_id, folder))
         if pos is None:
             self.session.add(MailboxPositionRow(provider_id=provider_id, folder=folder,
@@ -100,44 +137,54 @@ class InboundStore:
         else:
             pos.last_uid = max(pos.last_uid, last_uid)
         self.session.flush()
-        return queued
-
-    def _conversation(self, references: tuple[str, ...]) -> str | None:
-        """The conversation of the newest known message this one refers to."""
-        for ref in reversed(references):
-            known = self.session.get(MessageRefRow, ref)
-            if known:
-                return known.conversation_id
-        return None
+        return [r["id"] for r in rows]
 
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
               deadline: timedelta, now: datetime, max_deliveries: int) -> list[Delivery]:
-        q = select(InboundRow).where(or_(
-            InboundRow.state == InState.QUEUED.value,
-            (InboundRow.state == InState.DELIVERED.value) & (InboundRow.lease_until < now)))
-        q = q.where(InboundRow.campaign == campaign) if campaign else q.where(
-            InboundRow.provider_id.in_(provider_ids))
-        q = q.order_by(InboundRow.seq).limit(limit).with_for_update(skip_locked=True)
-        out = []
-        for row in self.session.scalars(q):
-            if row.delivery_count >= max_deliveries:  # given out too often, never acknowledged
-                row.state, row.lease_token, row.lease_until = InState.DEAD_LETTER.value, None, None
-                continue
-            token = uuid.uuid4().hex[:16]
-            row.state, row.lease_token, row.lease_consumer = InState.DELIVERED.value, token, consumer
-            row.lease_until = now + deadline
-            row.delivery_count += 1
-            out.append(Delivery(row, token))
-        self.session.flush()
+        """Up to `limit` messages, oldest first: queued ones and those whose lease
+        expired. Each gets a lease with a token of its own (its ack id)."""
+        if limit <= 0:
+            return []
+        where = (InboundRow.campaign == campaign) if campaign else InboundRow.provider_id.in_(provider_ids)
+        # Two queries rather than one with OR: each walks the queue index (campaign,
+        # state, seq) in order instead of every message the campaign ever had.
+        rows: list[InboundRow] = []
+        for state in ((InboundRow.state == InState.QUEUED.value),
+                      (InboundRow.state == InState.DELIVERED.value) & (InboundRow.lease_until < now)):
+            rows += self.session.scalars(select(InboundRow).where(where, state).order_by(InboundRow.seq)
+                                         .limit(limit).with_for_update(skip_locked=True))
+        rows = sorted(rows, key=lambda r: r.seq)[:limit]
+        t = INBOUND
+        dead = [r for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
+        for part in _chunks([r.seq for r in dead]):
+            self.session.execute(update(t).where(t.c.seq.in_(part)).values(
+                state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
+        out = [Delivery(r, uuid.uuid4().hex[:16]) for r in rows if r.delivery_count < max_deliveries]
+        until = now + deadline
+        if out:
+            self.session.execute(update(t).where(t.c.seq == bindparam("b_seq")).values(
+                state=InState.DELIVERED.value, lease_token=bindparam("b_token"), lease_consumer=consumer,
+                lease_until=until, delivery_count=t.c.delivery_count + 1),
+                [{"b_seq": d.row.seq, "b_token": d.token} for d in out])
+        # The loaded rows say what was written, without the session writing them again.
+        for r in dead:
+            for key, value in (("state", InState.DEAD_LETTER.value), ("lease_token", None), ("lease_until", None)):
+                set_committed_value(r, key, value)
+        for d in out:
+            for key, value in (("state", InState.DELIVERED.value), ("lease_token", d.token),
+                               ("lease_consumer", consumer), ("lease_until", until),
+                               ("delivery_count", d.row.delivery_count + 1)):
+                set_committed_value(d.row, key, value)
         return out
 
     def ack(self, pairs: list[tuple[str, str]], now: datetime) -> int:
+        """Acknowledges (message id, lease token) pairs in a statement per CHUNK;
+        returns how many were held under those tokens."""
         done = 0
-        for mid, token in pairs:
-            done += self.session.execute(update(InboundRow).where(
-                InboundRow.id == mid, InboundRow.lease_token == token,
-                InboundRow.state == InState.DELIVERED.value).values(
+        t = INBOUND
+        for part in _chunks(sorted(set(pairs))):
+            done += self.session.execute(update(t).where(*_held(part)).values(
                 state=InState.ACKNOWLEDGED.value, ack_time=now, lease_until=None)).rowcount
         return done
 
@@ -153,11 +200,10 @@ class InboundStore:
     def release(self, pairs: list[tuple[str, str]], max_deliveries: int) -> None:
         """A consumer went away: its unacknowledged messages go back to the queue, or
         to the dead letters when they have been delivered too often already."""
-        for mid, token in pairs:
-            self.session.execute(update(InboundRow).where(
-                InboundRow.id == mid, InboundRow.lease_token == token,
-                InboundRow.state == InState.DELIVERED.value).values(
-                state=case((InboundRow.delivery_count >= max_deliveries, InState.DEAD_LETTER.value),
+        t = INBOUND
+        for part in _chunks(sorted(set(pairs))):
+            self.session.execute(update(t).where(*_held(part)).values(
+                state=case((t.c.delivery_count >= max_deliveries, InState.DEAD_LETTER.value),
                            else_=InState.QUEUED.value),
                 lease_token=None, lease_until=None))
 
@@ -184,3 +230,24 @@ class InboundStore:
         if after:
             q = q.where(InboundRow.seq < int(after[1]))
         return list(self.session.scalars(q))
+
+
+def _conversation(references: tuple[str, ...], known: dict[str, str]) -> str | None:
+    """The conversation of the newest known message this one refers to."""
+    for ref in reversed(references):
+        if ref in known:
+            return known[ref]
+    return None
+
+
+def _held(pairs: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
+    """WHERE for messages delivered under these (id, lease token) pairs. The plain id
+    list is what lets SQLite use the id index (it scans for a row-value IN alone)."""
+    t = INBOUND
+    return (t.c.id.in_([mid for mid, _ in pairs]), tuple_(t.c.id, t.c.lease_token).in_(pairs),
+            t.c.state == InState.DELIVERED.value)
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
