@@ -28,6 +28,7 @@ from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
 from .provider_servicer import ProviderServicer
+from .wakeups import Listener
 from .watchers import Watchers
 from .store.db import Database
 
@@ -51,6 +52,7 @@ class App:
     inbound: InboundQueue
     watchers: Watchers
     callback: CallbackListener | None = None
+    wakeups: Listener | None = None
 
     @property
     def address(self) -> str:
@@ -65,6 +67,8 @@ class App:
         await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
         await self.watchers.close()
+        if self.wakeups:
+            await asyncio.to_thread(self.wakeups.close)
         for driver in self.providers.drivers:
             await driver.release_all()
         self.runtime.close()
@@ -93,6 +97,10 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
 
     inbound = InboundQueue(providers, InboundSettings())
     inbound.bind(asyncio.get_running_loop())
+    listener = None
+    if db.engine.dialect.name == "postgresql":  # other replicas may commit mail: hear of it
+        listener = Listener(db.engine, inbound.wake)
+        await asyncio.to_thread(listener.start)
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with
@@ -119,7 +127,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if callback:
         callback.start(providers, asyncio.get_running_loop())
-    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers, callback)
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers,
+              callback, listener)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from . import inbound_parse, paging
+from . import inbound_parse, paging, wakeups
 from .domain import utcnow
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
@@ -33,6 +33,7 @@ class InboundSettings:
     max_deliveries: int = 5                    # then dead-lettered
     default_deadline: int = 60
     default_in_flight: int = 10
+    sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,26 @@ class InboundQueue:
 
         def enqueue(s: Any) -> tuple[str, list[str]]:  # the provider read and the batch: one transaction
             config = self.providers._store(s).get(provider_id).config
-            return config.campaign, InboundStore(s).enqueue(
+            queued = InboundStore(s).enqueue(
                 provider_id, config.campaign, folder, uidvalidity, arrivals, utcnow(), config.active_reference)
+            if queued:  # other replicas' consumers hear of it on commit
+                wakeups.notify(s, topics(config.campaign, provider_id))
+            return config.campaign, queued
         campaign, queued = self.db.run_sync(enqueue)
         if queued:
             log.info("provider %s: %d message(s) queued on campaign %r", provider_id, len(queued), campaign)
-            self._notify([f"campaign:{campaign}", f"provider:{provider_id}"])
+            self.wake(topics(campaign, provider_id))
         return queued
 
-    def _notify(self, topics: list[str]) -> None:
+    def wake(self, topics: list[str]) -> None:
+        """Wakes this process's consumers waiting on these topics; from any thread."""
         if self._loop is None:
             return
-        def wake() -> None:
+        def set_events() -> None:
             for topic in topics:
                 for event in self._waiters.get(topic, ()):
                     event.set()
-        self._loop.call_soon_threadsafe(wake)
+        self._loop.call_soon_threadsafe(set_events)
 
     # -- consumers
     def subscribe(self, sub: Subscription) -> asyncio.Event:
@@ -147,8 +152,12 @@ class InboundQueue:
         return await self.db.run(lambda s: InboundStore(s).get(message_id))
 
     async def requeue(self, message_id: str) -> InboundRow:
-        row = await self.db.run(lambda s: InboundStore(s).requeue(message_id))
-        self._notify([f"campaign:{row.campaign}", f"provider:{row.provider_id}"])
+        def requeue(s: Any) -> InboundRow:
+            row = InboundStore(s).requeue(message_id)
+            wakeups.notify(s, topics(row.campaign, row.provider_id))
+            return row
+        row = await self.db.run(requeue)
+        self.wake(topics(row.campaign, row.provider_id))
         return row
 
     async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundRow], str]:
@@ -159,6 +168,11 @@ class InboundQueue:
         return await paging.page(
             lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit)),
             lambda r: (r.receive_time, str(r.seq)), filter_text, page_token, size)
+
+
+def topics(campaign: str, provider_id: str) -> list[str]:
+    """What a message on this campaign from this provider wakes (see Subscription.topics)."""
+    return [f"campaign:{campaign}", f"provider:{provider_id}"]
 
 
 def arrival(uid: int, raw: bytes, max_bytes: int) -> Arrival:

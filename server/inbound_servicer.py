@@ -12,7 +12,7 @@ from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 
 from . import converters as conv
 from .errors import InvalidArgument, Violation
-from .inbound import LEASE_SWEEP, InboundQueue, Subscription
+from .inbound import InboundQueue, Subscription
 from .store.inbound import Delivery, split_ack_id
 
 log = logging.getLogger("mailgate.inbound")
@@ -63,7 +63,8 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                 wake.clear()
                 waiter = asyncio.ensure_future(wake.wait())
                 try:
-                    await asyncio.wait({waiter, reader}, timeout=LEASE_SWEEP, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({waiter, reader}, timeout=self.queue.settings.sweep_interval,
+                                       return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     waiter.cancel()
             if not reader.cancelled() and reader.exception():
