@@ -17,11 +17,26 @@ Choices worth knowing:
   clients do; a message without To scores as spam.
 - Bcc never appears in the headers: those addresses travel in the envelope only
   (`envelope_recipients`).
+
+Speed (SendEmail composes every message on its hot path; the plain way cost ~1 ms
+for a 10 KB message, this ~0.15 ms): the email package parses, encodes and folds
+everything that comes from a caller, but nothing it produced is made twice.
+Addresses are parsed once per distinct entry (a bounded cache); the From, To, Cc
+and Reply-To fields are folded once per distinct value (a provider's From and
+Reply-To once); the message is written header by header instead of through an
+EmailMessage and its generator, and a single text part is encoded by the very
+function set_content uses. The only lines written directly are Date and
+Message-ID, values mailgate made itself, and only when they are plain ASCII that
+needs no folding (what the email package would write unchanged). The result is
+byte for byte what `compose_reference` (the plain EmailMessage way, kept for the
+tests) produces.
 """
 from __future__ import annotations
 
+import email.contentmanager
 import email.errors
 import email.policy
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +44,7 @@ from email import _header_value_parser as _hvp
 from email.headerregistry import Address, Group, HeaderRegistry, MessageIDHeader
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, make_msgid
+from typing import Callable, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -121,6 +137,27 @@ def check_draft(draft: Draft, *, max_bytes: int, v: Violations) -> None:
                       f"limit of {_human(max_bytes)} ({max_bytes:,} bytes)")
 
 
+T = TypeVar("T")
+
+# Entries longer than this are not remembered (a cache of client input stays small).
+_CACHEABLE = 512
+
+
+def _memo(fn: Callable[[str], T]) -> Callable[[str], T]:
+    """`fn` (pure, of one string) remembering its last 4096 answers; exceptions are
+    not remembered. Parsing an address costs ~50 µs and one message asks several
+    times (the checks, the header, the envelope); a contact center writes to the same
+    people and from the same accounts all day."""
+    cached = functools.lru_cache(maxsize=4096)(fn)
+
+    @functools.wraps(fn)
+    def call(entry: str) -> T:
+        return cached(entry) if len(entry) <= _CACHEABLE else fn(entry)
+    call.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return call
+
+
+@_memo
 def entry_problem(entry: str) -> str | None:
     """Why `entry` is not one recipient ("jane@example.test" or
     "Jane Doe <jane@example.test>"), or None."""
@@ -162,6 +199,7 @@ def _content_type_problem(value: str) -> str | None:
     return None
 
 
+@_memo
 def _parse_entry(entry: str) -> Address:
     """The one Address in `entry`; ValueError when it is not exactly one address."""
     try:
@@ -175,6 +213,7 @@ def _parse_entry(entry: str) -> Address:
     return header.addresses[0]
 
 
+@_memo
 def _header_address(entry: str) -> Address:
     """`entry` as an Address fit for a 7-bit header: domain in its IDNA form."""
     if problem := entry_problem(entry):
@@ -316,13 +355,69 @@ _HEADERS.map_to_type("references", _MessageIDListHeader)
 # SMTP: CRLF, fold at 78. cte_type 7bit: non-ASCII bodies go quoted-printable or
 # base64 rather than 8bit, so nothing depends on the server's 8BITMIME.
 POLICY = email.policy.SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
+_UNDISCLOSED = POLICY.fold_binary("To", _HEADERS("To", Group("undisclosed-recipients")))
+_MIME_VERSION = POLICY.fold_binary("MIME-Version", _HEADERS("MIME-Version", "1.0"))
 
 
 def compose(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
             thread: Thread | None = None) -> bytes:
     """The message as sent: CRLF line ends, 7-bit. `draft` must have passed
     check_draft; anything unusable (a bad address, a line break in a header value)
-    raises ValueError rather than producing a broken message. `date` must be aware."""
+    raises ValueError rather than producing a broken message. `date` must be aware.
+
+    Byte for byte `compose_reference` (but for a multipart boundary, random in both),
+    written header by header from cached folds (see the module's notes on speed)."""
+    _check_compose_input(draft, sender, message_id, date)
+    head = [_from_field(sender.account, sender.from_name)]
+    if draft.to:
+        head.append(_address_field("To", draft.to))
+    elif not draft.cc:
+        head.append(_UNDISCLOSED)
+    if draft.cc:
+        head.append(_address_field("Cc", draft.cc))
+    # draft.bcc: envelope only, by design.
+    if sender.reply_to:
+        head.append(_address_field("Reply-To", sender.reply_to))
+    head.append(_fold("Subject", reply_subject(draft.subject) if thread else draft.subject))
+    head.append(_fold_ours("Date", format_datetime(date.astimezone(timezone.utc))))
+    head.append(_fold_ours("Message-ID", message_id))
+    if thread:
+        answered = normalize_message_id(thread.message_id)
+        if answered is None:
+            raise ValueError(f"{thread.message_id!r} is not a Message-ID")
+        head.append(_fold("In-Reply-To", answered))
+        head.append(_fold("References", " ".join(_references(thread.references, answered))))
+    head.append(_MIME_VERSION)
+    if not draft.attachments and (encode := _text_encoder()) is not None and \
+            not (draft.text_body and draft.html_body):
+        # One text part: its two headers are constants, its body what set_content makes.
+        subtype, body = ("html", draft.html_body) if draft.html_body else ("plain", draft.text_body)
+        cte, payload = encode(body, "utf-8", None, POLICY)
+        head.append(_text_part_headers(subtype, cte))
+        head.append(b"\r\n")
+        # The generator's line ends: payloads come with "\n" alone (a plain replace, ~15x
+        # faster than the generator's regular expression); anything else takes the rule.
+        crlf = payload.replace("\n", "\r\n") if "\r" not in payload else _NEWLINES.sub("\r\n", payload)
+        head.append(crlf.encode("ascii"))
+        return b"".join(head)
+    if draft.attachments:
+        top = MIMEPart(policy=POLICY)
+        top.make_mixed()
+        if draft.text_body or draft.html_body:
+            body = MIMEPart(policy=POLICY)
+            _set_body(body, draft)
+            top.attach(body)
+        for a in draft.attachments:
+            top.attach(_attachment(a))
+    else:
+        top = MIMEPart(policy=POLICY)
+        _set_body(top, draft)
+    # The generator writes the top part's headers (Content-Type, boundary) and its body,
+    # just as it would after the headers above in an EmailMessage.
+    return b"".join(head) + top.as_bytes(policy=POLICY)
+
+
+def _check_compose_input(draft: Draft, sender: Sender, message_id: str, date: datetime) -> None:
     if date.tzinfo is None or date.utcoffset() is None:
         raise ValueError("date must be timezone-aware")
     for value in (draft.subject, sender.from_name, *(a.filename for a in draft.attachments)):
@@ -334,6 +429,67 @@ def compose(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
     if normalize_message_id(message_id) != message_id:
         raise ValueError(f"{message_id!r} is not a Message-ID")
 
+
+def _fold(name: str, value: object) -> bytes:
+    """One header line (folded), exactly as the generator writes it."""
+    return POLICY.fold_binary(name, _HEADERS(name, value))
+
+
+@functools.lru_cache(maxsize=256)
+def _from_field(account: str, from_name: str) -> bytes:
+    """The From line of a provider: parsed and encoded once."""
+    address = _header_address(account)
+    return _fold("From", Address(from_name.strip(), address.username, address.domain))
+
+
+def _address_field(name: str, entries: tuple[str, ...]) -> bytes:
+    if sum(len(e) for e in entries) <= 4 * _CACHEABLE:
+        return _address_field_cached(name, tuple(entries))
+    return _fold(name, [_header_address(e) for e in entries])
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_field_cached(name: str, entries: tuple[str, ...]) -> bytes:
+    return _fold(name, [_header_address(e) for e in entries])
+
+
+# Values mailgate generates itself (a formatted date, a checked Message-ID): printable
+# ASCII, one token or words separated by single spaces. Such a value on a line of at
+# most 78 characters is what the email package writes unchanged; anything else goes
+# through it.
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+def _fold_ours(name: str, value: str) -> bytes:
+    if len(name) + 2 + len(value) <= POLICY.max_line_length and "=?" not in value \
+            and _PLAIN_VALUE.fullmatch(value):
+        return f"{name}: {value}\r\n".encode("ascii")
+    return _fold(name, value)
+
+
+@functools.lru_cache(maxsize=16)
+def _text_part_headers(subtype: str, cte: str) -> bytes:
+    """Content-Type and Content-Transfer-Encoding of a utf-8 text part, as
+    set_content writes them."""
+    part = MIMEPart(policy=POLICY)
+    part.set_content("x", subtype=subtype, charset="utf-8", cte=cte)
+    return b"".join(POLICY.fold_binary(k, v) for k, v in part.raw_items())
+
+
+def _text_encoder() -> Callable[..., tuple[str, str]] | None:
+    """The email package's own text encoder (what set_content calls: picks 7bit,
+    quoted-printable or base64 and encodes); None if this Python has no such function."""
+    return getattr(email.contentmanager, "_encode_text", None)
+
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")  # the generator's line-end rule (email.generator.NLCRE)
+
+
+def compose_reference(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
+                      thread: Thread | None = None) -> bytes:
+    """`compose` the plain way: an EmailMessage, its headers set from header objects,
+    flattened by the email package's generator. Slower; what `compose` must equal."""
+    _check_compose_input(draft, sender, message_id, date)
     msg = EmailMessage(policy=POLICY)
     account = _header_address(sender.account)
     msg["From"] = Address(sender.from_name.strip(), account.username, account.domain)

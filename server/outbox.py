@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from mailgate.drivers.api import Envelope, SendFailure
 
 from . import compose, paging
-from .domain import State, utcnow
+from .domain import State, StoredProvider, utcnow
 from .errors import InvalidArgument, NotFound, Violation, Violations
 from .providers import Providers
-from .store.models import OutboundRow
-from .store.outbox import Claimed, Outbound, OutboxStore, OutState
+from .store.db import Database
+from .store.outbox import STALE, Claimed, Duplicate, Finish, NewOutbound, Outbound, OutboxStore, OutState
+from .store.providers import ProviderStore
 
 log = logging.getLogger("mailgate.outbox")
 
@@ -38,6 +40,124 @@ class OutboxSettings:
     not_ready_delay: float = 30.0      # a provider not GREEN is looked at again after this
     concurrency: int = 16              # attempts in flight
     lease: float = 120.0               # a claimed message is someone's for this long
+    # Messages estimated smaller than this are composed on the event loop (a fraction
+    # of a millisecond; a hop to a worker thread costs as much); larger ones in the pool.
+    inline_compose_bytes: int = 128 * 1024
+    max_batch: int = 64                # writes sharing one transaction (group commit)
+
+
+class GroupCommit:
+    """The outbox's writes (new messages, attempt results) share transactions.
+
+    A write that arrives while a transaction is under way waits for it and goes
+    into the next one with every other write that arrived meanwhile: under load one
+    commit serves many SendEmail calls; alone, a write goes at once (no timer, no
+    added latency). Each write is answered only after its transaction committed.
+    If a shared transaction fails, each of its writes is tried again in a
+    transaction of its own: a bad write fails alone and the others are stored."""
+
+    def __init__(self, db: Database, max_batch: int = 64, max_batch_bytes: int = 8 << 20):
+        self.db = db
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._pending: list[tuple[NewOutbound | Finish, asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed, for tests and curiosity
+        self.writes = 0
+
+    async def __call__(self, op: NewOutbound | Finish) -> Any:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((op, done))
+        if self._task is None:
+            self._task = loop.create_task(self._drain(), name="mailgate-outbox-writer")
+        return await done
+
+    async def wait_idle(self) -> None:
+        """Until every write submitted has been answered."""
+        while self._task is not None:
+            await asyncio.gather(asyncio.shield(self._task), return_exceptions=True)
+
+    def _take(self) -> list[tuple[NewOutbound | Finish, asyncio.Future[Any]]]:
+        """The next batch: up to max_batch writes and about max_batch_bytes of messages."""
+        n, size = 0, 0
+        for op, _ in self._pending[:self.max_batch]:
+            size += len(op.values["raw"]) if isinstance(op, NewOutbound) else 0
+            if n and size > self.max_batch_bytes:
+                break
+            n += 1
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        return batch
+
+    async def _drain(self) -> None:
+        batch: list[tuple[NewOutbound | Finish, asyncio.Future[Any]]] = []
+        try:
+            while self._pending:
+                if len(self._pending) < self.max_batch:
+                    await asyncio.sleep(0)  # writes made ready by the last commit join this one
+                batch = self._take()
+                ops = [op for op, _ in batch]
+                try:
+                    results = await self.db.run(lambda s: OutboxStore(s).write(ops))
+                except Exception as e:
+                    if len(batch) == 1:
+                        _settle(batch[0][1], error=e)
+                        continue
+                    log.warning("a shared outbox transaction of %d writes failed (%s); each is tried alone",
+                                len(batch), type(e).__name__)
+                    for op, done in batch:
+                        try:
+                            result = (await self.db.run(lambda s, op=op: OutboxStore(s).write([op])))[0]
+                        except Exception as alone:
+                            _settle(done, error=alone)
+                        else:
+                            _settle(done, result)
+                    continue
+                self.batches += 1
+                self.writes += len(batch)
+                for (_, done), result in zip(batch, results):
+                    _settle(done, result)
+        except BaseException:  # cancelled (shutdown): nobody is left waiting forever
+            for _, done in batch + self._pending:
+                done.cancel()
+            self._pending = []
+            raise
+        finally:
+            self._task = None
+
+
+class _Ids:
+    """Random (version 4) UUIDs as strings, like str(uuid.uuid4()), from os.urandom
+    read 4 KB at a time. os.urandom lets go of the GIL for its system call, and on a
+    busy server getting it back costs the event loop ~50 µs; this pays that once per
+    256 ids. Event loop only (not thread-safe); a forked child starts afresh."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._buffer, self._at = b"", 0
+
+    def __call__(self) -> str:
+        if self._at >= len(self._buffer):
+            self._buffer, self._at = os.urandom(4096), 0
+        raw = self._buffer[self._at:self._at + 16]
+        self._at += 16
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+_new_id = _Ids()
+
+
+def _settle(done: asyncio.Future[Any], result: Any = None, *, error: BaseException | None = None) -> None:
+    if done.done():  # the caller gave up waiting; the write stands
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
 
 
 class Outbox:
@@ -47,19 +167,81 @@ class Outbox:
         self.db = providers.db
         self.settings = settings
         self._wake = asyncio.Event()
-        self._attempted: dict[str, asyncio.Future[Outbound]] = {}
+        self._attempted: dict[str, asyncio.Future[Outbound | None]] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._write = GroupCommit(self.db, settings.max_batch)
+        # Providers as SendEmail last read them, with their fingerprint: checked in the
+        # transaction that inserts the message, so a change is never missed (see send).
+        self._senders: dict[str, tuple[StoredProvider, Any]] = {}
 
     # -- submit
     async def send(self, provider_id: str, draft: compose.Draft, *, reply_to_message_id: str = "",
                    reply_to_outbound: str = "", request_id: str = "") -> Outbound:
-        if request_id:
-            first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
-            if first:
-                return first
-        stored = await self.providers.get(provider_id)
+        """Checks and composes the message, commits it to the outbox, makes the first
+        attempt and waits for it (up to first_attempt_wait).
+
+        The provider comes from a cache, but the transaction that inserts the message
+        checks that the provider is still what the message was composed from (its
+        fingerprint: version and secrets); if not, the message is composed again from
+        a fresh read. A request_id already stored returns the first call's message:
+        found by that same transaction, or, when this call cannot be sent (the
+        provider deleted or no longer GREEN, bad input), looked up before refusing."""
+        for try_ in range(3):
+            try:
+                item, stored = await self._prepare(provider_id, draft, reply_to_message_id, reply_to_outbound,
+                                                   request_id, cached=try_ == 0)
+            except Exception:
+                if request_id:
+                    first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
+                    if first:
+                        return first
+                raise
+            if try_ == 2:  # changed under us three times running: the read we just made will do
+                item = replace(item, provider=None)
+            try:
+                result = await self._write(item)
+            except Exception:  # a concurrent retry with the same request_id (another process) won the race?
+                if request_id:
+                    first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
+                    if first:
+                        return first
+                raise
+            if result is STALE:
+                self._senders.pop(provider_id, None)
+                continue
+            if isinstance(result, Duplicate):
+                return result.first
+            break
+        claimed: Claimed = replace(result, provider=stored)
+        queued = claimed.message
+        log.info("queued %s (%s) through provider %s", queued.id, queued.message_id, provider_id)
+        loop = asyncio.get_running_loop()
+        attempted: asyncio.Future[Outbound | None] = loop.create_future()
+        self._attempted[queued.id] = attempted
+        await self._start_attempt(claimed)
+        # The attempt is a task of its own: a caller that gives up (or times out, None)
+        # stops waiting for it, never the attempt itself.
+        timer = loop.call_later(self.settings.first_attempt_wait, _settle, attempted, None)
+        try:
+            done = await attempted
+        finally:
+            timer.cancel()
+            self._attempted.pop(queued.id, None)
+        return done if done is not None else await self.get(queued.id)
+
+    async def _sender(self, provider_id: str, cached: bool) -> tuple[StoredProvider, Any]:
+        hit = self._senders.get(provider_id) if cached else None
+        if hit is None:
+            hit = await self.db.run(lambda s: ProviderStore(s, self.providers.box).get_with_fingerprint(provider_id))
+            self._senders[provider_id] = hit
+        return hit
+
+    async def _prepare(self, provider_id: str, draft: compose.Draft, reply_to_message_id: str,
+                       reply_to_outbound: str, request_id: str, cached: bool
+                       ) -> tuple[NewOutbound, StoredProvider]:
+        stored, fingerprint = await self._sender(provider_id, cached)
         config = stored.config
         driver = self.providers.drivers.get(config.type)
         v = Violations()
@@ -79,7 +261,7 @@ class Outbox:
         v.raise_if_any()
         if reply_to_outbound:
             answered = (await self.get(reply_to_outbound)).message_id
-        thread, conversation = None, str(uuid.uuid4())
+        thread, conversation = None, _new_id()
         if answered:
             known = await self.db.run(lambda s: OutboxStore(s).thread(answered))
             if known:
@@ -88,15 +270,20 @@ class Outbox:
                 thread = compose.Thread(message_id=answered, references=known[1] if known else ())
         now = utcnow()
         message_id = compose.new_message_id(config.account)
-        # Building MIME is CPU work: in the worker pool, not on the one database thread.
-        raw = await self.providers.ctx.run_blocking(lambda: compose.compose(
-            draft, compose.Sender(config.account, config.from_name, config.reply_to),
-            message_id=message_id, date=now, thread=thread))
+        sender = compose.Sender(config.account, config.from_name, config.reply_to)
+
+        def build() -> bytes:
+            return compose.compose(draft, sender, message_id=message_id, date=now, thread=thread)
+
+        if compose.estimated_size(draft) <= self.settings.inline_compose_bytes:
+            raw = build()  # a fraction of a millisecond: cheaper here than a hop to a thread
+        else:  # building a large message is CPU work: in the worker pool, not on the event loop
+            raw = await self.providers.ctx.run_blocking(build)
         if len(raw) > self.settings.max_message_bytes:
             raise InvalidArgument([Violation("size", f"the message is {len(raw):,} bytes; "
                                              f"the limit is {self.settings.max_message_bytes:,}")])
-        row = OutboundRow(
-            id=str(uuid.uuid4()), provider_id=provider_id, request_id=request_id or None,
+        values = dict(
+            id=_new_id(), provider_id=provider_id, request_id=request_id or None,
             message_id=message_id, conversation_id=conversation, state=OutState.QUEUED.value,
             mail_from=config.account, to=list(draft.to), cc=list(draft.cc), bcc=list(draft.bcc),
             subject=compose.reply_subject(draft.subject) if thread else draft.subject,
@@ -109,29 +296,7 @@ class Outbox:
             last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
             sent_time=None)
         references = [*thread.references, thread.message_id] if thread else []
-
-        def write(session: Any) -> Claimed:
-            return Claimed(OutboxStore(session).insert(row, references), row.mail_from, raw, stored)
-
-        try:
-            claimed = await self.db.run(write)
-        except Exception as e:  # a concurrent retry with the same request_id won the race
-            if request_id and "uq_outbound_messages_request" in str(e):
-                first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
-                if first:
-                    return first
-            raise
-        queued = claimed.message
-        log.info("queued %s (%s) through provider %s", queued.id, queued.message_id, provider_id)
-        attempted = asyncio.get_running_loop().create_future()
-        self._attempted[queued.id] = attempted
-        await self._start_attempt(claimed)
-        try:
-            return await asyncio.wait_for(asyncio.shield(attempted), self.settings.first_attempt_wait)
-        except asyncio.TimeoutError:
-            return await self.get(queued.id)
-        finally:
-            self._attempted.pop(queued.id, None)
+        return NewOutbound(values, references, (provider_id, fingerprint)), stored
 
     # -- read
     async def get(self, message_id: str) -> Outbound:
@@ -148,6 +313,7 @@ class Outbox:
 
     async def provider_changed(self, provider_id: str, stored: Any) -> None:
         """A provider that is GREEN after a change: what waited for it goes now."""
+        self._senders.pop(provider_id, None)
         if stored is None or stored.state is not State.GREEN:
             return
         count = await self.db.run(lambda s: OutboxStore(s).due_now(provider_id, utcnow()))
@@ -165,6 +331,7 @@ class Outbox:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._inflight:  # attempts under way finish and record their result
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._write.wait_idle()
 
     async def _run(self) -> None:
         while True:
@@ -259,9 +426,8 @@ class Outbox:
             nxt = now + timedelta(seconds=delay)
         if state is not OutState.SENT and error:
             log.info("%s %s: %s %s", m.id, state.value, code or "", error)
-        done = await self.db.run(lambda s: OutboxStore(s).finish(
-            m.id, now, state=state, counted=counted, next_attempt=nxt, code=code, error=error,
-            transient=transient))
+        done = await self._write(Finish(m, now, state, counted=counted, next_attempt=nxt, code=code,
+                                        error=error, transient=transient))
         if nxt:
             self._wake.set()  # the worker may be sleeping past the new due time
         return done

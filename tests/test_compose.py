@@ -352,3 +352,40 @@ def test_estimated_size_is_not_below_the_real_size():
         Draft(to=tuple(f"客服 {i} <u{i}@example.test>" for i in range(50)), text_body="x" * 100_000),
     ]:
         assert estimated_size(draft) >= len(compose(draft, SENDER, message_id=MID, date=DATE))
+
+
+# --- the fast path is the email package's output, byte for byte -------------------------
+
+_BOUNDARY = re.compile(rb"===============\d+==")  # random in both: compared apart from it
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compose_writes_exactly_what_an_email_message_would(seed):
+    """compose writes headers from cached folds and encodes a single text part itself;
+    compose_reference is the plain EmailMessage + generator way. Same bytes, always."""
+    import random
+
+    from mailgate.server.compose import compose_reference
+    rnd = random.Random(seed)
+    subjects = ["", "Hola", "Estimado señor Núñez", "=?utf-8?q?caf=C3=A9?=", "two  spaces", " leading",
+                "trailing ", "x" * 200, "Re: Pedido 7", "tab\there", "Reclamación número 12345 " * 10, "a" * 69]
+    bodies = ["", "Hola", "x" * 5000, "one\ntwo\r\nthree\rfour", "Gracias 🙏😀 — ¡hasta pronto!\n" * 30,
+              "a" * 78 + "\n" + "b" * 79, "línea\n" * 400, "=3D and . at line start\n.\n"]
+    senders = [SENDER, Sender("support@example.test", "Soporte ACME"),
+               Sender("s@exämple.test", "客服", ("a@example.test", "B <b@example.test>")),
+               Sender("support@example.test", "A \"quoted\" (name), with commas")]
+    recipients = [(), ("jane@example.test",), ("Jane Doe <jane@example.test>", '"Pérez, Juan" <juan@example.test>'),
+                  tuple(f"u{i}@example.test" for i in range(40)), ("Ana <ana@exämple.test>",)]
+    threads = [None, Thread("<c@example.test>", ("<a@example.test>", "<b@example.test>")),
+               Thread(f"<{'x' * 90}.1@mail.example.test>", tuple(f"<{i}@example.test>" for i in range(30)))]
+    ids = [MID, new_message_id("support@example.test"), f"<{'y' * 70}@example.test>"]
+    dates = [DATE, DATE.astimezone(timezone(timedelta(hours=-5, minutes=-30)))]
+    for _ in range(150):
+        draft = Draft(to=rnd.choice(recipients), cc=rnd.choice([(), ("copy@example.test",)]),
+                      bcc=("hidden@example.test",), subject=rnd.choice(subjects), text_body=rnd.choice(bodies),
+                      html_body=rnd.choice(["", "", "<p>Hola</p>", "<p>" + "ñ" * 300 + "</p>"]),
+                      attachments=rnd.choice([(), (PDF,), (PDF, BINARY)]))
+        sender, kw = rnd.choice(senders), dict(message_id=rnd.choice(ids), date=rnd.choice(dates),
+                                               thread=rnd.choice(threads))
+        fast, plain = compose(draft, sender, **kw), compose_reference(draft, sender, **kw)
+        assert _BOUNDARY.sub(b"B", fast) == _BOUNDARY.sub(b"B", plain), (draft, sender, kw)

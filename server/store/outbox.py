@@ -1,17 +1,28 @@
 """Named store operations on the outbox and the message references. Each takes
-the caller's session and never commits."""
+the caller's session and never commits.
+
+`write` is the hot path of sending: the inserts of SendEmail calls that arrive
+together and the results of attempts that end together go into one transaction
+(server/outbox.py's GroupCommit), each kind as one executemany of a statement
+compiled once (fast.py).
+"""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Sequence
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from .fast import Prepared
 from .models import MessageRefRow, OutboundRow
+from .providers import provider_fingerprints
+
+_OUT = OutboundRow.__table__
+_REFS = MessageRefRow.__table__
 
 
 class OutState(enum.Enum):
@@ -57,6 +68,18 @@ class Outbound:
             last_error=row.last_error, last_transient=row.last_transient,
             create_time=row.create_time, sent_time=row.sent_time)
 
+    @staticmethod
+    def of_values(v: dict[str, Any]) -> "Outbound":
+        """From the values just inserted (the row needs no reading back)."""
+        return Outbound(
+            id=v["id"], provider_id=v["provider_id"], request_id=v["request_id"],
+            message_id=v["message_id"], conversation_id=v["conversation_id"],
+            state=OutState(v["state"]), to=tuple(v["to"]), cc=tuple(v["cc"]), bcc=tuple(v["bcc"]),
+            subject=v["subject"], attachments=tuple(v["attachments"]), size_bytes=v["size_bytes"],
+            attempts=v["attempts"], next_attempt_time=v["next_attempt_time"], last_code=v["last_code"],
+            last_error=v["last_error"], last_transient=v["last_transient"],
+            create_time=v["create_time"], sent_time=v["sent_time"])
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -66,6 +89,51 @@ class Claimed:
     mail_from: str
     raw: bytes
     provider: Any = None  # the StoredProvider, when the caller has just read it
+
+
+@dataclass(frozen=True)
+class NewOutbound:
+    """A message for `write` to insert, leased to the caller for its first attempt.
+
+    values: every column of outbound_messages. references: the message's References
+    chain (message_refs). provider: (provider id, fingerprint) of the provider as it
+    was when the message was composed; if the provider has changed since, nothing is
+    inserted and `write` answers STALE (compose again). None: not checked."""
+
+    values: dict[str, Any]
+    references: list[str]
+    provider: tuple[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The result of an attempt for `write` to record: the state, the lease given
+    back, attempts counted (unless not `counted`), the next attempt's time (None:
+    not due again), the server's code and words, and sent_time for SENT."""
+
+    message: Outbound
+    now: datetime
+    state: OutState
+    counted: bool = True
+    next_attempt: datetime | None = None
+    code: int = 0
+    error: str = ""
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """`write`'s answer to a NewOutbound whose request_id the provider already has."""
+
+    first: Outbound
+
+
+class _Stale:
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+STALE = _Stale()
 
 
 class OutboxStore:
@@ -78,12 +146,58 @@ class OutboxStore:
             OutboundRow.provider_id == provider_id, OutboundRow.request_id == request_id))
         return Outbound.of(row) if row else None
 
-    def insert(self, row: OutboundRow, references: list[str]) -> Outbound:
-        self.session.add(row)
-        self.session.add(MessageRefRow(message_id=row.message_id, conversation_id=row.conversation_id,
-                                       references=references, create_time=row.create_time))
-        self.session.flush()
-        return Outbound.of(row)
+    def write(self, ops: Sequence[NewOutbound | Finish]) -> list[Any]:
+        """Inserts and records results, several in one go; per op, in order: the Claimed
+        message inserted, a Duplicate (same provider and request_id: nothing inserted),
+        STALE (the provider changed: nothing inserted), or the Outbound recorded.
+        Raises if any statement fails; the caller's transaction then inserts nothing."""
+        results: list[Any] = [None] * len(ops)
+        self._finish_many([(i, op) for i, op in enumerate(ops) if isinstance(op, Finish)], results)
+        new = [(i, op) for i, op in enumerate(ops) if isinstance(op, NewOutbound)]
+        if not new:
+            return results
+        checked = {op.provider[0] for _, op in new if op.provider}
+        current = provider_fingerprints(self.session, checked) if checked else {}
+        keys = {(op.values["provider_id"], op.values["request_id"]) for _, op in new if op.values["request_id"]}
+        known: dict[tuple[str, str], Outbound] = {}
+        if keys:  # retries of calls already stored
+            q = select(OutboundRow).where(tuple_(OutboundRow.provider_id, OutboundRow.request_id).in_(keys))
+            known = {(r.provider_id, r.request_id): Outbound.of(r) for r in self.session.scalars(q)}
+        rows, refs = [], []
+        for i, op in new:
+            v = op.values
+            key = (v["provider_id"], v["request_id"])
+            if op.provider and current.get(op.provider[0]) != op.provider[1]:
+                results[i] = STALE
+            elif v["request_id"] and key in known:
+                results[i] = Duplicate(known[key])
+            else:
+                rows.append(v)
+                refs.append({"message_id": v["message_id"], "conversation_id": v["conversation_id"],
+                             "references": op.references, "create_time": v["create_time"]})
+                message = Outbound.of_values(v)
+                if v["request_id"]:
+                    known[key] = message  # the same request twice in one batch: stored once
+                results[i] = Claimed(message, v["mail_from"], v["raw"])
+        _INSERT.executemany(self.session, rows)
+        _INSERT_REF.executemany(self.session, refs)
+        return results
+
+    def _finish_many(self, ops: list[tuple[int, Finish]], results: list[Any]) -> None:
+        if not ops:
+            return
+        params = []
+        for i, f in ops:
+            m = f.message
+            params.append({"b_id": m.id, "b_state": f.state.value, "b_counted": 1 if f.counted else 0,
+                           "b_next": f.next_attempt, "b_lease": None, "b_code": f.code, "b_error": f.error,
+                           "b_transient": f.transient, "b_now": f.now,
+                           "b_sent": f.now if f.state is OutState.SENT else None})
+            results[i] = replace(
+                m, state=f.state, attempts=m.attempts + (1 if f.counted else 0), next_attempt_time=f.next_attempt,
+                last_code=f.code, last_error=f.error, last_transient=f.transient,
+                sent_time=f.now if f.state is OutState.SENT else m.sent_time)
+        _FINISH.executemany(self.session, params)
 
     def thread(self, message_id: str) -> tuple[str, tuple[str, ...]] | None:
         """The conversation of a known Message-ID and its References chain."""
@@ -121,22 +235,6 @@ class OutboxStore:
         self.session.flush()
         return [Claimed(Outbound.of(r), r.mail_from, r.raw) for r in rows]
 
-    def finish(self, message_id: str, now: datetime, *, state: OutState, counted: bool = True,
-               next_attempt: datetime | None = None, code: int = 0, error: str = "",
-               transient: bool = False) -> Outbound:
-        row = self.session.get(OutboundRow, message_id)
-        assert row is not None
-        row.state = state.value
-        row.lease_until = None
-        row.attempts += 1 if counted else 0
-        row.next_attempt_time = next_attempt
-        row.last_code, row.last_error, row.last_transient = code, error, transient
-        row.update_time = now
-        if state is OutState.SENT:
-            row.sent_time = now
-        self.session.flush()
-        return Outbound.of(row)
-
     def postpone(self, message_ids: list[str], until: datetime) -> None:
         """Gives leased messages back without an attempt (provider not GREEN, over its limits)."""
         if message_ids:
@@ -161,3 +259,17 @@ class OutboxStore:
         when = case((OutboundRow.lease_until > now, OutboundRow.lease_until),
                     else_=OutboundRow.next_attempt_time)
         return self.session.scalar(select(func.min(when)).where(OutboundRow.state.in_(WAITING)))
+
+
+# The statements of `write`, run with executemany on the DBAPI cursor (see fast.py).
+_INSERT = Prepared(insert(_OUT))
+_INSERT_REF = Prepared(insert(_REFS))
+# sent_time is set for SENT only: coalesce keeps the earlier value otherwise.
+_FINISH = Prepared(update(_OUT).where(_OUT.c.id == bindparam("b_id")).values(
+    state=bindparam("b_state"), attempts=_OUT.c.attempts + bindparam("b_counted"),
+    next_attempt_time=bindparam("b_next", type_=_OUT.c.next_attempt_time.type),
+    lease_until=bindparam("b_lease", type_=_OUT.c.lease_until.type),
+    last_code=bindparam("b_code"), last_error=bindparam("b_error"),
+    last_transient=bindparam("b_transient", type_=_OUT.c.last_transient.type),
+    update_time=bindparam("b_now", type_=_OUT.c.update_time.type),
+    sent_time=func.coalesce(bindparam("b_sent", type_=_OUT.c.sent_time.type), _OUT.c.sent_time)))

@@ -3,9 +3,9 @@ commits: the caller's transaction (Database.run) decides."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -13,7 +13,8 @@ from mailgate.drivers.api import ProviderConfig
 
 from ..domain import State, StoredProvider, utcnow
 from ..errors import NotFound, etag_mismatch, name_taken
-from ..secrets import SecretBox
+from ..secrets import Sealed, SecretBox
+from .fast import Prepared
 from .models import ProviderRow, ProviderSecretRow
 
 
@@ -25,6 +26,26 @@ def _secret_context(provider_id: str, name: str) -> str:
     return f"provider:{provider_id}:{name}"
 
 
+def provider_fingerprints(session: Session, ids: Iterable[str]) -> dict[str, tuple]:
+    """A value per provider that changes with every write to it: its version (every
+    change of settings or state) and its sealed secrets (tokens the server renewed
+    without a new version). Lets a reader keep a decoded provider and check in one
+    cheap query that it is still what is stored. Deleted providers are absent."""
+    found = {}
+    for pid in ids:
+        rows = _FINGERPRINT.fetchall(session, {"provider_id": pid})
+        if rows:
+            found[pid] = (rows[0][0], tuple(sorted((name, value.data if isinstance(value, Sealed) else bytes(value))
+                                                   for _, name, value in rows if name is not None)))
+    return found
+
+
+_FINGERPRINT = Prepared(
+    select(ProviderRow.version, ProviderSecretRow.name, ProviderSecretRow.value)
+    .outerjoin(ProviderSecretRow, ProviderSecretRow.provider_id == ProviderRow.id)
+    .where(ProviderRow.id == bindparam("provider_id")))
+
+
 class ProviderStore:
     def __init__(self, session: Session, box: SecretBox):
         self.session = session
@@ -33,6 +54,11 @@ class ProviderStore:
     # -- reads
     def get(self, provider_id: str) -> StoredProvider:
         return self._load(self._row(provider_id))
+
+    def get_with_fingerprint(self, provider_id: str) -> tuple[StoredProvider, tuple]:
+        """The provider and its fingerprint (provider_fingerprints), read together."""
+        stored = self.get(provider_id)
+        return stored, provider_fingerprints(self.session, [provider_id])[provider_id]
 
     def is_name_taken(self, display_name: str, except_id: str | None = None) -> bool:
         found = self.session.scalar(

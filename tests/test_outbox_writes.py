@@ -1,0 +1,218 @@
+"""The outbox's group commit: SendEmail calls and attempt results that arrive
+together share one transaction, and sharing changes nothing a caller can see.
+
+Store level (GroupCommit over a real database, on every engine), then through a
+running server (concurrent retries, a provider changed behind SendEmail's cache)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from mailgate.drivers.api import ProviderConfig
+from mailgate.server.compose import Draft
+from mailgate.server.domain import State
+from mailgate.server.outbox import GroupCommit
+from mailgate.server.secrets import SecretBox
+from mailgate.server.store.db import Database
+from mailgate.server.store.models import ProviderRow
+from mailgate.server.store.outbox import (STALE, Claimed, Duplicate, Finish, NewOutbound, OutboxStore,
+                                          OutState)
+from mailgate.server.store.providers import ProviderStore
+from mailgate.testing.harness import ServerThread, make_settings
+from mailgate.testing.rpc import expect_error
+from mailgate.testing.servers.smtpd import SmtpServer
+from mailgate.v1 import mail_service_pb2 as mpb
+
+from test_send import USER, mail, make_provider, parse, wait_state
+
+
+@pytest.fixture
+def store(mailgate_database_url):
+    db = Database(mailgate_database_url)
+    db.upgrade()
+    box = SecretBox(os.urandom(32))
+    config = ProviderConfig(id=str(uuid.uuid4()), type="smtp_imap", display_name="Desk", account=USER,
+                            settings={"smtp": {"host": "127.0.0.1", "port": 25, "security": "NONE"}},
+                            secrets={"password": "x"})
+    db.transaction(lambda s: ProviderStore(s, box).insert(config, State.GREEN, "ok"))
+    _, fingerprint = db.transaction(lambda s: ProviderStore(s, box).get_with_fingerprint(config.id))
+    yield db, config.id, fingerprint
+    db.close()
+
+
+def new(provider_id: str, fingerprint, request_id: str | None = None, **changes) -> NewOutbound:
+    now = datetime.now(timezone.utc)
+    values = dict(
+        id=str(uuid.uuid4()), provider_id=provider_id, request_id=request_id,
+        message_id=f"<{uuid.uuid4()}@example.test>", conversation_id=str(uuid.uuid4()), state="QUEUED",
+        mail_from=USER, to=["jane@example.test"], cc=[], bcc=["hidden@example.test"], subject="s",
+        attachments=[{"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 3}],
+        raw=b"Subject: s\r\n\r\nx\r\n", size_bytes=17, attempts=0, next_attempt_time=now,
+        lease_until=now + timedelta(seconds=120), last_code=0, last_error="", last_transient=False,
+        create_time=now, update_time=now, sent_time=None)
+    values.update(changes)
+    return NewOutbound(values, ["<root@example.test>"], (provider_id, fingerprint))
+
+
+def together(writer: GroupCommit, ops) -> list:
+    """Submits every op at once (as concurrent SendEmail calls do); results or exceptions."""
+    async def run():
+        return await asyncio.gather(*(writer(op) for op in ops), return_exceptions=True)
+    return asyncio.run(run())
+
+
+def stored(db: Database, message_id: str):
+    return db.transaction(lambda s: OutboxStore(s).get(message_id))
+
+
+def test_writes_that_arrive_together_share_one_transaction(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    ops = [new(pid, fingerprint) for _ in range(10)]
+    results = together(writer, ops)
+    assert writer.batches == 1 and writer.writes == 10
+    for op, r in zip(ops, results):
+        assert isinstance(r, Claimed) and r.raw == op.values["raw"]
+        assert r.message == stored(db, op.values["id"])  # what the caller gets is what is stored
+        assert r.message.state is OutState.QUEUED and r.message.bcc == ("hidden@example.test",)
+    assert db.transaction(lambda s: OutboxStore(s).thread(ops[0].values["message_id"])) == (
+        ops[0].values["conversation_id"], ("<root@example.test>",))
+
+
+def test_large_messages_share_a_transaction_only_up_to_a_size(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db, max_batch_bytes=40)  # each test message is 17 bytes
+    results = together(writer, [new(pid, fingerprint) for _ in range(5)])
+    assert all(isinstance(r, Claimed) for r in results)
+    assert writer.batches == 3 and writer.writes == 5  # 2 + 2 + 1
+
+
+def test_a_request_id_is_stored_once_within_a_batch_and_across_batches(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    [first] = together(writer, [new(pid, fingerprint, "r1")])
+    retry, other, same_batch = together(writer, [new(pid, fingerprint, "r1"), new(pid, fingerprint, "r2"),
+                                                 new(pid, fingerprint, "r2")])
+    assert isinstance(retry, Duplicate) and retry.first == first.message
+    assert isinstance(other, Claimed)
+    assert isinstance(same_batch, Duplicate) and same_batch.first == other.message
+    listed = db.transaction(lambda s: OutboxStore(s).list({"provider_id": pid}, None, 10))
+    assert sorted(m.request_id for m in listed) == ["r1", "r2"]
+
+
+def test_one_bad_write_fails_alone_and_the_others_are_stored(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    good1, bad, good2 = new(pid, fingerprint), new(pid, fingerprint, subject=None), new(pid, fingerprint)
+    r1, rbad, r2 = together(writer, [good1, bad, good2])
+    assert isinstance(rbad, IntegrityError)  # subject is NOT NULL
+    assert isinstance(r1, Claimed) and isinstance(r2, Claimed)
+    assert stored(db, good1.values["id"]).state is OutState.QUEUED
+    assert stored(db, good2.values["id"]).state is OutState.QUEUED
+    listed = db.transaction(lambda s: OutboxStore(s).list({"provider_id": pid}, None, 10))
+    assert len(listed) == 2
+
+
+def test_a_message_composed_from_a_changed_provider_is_not_stored(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    db.transaction(lambda s: s.execute(update(ProviderRow).where(ProviderRow.id == pid)
+                                       .values(version=ProviderRow.version + 1)))
+    stale, unchecked = together(writer, [new(pid, fingerprint), replace(new(pid, fingerprint), provider=None)])
+    assert stale is STALE and isinstance(unchecked, Claimed)
+    listed = db.transaction(lambda s: OutboxStore(s).list({"provider_id": pid}, None, 10))
+    assert [m.id for m in listed] == [unchecked.message.id]
+
+
+def test_results_recorded_together_are_what_is_stored(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    a, b, c = (r.message for r in together(writer, [new(pid, fingerprint) for _ in range(3)]))
+    now = datetime.now(timezone.utc)
+    later = now + timedelta(seconds=30)
+    sent, retrying, held = together(writer, [
+        Finish(a, now, OutState.SENT, code=250),
+        Finish(b, now, OutState.RETRYING, next_attempt=later, code=451, error="try later", transient=True),
+        Finish(c, now, OutState.RETRYING, counted=False, next_attempt=later, error="provider deleted")])
+    assert writer.batches == 2
+    for got in (sent, retrying, held):
+        assert got == stored(db, got.id)
+    assert (sent.state, sent.attempts, sent.last_code, sent.sent_time, sent.next_attempt_time) == (
+        OutState.SENT, 1, 250, now, None)
+    assert (retrying.attempts, retrying.next_attempt_time, retrying.last_error, retrying.last_transient,
+            retrying.sent_time) == (1, later, "try later", True, None)
+    assert held.attempts == 0
+    # The lease is given back: the worker may claim what is due.
+    due = db.transaction(lambda s: OutboxStore(s).claim_due(later, 10, timedelta(seconds=60)))
+    assert sorted(c.message.id for c in due) == sorted([b.id, c.id])
+
+
+# --- through the server ----------------------------------------------------------------
+
+@pytest.fixture
+def smtp(mail_ca, mail_users):
+    with SmtpServer("STARTTLS", dict(mail_users), mail_ca) as server:
+        yield server
+
+
+def test_concurrent_calls_with_one_request_id_send_once(mailgate_server, smtp, mail_ca):
+    p = make_provider(mailgate_server, smtp, mail_ca)
+    outbox = mailgate_server.app.outbox
+    pid = p.name.removeprefix("providers/")
+    draft = Draft(to=("jane@example.test",), subject="once", text_body="x")
+
+    async def three():
+        return await asyncio.gather(*(outbox.send(pid, draft, request_id="same") for _ in range(3)))
+
+    results = mailgate_server.call(three())
+    assert len({m.id for m in results}) == 1
+    assert len(smtp.wait_for_messages(1)) == 1
+    listed = mail(mailgate_server).ListOutboundMessages(mpb.ListOutboundMessagesRequest())
+    assert len(listed.outbound_messages) == 1
+
+
+def test_a_provider_changed_behind_sendemails_back_is_read_again(mailgate_server, smtp, mail_ca):
+    p = make_provider(mailgate_server, smtp, mail_ca, from_name="Old name")
+    stub = mail(mailgate_server)
+    stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="1", text_body="x"))
+    # Another process (a second server on the same database) renames the provider:
+    # this one hears nothing of it, and must not send from its cached copy.
+    pid = p.name.removeprefix("providers/")
+    app = mailgate_server.app
+    mailgate_server.call(app.db.run(lambda s: s.execute(update(ProviderRow).where(ProviderRow.id == pid).values(
+        from_name="New name", version=ProviderRow.version + 1))))
+    sent = stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="2",
+                                               text_body="x"))
+    assert sent.state == mpb.OutboundMessage.STATE_SENT
+    first, second = (parse(m.content) for m in smtp.wait_for_messages(2))
+    assert first["From"] == f"Old name <{USER}>" and second["From"] == f"New name <{USER}>"
+    # And turned RED over there: refused here, as for a change made here.
+    mailgate_server.call(app.db.run(lambda s: s.execute(update(ProviderRow).where(ProviderRow.id == pid).values(
+        state="RED", state_reason="elsewhere", version=ProviderRow.version + 1))))
+    err = expect_error(lambda: stub.SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject="3", text_body="x")))
+    assert "RED" in err.violations["provider"]
+
+
+def test_sendemail_answers_queued_when_the_first_attempt_is_slow(tmp_path, mailgate_database_url, mail_ca,
+                                                                 mail_users):
+    def slow(raw: bytes, rcpts: list[str]) -> None:  # the server takes its time before its 250
+        time.sleep(1.0)
+
+    settings = make_settings(tmp_path, mailgate_database_url, first_attempt_wait=0.2)
+    with SmtpServer("STARTTLS", dict(mail_users), mail_ca, deliver_to=slow) as smtp, ServerThread(settings) as server:
+        p = make_provider(server, smtp, mail_ca)
+        m = mail(server).SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="slow",
+                                                        text_body="x"))
+        assert m.state == mpb.OutboundMessage.STATE_QUEUED and m.attempts == 0
+        done = wait_state(server, m.name, mpb.OutboundMessage.STATE_SENT)  # the attempt went on
+        assert done.state == mpb.OutboundMessage.STATE_SENT and done.attempts == 1
+        assert len(smtp.messages) == 1
