@@ -120,6 +120,14 @@ def wait_state(mg, name, state, timeout=15) -> provider_pb2.Provider:
         time.sleep(0.1)
 
 
+def wait_idling(mg, timeout=15) -> None:
+    """Until the watcher is logged in and in IDLE (its own token renewal done)."""
+    deadline = time.monotonic() + timeout
+    while mg.server.app.watchers.hub.stats()["idling"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mg.server.app.watchers.hub.stats()["idling"] >= 1
+
+
 def refreshes(oauth) -> list[dict]:
     return [params for what, params in oauth.requests if what == "refresh_token"]
 
@@ -318,6 +326,7 @@ def test_a_refused_renewal_turns_red_keeps_the_mail_and_signing_in_again_restore
     mg.oauth.access_token_lifetime = SHORT_LIVED
     p = mg.create(type_, oauth_dovecot, oauth_smtp)
     assert mg.sign_in(p.name).provider.state == GREEN
+    wait_idling(mg)  # the send below, not the watcher's first login, meets the refusal
     mg.oauth.refuse_refresh = ("invalid_grant", "AADSTS50173: the grant was revoked")
     waiting = mg.send(p.name, "waits for the sign-in")
     red = wait_state(mg, p.name, RED)
