@@ -157,6 +157,7 @@ class InboundRow(Base):
         UniqueConstraint("provider_id", "folder", "uidvalidity", "uid", name="uq_inbound_messages_uid"),
         Index("ix_inbound_messages_dedup", "provider_id", "message_id", "content_hash"),
         Index("ix_inbound_messages_queue", "campaign", "state", "seq"),
+        Index("ix_inbound_messages_provider_queue", "provider_id", "state", "seq"),  # claims by provider
     )
 
     # arrival order: consumers get a campaign's messages in this order
