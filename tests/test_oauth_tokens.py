@@ -69,6 +69,24 @@ def test_a_rotated_refresh_token_is_saved_before_the_new_access_token_is_handed_
     assert ctx.saved == [{"refresh_token": "rt-2"}]
 
 
+def test_a_rotated_refresh_token_the_store_refused_is_stored_with_the_next_renewal():
+    class FlakyStore(Recorder):
+        def save_secrets(self, provider_id, secrets):
+            if not self.saved and not getattr(self, "failed", False):
+                self.failed = True
+                raise OSError("database is locked")
+            super().save_secrets(provider_id, secrets)
+
+    ctx = FlakyStore()
+    renew, _ = script({"refresh_token": "rt-2"}, None)  # the library rotates once, then not again
+    tokens = Tokens("p1", renew, ctx)
+    with pytest.raises(TokenError) as e:
+        tokens.token()
+    assert not e.value.refused and ctx.saved == []
+    assert tokens.token() == "token-2"
+    assert ctx.saved == [{"refresh_token": "rt-2"}]
+
+
 def test_an_unreachable_token_endpoint_is_retried_and_never_counts_as_a_refusal():
     ctx = Recorder()
     renew, calls = script(TokenError("connection reset", refused=False), None)

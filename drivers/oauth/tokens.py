@@ -49,6 +49,7 @@ class Tokens:
         self._token: str | None = None
         self._expires_at = 0.0
         self.lost: str | None = None  # set once the provider refused: no more attempts
+        self._unsaved: dict[str, str] = {}  # renewed secrets the store did not take yet
 
     def token(self) -> str:
         with self._lock:
@@ -57,9 +58,17 @@ class Tokens:
             if self.lost:
                 raise TokenError(self.lost, refused=True)
             grant = self._renew_with_retries()
-            if grant.changed_secrets and self._save:
+            if (grant.changed_secrets or self._unsaved) and self._save:
                 # Before handing the token out: a rotated refresh token must not be lost.
-                self._ctx.save_secrets(self.provider_id, grant.changed_secrets)
+                # The library has moved on to it already, so what could not be stored now
+                # is kept and stored with the next renewal.
+                self._unsaved.update(grant.changed_secrets)
+                try:
+                    self._ctx.save_secrets(self.provider_id, dict(self._unsaved))
+                except Exception as e:  # noqa: BLE001 - the store's trouble: retried, never lost
+                    log.warning("provider %s: could not store renewed tokens yet: %s", self.provider_id, e)
+                    raise TokenError("renewed tokens could not be stored yet", refused=False) from None
+                self._unsaved.clear()
             self._token, self._expires_at = grant.access_token, grant.expires_at
             log.info("provider %s: access token renewed, valid for %.0f s",
                      self.provider_id, grant.expires_at - self._clock())
