@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -26,7 +27,9 @@ PATH = "/oauth/callback"
 class CallbackListener:
     def __init__(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")
-        self._server = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), _Handler)
+        host = host.strip("[]") or "127.0.0.1"
+        server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, int(port)), _Handler)
         self._server.daemon_threads = True
         self._server.listener = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -65,6 +68,10 @@ class CallbackListener:
         if stored.state.value == "GREEN":
             return 200, "Signed in", f"{stored.config.display_name} is active: {stored.state_reason}."
         return 200, "Sign-in failed", f"{stored.config.display_name}: {stored.state_reason}"
+
+
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -465,3 +465,20 @@ def test_an_unreachable_token_endpoint_while_watching_is_retried_without_turning
         consumer.close()
     now = mg.get(p.name)
     assert now.state == GREEN and now.state_time == green.state_time  # it never left GREEN
+
+
+def test_the_callback_listener_listens_on_ipv6_loopback_and_answers_only_its_path():
+    from mailgate.server.oauth_callback import CallbackListener
+
+    listener = CallbackListener("[::1]:0")
+    listener.start(providers=None, loop=None)  # no sign-in reaches it here
+    try:
+        assert listener.redirect_uri.startswith("http://[::1]:") and listener.redirect_uri.endswith("/oauth/callback")
+        with pytest.raises(urllib.error.HTTPError) as other:
+            urllib.request.urlopen(listener.redirect_uri.replace("/oauth/callback", "/admin"), timeout=5)
+        assert other.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as no_state:
+            urllib.request.urlopen(listener.redirect_uri + "?code=abc", timeout=5)
+        assert no_state.value.code == 400 and b"no state parameter" in no_state.value.read()
+    finally:
+        listener.close()
