@@ -42,6 +42,7 @@ class OAuthDriver(MailboxDriver):
         self._tokens: dict[str, tuple[str, Tokens]] = {}  # provider id -> (identity, source)
         self._lock = threading.Lock()
         self._sessions: dict[str, requests.Session] = {}
+        self._discovered: dict[str, Mapping[str, Any]] = {}  # discovery URL -> document
 
     @property
     def settings_schema(self) -> tuple[SettingField, ...]:  # type: ignore[override]
@@ -151,7 +152,10 @@ class OAuthDriver(MailboxDriver):
     async def complete_authorization(self, config: ProviderConfig, flow: Mapping[str, Any],
                                      response: Mapping[str, str], ctx: DriverContext) -> Authorized:
         app = self.app_config(ctx)
-        done = await ctx.run_blocking(self.finish, config, app, flow, response)
+        try:
+            done = await ctx.run_blocking(self.finish, config, app, flow, response)
+        except requests.RequestException as e:  # the authorization server could not be reached
+            raise AuthorizationFailed(f"cannot reach the authorization server ({type(e).__name__})") from None
         return Authorized(done.account, {**done.secrets, AUTHORIZATION_ID: str(uuid.uuid4())})
 
     async def release(self, provider_id: str) -> None:
@@ -170,6 +174,18 @@ class OAuthDriver(MailboxDriver):
                 f"the {self.type} OAuth application is not configured: set {', '.join(missing)} in "
                 f"the [{self.type}] section of the drivers configuration (MAILGATE_DRIVERS_CONFIG)")
         return app
+
+    def discovery(self, app: Mapping[str, Any], url: str) -> Mapping[str, Any]:
+        """The issuer's OpenID discovery document (endpoints, jwks_uri), read once."""
+        with self._lock:
+            known = self._discovered.get(url)
+        if known is None:
+            answer = self.session(app).get(url, timeout=10)
+            answer.raise_for_status()
+            known = answer.json()
+            with self._lock:
+                self._discovered[url] = known
+        return known
 
     def session(self, app: Mapping[str, Any]) -> requests.Session:
         """HTTP for the authorization server. With `ca_file` it trusts that CA only,

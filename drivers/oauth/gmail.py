@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
@@ -47,19 +46,8 @@ class GmailDriver(OAuthDriver):
     preset = GMAIL
     token_secrets = (REFRESH_TOKEN,)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._meta: dict[str, Mapping[str, Any]] = {}
-        self._meta_lock = threading.Lock()
-
     def _discovery(self, app: Mapping[str, Any]) -> Mapping[str, Any]:
-        url = str(app.get("discovery_url") or DISCOVERY)
-        with self._meta_lock:
-            if url not in self._meta:
-                answer = self.session(app).get(url, timeout=10)
-                answer.raise_for_status()
-                self._meta[url] = answer.json()
-            return self._meta[url]
+        return self.discovery(app, str(app.get("discovery_url") or DISCOVERY))
 
     def start(self, config: ProviderConfig, app: Mapping[str, Any]) -> Authorization:
         meta = self._discovery(app)
@@ -92,8 +80,7 @@ class GmailDriver(OAuthDriver):
         if not result.get("refresh_token"):
             raise AuthorizationFailed("Google sent no refresh token: remove mailgate's access from the "
                                       "Google account's security settings and sign in again")
-        claims = verify_id_token(session, str(app.get("discovery_url") or DISCOVERY), result.get("id_token", ""),
-                                 app["client_id"], flow["nonce"])
+        claims = verify_id_token(session, meta, result.get("id_token", ""), app["client_id"], flow["nonce"])
         if claims.get("email_verified") is False:
             raise AuthorizationFailed(f"Google has not verified the address {claims.get('email')!r}")
         return Authorized(str(claims.get("email", "")), {REFRESH_TOKEN: result["refresh_token"]})

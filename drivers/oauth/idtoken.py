@@ -14,12 +14,12 @@ import requests
 from ..api import AuthorizationFailed
 
 
-def verify_id_token(session: requests.Session, discovery_url: str, token: str, client_id: str,
+def verify_id_token(session: requests.Session, meta: Mapping[str, Any], token: str, client_id: str,
                     nonce: str | None = None, *, leeway: float = 120) -> Mapping[str, Any]:
+    """`meta`: the issuer's discovery document (issuer, jwks_uri)."""
     if not token:
         raise AuthorizationFailed("the authorization server sent no ID token (is the openid scope granted?)")
     try:
-        meta = session.get(discovery_url, timeout=10).json()
         keys = session.get(meta["jwks_uri"], timeout=10).json()
     except (requests.RequestException, ValueError, KeyError) as e:
         raise AuthorizationFailed(f"cannot read the issuer's signing keys ({type(e).__name__})") from None

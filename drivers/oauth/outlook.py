@@ -72,8 +72,9 @@ class OutlookDriver(OAuthDriver):
         if "access_token" not in result:
             raise failed("Microsoft refused the sign-in", result)
         # MSAL checked the nonce (it sends a digest of flow["nonce"]); the rest is checked here.
-        claims = verify_id_token(self.session(app), _discovery_url(app), result.get("id_token", ""),
-                                 app["client_id"])
+        meta = self.discovery(app, (app.get("authority") or AUTHORITY).rstrip("/")
+                              + "/v2.0/.well-known/openid-configuration")
+        claims = verify_id_token(self.session(app), meta, result.get("id_token", ""), app["client_id"])
         account = claims.get("preferred_username") or claims.get("email") or claims.get("upn") or ""
         return Authorized(account, {CACHE: cache.serialize()})
 
@@ -110,10 +111,6 @@ class OutlookDriver(OAuthDriver):
                 return _grant(self._app(app, msal.TokenCache()).acquire_token_for_client(scopes))
 
         return renew
-
-
-def _discovery_url(app: Mapping[str, Any]) -> str:
-    return (app.get("authority") or AUTHORITY).rstrip("/") + "/v2.0/.well-known/openid-configuration"
 
 
 def _grant(result: Mapping[str, Any]) -> Grant:
