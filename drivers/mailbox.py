@@ -118,5 +118,11 @@ def folder_key(provider_id: str, folder: str) -> str:
     return provider_id if folder == INBOX else f"{provider_id}/{folder}"
 
 
+def split_folder_key(key: str) -> tuple[str, str]:
+    """A watch key -> (provider id, folder)."""
+    provider_id, _, folder = key.partition("/")
+    return provider_id, folder or INBOX
+
+
 def endpoint(tree: dict[str, Any]) -> Endpoint:
     return Endpoint(tree["host"], int(tree["port"]), tree["security"])

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import threading
 
-from mailgate.drivers.mailbox import INBOX
+from mailgate.drivers.mailbox import split_folder_key
 from mailgate.drivers.transport.pop3_poll import Pop3Poller, Pop3Spec
 from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
 
@@ -54,13 +54,15 @@ class Watchers:
             down = self._down.get(provider_id, {})
             for key in gone:
                 down.pop(key, None)
-        for key in gone:  # folders no longer watched, or the protocol changed
-            await asyncio.to_thread(self.hub.unwatch, key)
-            await asyncio.to_thread(self.pop3.unwatch, key)
-        for spec in specs:
-            target, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
-            await asyncio.to_thread(other.unwatch, spec.key)  # the protocol may have changed
-            await asyncio.to_thread(target.watch, spec)
+        def apply() -> None:  # one hop to a thread: watch and unwatch may wait on the hubs' locks
+            for key in gone:  # folders no longer watched, or the protocol changed
+                self.hub.unwatch(key)
+                self.pop3.unwatch(key)
+            for spec in specs:
+                target, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
+                other.unwatch(spec.key)  # the protocol may have changed
+                target.watch(spec)
+        await asyncio.to_thread(apply)
 
     def watching(self) -> int:
         """Mailboxes (folders) watched."""
@@ -81,17 +83,17 @@ class Watchers:
 
     # -- the hub's and the poller's sink (their threads); keys are mailbox.folder_key
     def position(self, key: str) -> tuple[int | None, int]:
-        return self.queue.position(*_split(key))
+        return self.queue.position(*split_folder_key(key))
 
     def numbers(self, key: str, uidls: list[str]) -> dict[str, int]:
-        return self.queue.pop3_numbers(*_split(key), uidls)
+        return self.queue.pop3_numbers(*split_folder_key(key), uidls)
 
     def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
-        self.queue.commit(*_split(key), uidvalidity, messages)
+        self.queue.commit(*split_folder_key(key), uidvalidity, messages)
 
     def status(self, key: str, up: bool, reason: str) -> None:
         """A provider is down while any of its folders is."""
-        provider_id, _ = _split(key)
+        provider_id, _ = split_folder_key(key)
         with self._lock:
             down = self._down.setdefault(provider_id, {})
             if up:
@@ -113,8 +115,3 @@ class Watchers:
         elif stored.state is State.RED and stored.state_reason.startswith(MAILBOX_DOWN):
             await self.providers.set_state(provider_id, State.GREEN, "mailbox reachable again")
 
-
-def _split(key: str) -> tuple[str, str]:
-    """Watch key -> (provider id, folder); see mailbox.folder_key."""
-    provider_id, _, folder = key.partition("/")
-    return provider_id, folder or INBOX

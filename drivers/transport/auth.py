@@ -72,6 +72,13 @@ def smtp_sasl(conn: smtplib.SMTP, mechanism: str,
         raise smtplib.SMTPAuthenticationError(code, resp)
 
 
+def smtp_mechanisms(conn: smtplib.SMTP) -> list[str]:
+    """The SASL mechanisms the server offers on this connection (EHLO's AUTH line)."""
+    if not conn.has_extn("auth"):
+        raise AuthUnavailable("server offers no AUTH on this connection")
+    return conn.esmtp_features["auth"].upper().split()
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -98,9 +105,7 @@ class PasswordAuth:
         return fingerprint(self.kind, self.username, self._password)
 
     def smtp(self, conn: smtplib.SMTP) -> None:
-        if not conn.has_extn("auth"):
-            raise AuthUnavailable("server offers no AUTH on this connection")
-        offered = conn.esmtp_features["auth"].upper().split()
+        offered = smtp_mechanisms(conn)
         mech = next((m for m in self.SMTP_MECHANISMS if m in offered), None)
         if mech is None:
             raise AuthUnavailable(
@@ -166,9 +171,7 @@ class XOAuth2Auth:
         return f"user={self.username}\x01auth=Bearer {token}\x01\x01".encode("utf-8")
 
     def smtp(self, conn: smtplib.SMTP) -> None:
-        if not conn.has_extn("auth"):
-            raise AuthUnavailable("server offers no AUTH on this connection")
-        if "XOAUTH2" not in conn.esmtp_features["auth"].upper().split():
+        if "XOAUTH2" not in smtp_mechanisms(conn):
             raise AuthUnavailable("server does not offer AUTH XOAUTH2")
         token = self._source.token()
         # A refused token gets a 334 with an error document; the empty answer ends

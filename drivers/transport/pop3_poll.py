@@ -24,7 +24,7 @@ from mailgate.drivers.api import ErrorCode
 
 from .auth import Authenticator
 from .endpoint import Endpoint
-from .errors import TransportError, classify
+from .errors import TransportError, classify, down_reason, reconnect_delay
 from .pop3 import connect_pop3
 from .throttle import LoginThrottle
 
@@ -187,7 +187,7 @@ class Pop3Poller:
         if err.code is ErrorCode.BACKOFF:  # the throttle said when: no login was attempted
             delay = (err.retry_after or self._base) + random.uniform(0, self._base)
         else:
-            delay = min(self._cap, self._base * 2 ** min(box.failures - 1, 30)) * random.uniform(0.5, 1.0)
+            delay = reconnect_delay(box.failures, self._base, self._cap)
         # One failed poll may be a blip: down is said when the next attempt fails too.
         # An unreachable token endpoint says nothing about the mailbox.
         if box.failures > 1 and err.code is not ErrorCode.TOKEN_UNAVAILABLE:
@@ -206,13 +206,4 @@ class Pop3Poller:
 
 
 def _reason(err: TransportError, spec: Pop3Spec) -> str:
-    host = f"[{spec.endpoint.host}]" if ":" in spec.endpoint.host else spec.endpoint.host
-    where = f"{host}:{spec.endpoint.port}"
-    return {
-        ErrorCode.AUTH_FAILED: f"POP3 authentication failed at {where}: {err.message}",
-        ErrorCode.AUTH_UNAVAILABLE: f"POP3 login impossible at {where}: {err.message}",
-        ErrorCode.BACKOFF: f"POP3 login at {where} {err.message}",
-        ErrorCode.TLS_FAILED: f"POP3 TLS with {where} failed: {err.message}",
-        ErrorCode.TIMEOUT: f"POP3 server {where} did not answer in time: {err.message}",
-        ErrorCode.CONNECT_FAILED: f"POP3 connection to {where} failed: {err.message}",
-    }.get(err.code, f"POP3 session with {where} failed: {err.message}")
+    return down_reason(err, "POP3", spec.endpoint)

@@ -76,7 +76,7 @@ from mailgate.drivers.api import ErrorCode
 from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
-from .errors import TransportError, classify
+from .errors import TransportError, classify, down_reason, reconnect_delay, where
 from .imap import connect_imap
 from .throttle import LoginThrottle
 
@@ -434,7 +434,7 @@ class WatchHub:
         recovered = mb.up is False
         self._status(mb, True, "")
         log.info("watch %s: %s %s folder %r (uidvalidity %d, from uid %d, %s)", spec.key,
-                 "recovered, connected to" if recovered else "connected to", _where(spec.endpoint),
+                 "recovered, connected to" if recovered else "connected to", where(spec.endpoint),
                  spec.folder, validity, last, "IDLE" if mb.idle else f"polling every {spec.poll_interval:g} s")
         self._sync(mb)
         mb.ok_since = time.monotonic()
@@ -714,8 +714,7 @@ class WatchHub:
         return classify(exc, "imap", mb.step, timeout=mb.spec.timeout)
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self._cap, self._base * 2 ** min(failures - 1, 30))
-        return delay * random.uniform(0.5, 1.0)
+        return reconnect_delay(failures, self._base, self._cap)
 
     def _status(self, mb: _Mailbox, up: bool, reason: str) -> None:
         if mb.stopped or (mb.up, mb.reason) == (up, reason):
@@ -849,30 +848,5 @@ def _overall_timeout(seconds: float) -> TransportError:
                           f"no complete answer within {seconds:g} s (overall limit)")
 
 
-def _where(endpoint: Endpoint) -> str:
-    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-    return f"{host}:{endpoint.port}"
-
-
 def _reason(err: TransportError, spec: MailboxSpec) -> str:
-    """The status reason, in words an administrator acts on."""
-    where, msg, code = _where(spec.endpoint), err.message, err.code
-    if code is ErrorCode.AUTH_FAILED:
-        return f"IMAP authentication failed at {where}: {msg}"
-    if code is ErrorCode.AUTH_UNAVAILABLE:
-        return f"IMAP login impossible at {where}: {msg}"
-    if code is ErrorCode.AUTHORIZATION_REQUIRED:
-        return f"re-authorization required: {msg}"
-    if code is ErrorCode.TOKEN_UNAVAILABLE:
-        return f"cannot renew the access token for IMAP at {where}: {msg}"
-    if code is ErrorCode.BACKOFF:
-        return f"IMAP login at {where} {msg}"
-    if code is ErrorCode.TLS_FAILED:
-        return f"IMAP TLS with {where} failed: {msg}"
-    if code is ErrorCode.TIMEOUT:
-        return f"IMAP server {where} did not answer in time: {msg}"
-    if err.step == "connect":
-        return f"IMAP connection to {where} failed: {msg}"
-    if err.step == "select":
-        return f"IMAP folder {spec.folder!r} cannot be opened at {where}: {msg}"
-    return f"IMAP connection to {where} lost: {msg}"
+    return down_reason(err, "IMAP", spec.endpoint, spec.folder)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .models import MailboxPositionRow, Pop3UidlRow
+from mailgate.drivers.transport.pop3_poll import UIDVALIDITY  # POP3 has none: its messages are queued under this
 
-UIDVALIDITY = 0  # POP3 has none: its messages are queued under this one
+from .models import MailboxPositionRow, Pop3UidlRow
 
 
 class Pop3Store:
