@@ -77,10 +77,10 @@ class MailboxDriver(Driver):
         key = f"{config.id}:{digest.hexdigest()[:16]}"
         self._pool_keys.setdefault(str(config.id), set()).add(key)
         try:
-            result = await ctx.run_blocking(lambda: self.pool.send(
+            result = await self.pool.send(
                 key, srv.smtp, auth, timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
                 mail_from=envelope.mail_from, recipients=list(envelope.recipients), raw=envelope.raw,
-                throttle=ctx.throttle))
+                throttle=ctx.throttle, run_blocking=ctx.run_blocking)
         except SendError as e:
             raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
         refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())

@@ -2,8 +2,11 @@
 
 Opening a connection costs TCP + TLS + AUTH (several round trips, and a login on
 the account each time); an outbox sending a burst through one provider should pay
-that once. Blocking and thread-safe: several worker threads send through one pool,
-each on a connection it has checked out for itself.
+that once. Connections are opened by the blocking `connect_smtp` in a worker
+thread (the same code, trace and error classification as the credential checks);
+the mail transactions then run on the event loop (`LoopSocket`), so a message
+costs no thread hop. Several sends share one pool, each on a connection it has
+checked out for itself; the pool belongs to one event loop.
 
 Rules:
 * A reused connection may have been closed by the server while it idled. If it
@@ -17,20 +20,21 @@ Rules:
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
 import smtplib
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 from mailgate.drivers.api import ErrorCode
 
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, _decode, classify
+from .loopsock import LoopSocket
 from .smtp import connect_smtp
 from .throttle import LoginThrottle
 
@@ -38,11 +42,11 @@ __all__ = ["SmtpPool", "SendResult", "SendError"]
 
 log = logging.getLogger("mailgate.transport")
 
-# QUIT is a courtesy: a server that does not answer it quickly is not waited for.
-_QUIT_TIMEOUT = 1.0
-# A plain socket's timeout bounds a whole sendall(), so a large body gets extra
-# time, assuming the link moves at least this many bytes per second.
+# A large body gets extra time, assuming the link moves at least this many bytes per second.
 _MIN_BYTES_PER_SECOND = 50_000
+# As smtplib: a reply line is at most this long, and a reply at most this many lines.
+_MAX_LINE = 8192
+_MAX_LINES = 100
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -99,9 +103,53 @@ class _Replaceable(Exception):
         self.error = error
 
 
+class Link:
+    """A logged-in SMTP connection, driven by the event loop: what remains of the
+    smtplib.SMTP that connect_smtp opened (its socket and the EHLO answer)."""
+
+    def __init__(self, conn: smtplib.SMTP) -> None:
+        sock, conn.sock, conn.file = conn.sock, None, None  # ours now: smtplib must not close it
+        self.does_esmtp = bool(conn.does_esmtp)
+        self.features = dict(conn.esmtp_features)
+        self.io = LoopSocket(sock)
+
+    def has_extn(self, name: str) -> bool:
+        return name.lower() in self.features
+
+    async def command(self, line: str, timeout: float) -> tuple[int, bytes]:
+        if "\r" in line or "\n" in line:  # addresses are checked before; never send a smuggled command
+            raise SendError(0, "line break in an SMTP command", transient=False)
+        async with asyncio.timeout(timeout):  # non-ASCII only with SMTPUTF8 (see _mail_options)
+            await self.io.sendall(line.encode("utf-8") + b"\r\n")
+            return await self.reply()
+
+    async def reply(self) -> tuple[int, bytes]:
+        """(code, text) of the server's next reply, its lines joined by LF, as smtplib."""
+        lines = []
+        for _ in range(_MAX_LINES):
+            try:
+                line = await self.io.readline(_MAX_LINE)
+            except EOFError:
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed") from None
+            except ValueError:
+                raise smtplib.SMTPResponseException(500, b"Line too long.") from None
+            lines.append(line[4:].strip(b" \t\r\n"))
+            code = line[:3]
+            if not code.isdigit():
+                raise smtplib.SMTPServerDisconnected(f"not an SMTP reply: {line[:40]!r}")
+            if line[3:4] != b"-":
+                return int(code), b"\n".join(lines)
+        raise smtplib.SMTPServerDisconnected(f"a reply of more than {_MAX_LINES} lines")
+
+    def quit(self) -> None:
+        """QUIT as a courtesy, not waited for, and close."""
+        self.io.send_nowait(b"QUIT\r\n")
+        self.io.close()
+
+
 @dataclass
 class _Idle:
-    conn: smtplib.SMTP
+    link: Link
     identity: tuple  # (endpoint, username, ca_pem) the connection was opened with
     since: float  # clock() when it was returned to the pool
 
@@ -112,7 +160,6 @@ class SmtpPool:
         self.max_idle_per_key = max_idle_per_key
         self.idle_timeout = idle_timeout
         self._clock = clock
-        self._lock = threading.Lock()
         self._idle: dict[str, list[_Idle]] = {}  # oldest first
         # discard(key) bumps the key's generation: connections checked out before
         # it (settings since changed) are closed when they come back, not pooled.
@@ -120,82 +167,74 @@ class SmtpPool:
         self._closed = False
         self._counts = {"opened": 0, "reused": 0, "replaced": 0}
 
-    def send(self, key: str, endpoint: Endpoint, auth: Authenticator, *, timeout: float,
-             ca_pem: str | None, mail_from: str, recipients: list[str], raw: bytes,
-             throttle: LoginThrottle | None = None) -> SendResult:
+    async def send(self, key: str, endpoint: Endpoint, auth: Authenticator, *, timeout: float,
+                   ca_pem: str | None, mail_from: str, recipients: list[str], raw: bytes,
+                   throttle: LoginThrottle | None = None,
+                   run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread) -> SendResult:
         """Sends `raw` (CRLF line ends, not dot-stuffed) from `mail_from` to `recipients`
-        over a pooled connection for `key`. Raises SendError."""
+        over a pooled connection for `key`; a new one is opened through `run_blocking`
+        (a worker pool). Raises SendError."""
         if not recipients:
             raise ValueError("no recipients")
         identity = (endpoint, auth.username, ca_pem)
         idle, generation = self._checkout(key, identity)
         if idle is not None:
             try:
-                return self._send_on(key, generation, identity, idle.conn, timeout,
-                                     mail_from, recipients, raw)
+                return await self._send_on(key, generation, identity, idle.link, timeout,
+                                           mail_from, recipients, raw)
             except _Replaceable as stale:
-                self._count("replaced")
+                self._counts["replaced"] += 1
                 log.debug("smtp pool %s: reused connection to %s broken (%s); sending on a new one",
                           key, endpoint, stale.error)
-        conn = self._open(key, endpoint, auth, timeout, ca_pem, throttle)
+        link = await self._open(key, endpoint, auth, timeout, ca_pem, throttle, run_blocking)
         try:
-            return self._send_on(key, generation, identity, conn, timeout, mail_from, recipients, raw)
+            return await self._send_on(key, generation, identity, link, timeout, mail_from, recipients, raw)
         except _Replaceable as broken:  # a fresh connection: nothing to fall back on
             raise broken.error from broken.__cause__
 
     def discard(self, key: str) -> None:
         """Closes and forgets the idle connections of `key`; those in use are closed
         when they come back (the provider changed or was deleted)."""
-        with self._lock:
-            self._generation[key] = self._generation.get(key, 0) + 1
-            drop = self._idle.pop(key, [])
-        _quit_all(drop)
+        self._generation[key] = self._generation.get(key, 0) + 1
+        _quit_all(self._idle.pop(key, []))
 
     def close(self) -> None:
         """Closes every idle connection; connections in use are closed when they come back."""
-        with self._lock:
-            self._closed = True
-            drop = [idle for entries in self._idle.values() for idle in entries]
-            self._idle.clear()
+        self._closed = True
+        drop = [idle for entries in self._idle.values() for idle in entries]
+        self._idle.clear()
         _quit_all(drop)
 
     def stats(self) -> dict[str, int]:
         """{"opened", "reused", "replaced" (reused but broken), "idle" (now)}."""
-        with self._lock:
-            return {**self._counts, "idle": sum(len(v) for v in self._idle.values())}
+        return {**self._counts, "idle": sum(len(v) for v in self._idle.values())}
 
     # ----------------------------------------------------------------------------------
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
 
     def _checkout(self, key: str, identity: tuple) -> tuple[_Idle | None, int]:
         """The key's most recently used live connection (None if none) and the key's
         generation. Expired connections of every key are closed on the way."""
-        now = self._clock()
         found: _Idle | None = None
-        with self._lock:
-            generation = self._generation.get(key, 0)
-            drop = self._expire(now)
-            entries = self._idle.get(key, [])
-            while entries and found is None:
-                candidate = entries.pop()  # newest: the least likely to have been dropped
-                # The key should change with the settings; should it not, a connection
-                # to another server or as another user is never used for this message.
-                if candidate.identity == identity:
-                    found = candidate
-                else:
-                    drop.append(candidate)
-            if not entries:
-                self._idle.pop(key, None)
-            if found is not None:
-                self._counts["reused"] += 1
+        generation = self._generation.get(key, 0)
+        drop = self._expire(self._clock())
+        entries = self._idle.get(key, [])
+        while entries and found is None:
+            candidate = entries.pop()  # newest: the least likely to have been dropped
+            # The key should change with the settings; should it not, a connection
+            # to another server or as another user is never used for this message.
+            if candidate.identity == identity:
+                found = candidate
+            else:
+                drop.append(candidate)
+        if not entries:
+            self._idle.pop(key, None)
+        if found is not None:
+            self._counts["reused"] += 1
         _quit_all(drop)
         return found, generation
 
     def _expire(self, now: float) -> list[_Idle]:
-        """Removes (under the lock) and returns the connections idle too long."""
+        """Removes and returns the connections idle too long."""
         drop: list[_Idle] = []
         for key in list(self._idle):
             entries = self._idle[key]
@@ -209,50 +248,49 @@ class SmtpPool:
         return drop
 
     def _checkin(self, key: str, generation: int, idle: _Idle) -> None:
-        with self._lock:
-            if self._closed or self._generation.get(key, 0) != generation:
-                drop = [idle]
-            else:
-                entries = self._idle.setdefault(key, [])
-                entries.append(idle)
-                excess = len(entries) - self.max_idle_per_key
-                drop = entries[:max(excess, 0)]
-                del entries[:max(excess, 0)]
-                if not entries:
-                    del self._idle[key]
+        if self._closed or self._generation.get(key, 0) != generation:
+            drop = [idle]
+        else:
+            entries = self._idle.setdefault(key, [])
+            entries.append(idle)
+            excess = max(len(entries) - self.max_idle_per_key, 0)
+            drop = entries[:excess]
+            del entries[:excess]
         _quit_all(drop)
 
-    def _open(self, key: str, endpoint: Endpoint, auth: Authenticator, timeout: float,
-              ca_pem: str | None, throttle: LoginThrottle | None) -> smtplib.SMTP:
+    async def _open(self, key: str, endpoint: Endpoint, auth: Authenticator, timeout: float,
+                    ca_pem: str | None, throttle: LoginThrottle | None,
+                    run_blocking: Callable[..., Awaitable[Any]]) -> Link:
         try:
-            conn = connect_smtp(endpoint, auth, timeout=timeout, ca_pem=ca_pem, throttle=throttle)
+            conn = await run_blocking(functools.partial(connect_smtp, endpoint, auth, timeout=timeout,
+                                                        ca_pem=ca_pem, throttle=throttle))
         except TransportError as error:  # connect_smtp has logged it
             raise _from_transport(error) from error
-        self._count("opened")
+        self._counts["opened"] += 1
         log.debug("smtp pool %s: opened a connection to %s", key, endpoint)
-        return conn
+        return Link(conn)
 
-    def _send_on(self, key: str, generation: int, identity: tuple, conn: smtplib.SMTP,
-                 timeout: float, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
+    async def _send_on(self, key: str, generation: int, identity: tuple, link: Link,
+                       timeout: float, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
         try:
-            result = _transact(conn, timeout, mail_from, recipients, raw)
-        except BaseException as exc:
-            _quit(conn)
+            result = await _transact(link, timeout, mail_from, recipients, raw)
+        except BaseException as exc:  # cancelled too: a connection left mid-transaction is useless
+            link.quit()
             error = exc.error if isinstance(exc, _Replaceable) else exc
             if isinstance(error, SendError):
                 log.debug("smtp pool %s: send via %s failed: %r", key, identity[0], error)
             raise
-        self._checkin(key, generation, _Idle(conn, identity, self._clock()))
+        self._checkin(key, generation, _Idle(link, identity, self._clock()))
         return result
 
 
-def _transact(conn: smtplib.SMTP, timeout: float, mail_from: str, recipients: list[str],
-              raw: bytes) -> SendResult:
-    """One mail transaction on `conn`: MAIL, RCPT for each recipient, DATA.
+async def _transact(link: Link, timeout: float, mail_from: str, recipients: list[str],
+                    raw: bytes) -> SendResult:
+    """One mail transaction on `link`: MAIL, RCPT for each recipient, DATA.
 
-    Our own sendmail(): we must know whether a failure came before the body was
-    sent (then another connection may retry) and want the refusals per recipient.
-    Raises SendError, or _Replaceable for a broken connection before the body.
+    We must know whether a failure came before the body was sent (then another
+    connection may retry) and want the refusals per recipient. Raises SendError,
+    or _Replaceable for a broken connection before the body.
     """
     body_started = False
 
@@ -261,14 +299,14 @@ def _transact(conn: smtplib.SMTP, timeout: float, mail_from: str, recipients: li
         return _Replaceable(error) if code == 421 and not body_started else error
 
     try:
-        conn.sock.settimeout(timeout)  # the caller's timeout, also on a reused connection
-        options = _mail_options(conn, mail_from, recipients, raw)
-        code, resp = conn.mail(mail_from, options)
+        options = _mail_options(link, mail_from, recipients, raw)
+        code, resp = await link.command(f"MAIL FROM:{smtplib.quoteaddr(mail_from)}"
+                                        + "".join(" " + o for o in options), timeout)
         if code != 250:
             raise reply_error(code, resp)
         refused: dict[str, tuple[int, str]] = {}
         for rcpt in recipients:
-            code, resp = conn.rcpt(rcpt)
+            code, resp = await link.command(f"RCPT TO:{smtplib.quoteaddr(rcpt)}", timeout)
             if code == 421:  # the server is closing the connection
                 raise reply_error(code, resp)
             if code not in (250, 251):
@@ -277,25 +315,24 @@ def _transact(conn: smtplib.SMTP, timeout: float, mail_from: str, recipients: li
             # Report a temporary refusal if there is one: retrying may deliver to that recipient.
             code, words = next((r for r in refused.values() if r[0] < 500), next(iter(refused.values())))
             raise SendError(code, words, transient=code < 500, refused=refused)
-        code, resp = conn.docmd("DATA")
+        code, resp = await link.command("DATA", timeout)
         if code != 354:
             raise reply_error(code, resp)
         body_started = True
-        # smtplib.data() would stuff the dots too, but hides whether DATA had been accepted.
-        body = _LEADING_DOT.sub(b"..", raw)
+        body = _LEADING_DOT.sub(b"..", raw) if raw.startswith(b".") or b"\n." in raw else raw
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        conn.sock.settimeout(timeout + len(body) / _MIN_BYTES_PER_SECOND)
-        conn.send(body + b".\r\n")
-        code, resp = conn.getreply()
+        async with asyncio.timeout(timeout + len(body) / _MIN_BYTES_PER_SECOND):
+            await link.io.sendall(body + b".\r\n")
+            code, resp = await link.reply()
         if code != 250:
             raise reply_error(code, resp)
         return SendResult(code, _decode(resp), refused)
     except (smtplib.SMTPException, OSError) as exc:
         if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0:  # e.g. 500 line too long
             raise SendError(exc.smtp_code, _decode(exc.smtp_error), transient=exc.smtp_code < 500) from exc
-        # Connection trouble: smtplib wraps socket and TLS errors in SMTPServerDisconnected
-        # (and SMTPException subclasses OSError: a bare OSError is a socket or TLS error).
+        # Connection trouble: a closed connection (SMTPServerDisconnected), a socket or
+        # TLS error (OSError), a timeout (TimeoutError, an OSError too).
         trouble = classify(exc, "smtp", "session", timeout=timeout)  # TIMEOUT or PROTOCOL_ERROR
         error = SendError(0, trouble.message, transient=True, error_code=trouble.code)
         lost = isinstance(exc, smtplib.SMTPServerDisconnected) or not isinstance(exc, smtplib.SMTPException)
@@ -306,7 +343,7 @@ def _transact(conn: smtplib.SMTP, timeout: float, mail_from: str, recipients: li
         raise error from exc
 
 
-def _mail_options(conn: smtplib.SMTP, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
+def _mail_options(conn: Link, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
     """MAIL FROM parameters: SMTPUTF8 and BODY=8BITMIME only when needed and offered."""
     utf8_addresses = not all(a.isascii() for a in (mail_from, *recipients))
     utf8_headers = not raw.split(b"\r\n\r\n", 1)[0].isascii()  # RFC 6532 headers
@@ -338,18 +375,6 @@ def _from_transport(error: TransportError) -> SendError:
                      error_code=error.code, retry_after=error.retry_after)
 
 
-def _quit(conn: smtplib.SMTP) -> None:
-    """QUIT (briefly) if the connection is still open, then close it."""
-    try:
-        if conn.sock is not None:
-            conn.sock.settimeout(_QUIT_TIMEOUT)
-            conn.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
-    finally:
-        conn.close()
-
-
 def _quit_all(entries: list[_Idle]) -> None:
     for idle in entries:
-        _quit(idle.conn)
+        idle.link.quit()

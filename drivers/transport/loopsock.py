@@ -1,0 +1,100 @@
+"""An open socket, plain or TLS, driven by the running event loop.
+
+Connections are opened, secured and logged in by blocking code in a worker thread
+(the same code that checks credentials, with its trace, deadline and error
+classification). The conversation that follows, message after message, runs on
+the event loop: no thread hop and no thread wake-up per reply, which is what a
+busy outbox pays most for.
+
+asyncio cannot adopt an ssl.SSLSocket, so this drives the socket itself in
+non-blocking mode: it tries the call first and waits for readiness only when the
+call says it would block. Reading first matters for TLS: decrypted bytes already
+buffered in the SSL object are invisible to epoll.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+__all__ = ["LoopSocket"]
+
+_CHUNK = 65536
+
+
+class LoopSocket:
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._buf = bytearray()
+
+    async def readline(self, limit: int) -> bytes:
+        """The next line, with its line end. EOFError if the peer closed first;
+        ValueError for a line longer than `limit`."""
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(self._buf[:end + 1])
+                del self._buf[:end + 1]
+                return line
+            if len(self._buf) > limit:
+                raise ValueError(f"line longer than {limit} bytes")
+            start = len(self._buf)
+            await self._fill()
+
+    async def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                await self._ready(write=True)
+            except ssl.SSLWantReadError:  # TLS wants the peer's bytes first
+                await self._ready(write=False)
+
+    def send_nowait(self, data: bytes) -> None:
+        """As much of `data` as the socket takes now (a courtesy such as QUIT)."""
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    async def _fill(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(_CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                await self._ready(write=False)
+                continue
+            except ssl.SSLWantWriteError:
+                await self._ready(write=True)
+                continue
+            if not data:
+                raise EOFError("connection closed by the server")
+            self._buf += data
+            return
+
+    async def _ready(self, *, write: bool) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise ConnectionAbortedError("socket closed")
+        add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
+        add(fd, _wake, ready)
+        try:
+            await ready
+        finally:
+            remove(fd)
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
