@@ -27,6 +27,10 @@ class LoopSocket:
         sock.setblocking(False)
         self.sock = sock
         self._buf = bytearray()
+        # Watched for reading from the first wait until pause(): one epoll registration
+        # per conversation rather than one per reply.
+        self._watching: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     async def readline(self, limit: int) -> bytes:
         """The next line, with its line end. EOFError if the peer closed first;
@@ -60,7 +64,17 @@ class LoopSocket:
         except OSError:
             pass
 
+    def pause(self) -> None:
+        """Stop watching the socket (an idle connection: nobody reads it)."""
+        if self._watching is not None:
+            try:
+                self._watching.remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError):  # the loop is closed, or the socket
+                pass
+            self._watching = None
+
     def close(self) -> None:
+        self.pause()  # before the descriptor is gone (and perhaps reused)
         try:
             self.sock.close()
         except OSError:
@@ -83,16 +97,33 @@ class LoopSocket:
 
     async def _ready(self, *, write: bool) -> None:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
         fd = self.sock.fileno()
         if fd < 0:
             raise ConnectionAbortedError("socket closed")
-        add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
-        add(fd, _wake, ready)
+        if write:  # rare: a body larger than the socket's buffer
+            ready = loop.create_future()
+            loop.add_writer(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
+            return
+        if self._watching is not loop:
+            self.pause()
+            loop.add_reader(fd, self._readable)
+            self._watching = loop
+        self._waiter = loop.create_future()
         try:
-            await ready
+            await self._waiter
         finally:
-            remove(fd)
+            self._waiter = None
+
+    def _readable(self) -> None:
+        if self._waiter is None:
+            # Nobody reads now: stop watching, or epoll would report it again and again.
+            self.pause()
+        else:
+            _wake(self._waiter)
 
 
 def _wake(ready: asyncio.Future[None]) -> None:

@@ -280,6 +280,7 @@ class SmtpPool:
             if isinstance(error, SendError):
                 log.debug("smtp pool %s: send via %s failed: %r", key, identity[0], error)
             raise
+        link.io.pause()
         self._checkin(key, generation, _Idle(link, identity, self._clock()))
         return result
 
