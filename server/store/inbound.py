@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import FailedPrecondition, NotFound
-from .models import InboundRow, MailboxPositionRow, MessageRefRow
+from .models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow
 
 T = TypeVar("T")
 INBOUND = InboundRow.__table__
+RAW = InboundRawRow.__table__
 REFS = MessageRefRow.__table__
 # Values per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits on
 # bound parameters, for pairs too.
@@ -106,6 +107,7 @@ class InboundStore:
             conversations.update((m, c) for m, c in self.session.execute(
                 select(REFS.c.message_id, REFS.c.conversation_id).where(REFS.c.message_id.in_(part))))
         rows: list[dict[str, Any]] = []
+        raws: list[dict[str, Any]] = []
         refs: list[dict[str, Any]] = []
         for a in arrivals:
             if a.uid in seen_uids or (a.message_id, a.content_hash) in seen_mail:
@@ -117,8 +119,9 @@ class InboundStore:
                 id=str(uuid.uuid4()), provider_id=provider_id, campaign=campaign, folder=folder,
                 uidvalidity=uidvalidity, uid=a.uid, message_id=a.message_id, content_hash=a.content_hash,
                 conversation_id=conversation, headers=a.headers, automatic=a.automatic, oversized=a.oversized,
-                size_bytes=len(a.raw), raw=a.raw, state=InState.QUEUED.value, delivery_count=0,
+                size_bytes=len(a.raw), state=InState.QUEUED.value, delivery_count=0,
                 lease_token=None, lease_consumer=None, lease_until=None, receive_time=now, ack_time=None))
+            raws.append({"id": rows[-1]["id"], "raw": a.raw})
             if a.message_id and a.message_id not in conversations:
                 conversations[a.message_id] = conversation  # later mail of the batch may refer to it
                 refs.append(dict(message_id=a.message_id, conversation_id=conversation,
@@ -126,6 +129,7 @@ class InboundStore:
         # Inserted in the arrivals' order, which seq (the queue's order) keeps.
         if rows:
             self.session.execute(insert(t), rows)
+            self.session.execute(insert(RAW), raws)
         if refs:
             self.session.execute(insert(REFS), refs)
         pos = self.session.get(MailboxPositionRow, (provider_id, folder))

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text,
-                        UniqueConstraint, types)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+                        UniqueConstraint, select, types)
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 from ..secrets import Sealed
 
@@ -148,8 +148,20 @@ class MessageRefRow(Base):
     create_time: Mapped[datetime]
 
 
+class InboundRawRow(Base):
+    """The bytes of an inbound message exactly as fetched, in a table of their own:
+    written once, while the queue entry is written again at every claim and ack
+    (SQLite rewrites a whole row on UPDATE, the mail in it included)."""
+
+    __tablename__ = "inbound_raw"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the InboundRow's id
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class InboundRow(Base):
-    """A campaign queue entry: a message exactly as fetched, and its delivery state."""
+    """A campaign queue entry: a message as fetched (its bytes in InboundRawRow), and
+    its delivery state."""
 
     __tablename__ = "inbound_messages"
     __table_args__ = (
@@ -176,7 +188,8 @@ class InboundRow(Base):
     automatic: Mapped[bool] = mapped_column(default=False)
     oversized: Mapped[bool] = mapped_column(default=False)
     size_bytes: Mapped[int]
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw: Mapped[bytes] = column_property(select(InboundRawRow.raw).where(InboundRawRow.id == id)
+                                         .correlate_except(InboundRawRow).scalar_subquery())
     state: Mapped[str] = mapped_column(String(12))
     delivery_count: Mapped[int] = mapped_column(default=0)
     lease_token: Mapped[str | None] = mapped_column(String(36))

@@ -1,0 +1,37 @@
+"""Migrations that move data: run on every engine with rows in the tables."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from alembic import command
+
+from mailgate.server.store.db import Database, alembic_config
+from mailgate.server.store.inbound import InboundStore
+
+
+def test_inbound_bytes_move_to_a_table_of_their_own_and_back(mailgate_database_url):
+    db = Database(mailgate_database_url)
+    config = alembic_config(db.engine)
+    command.upgrade(config, "0006")
+    raws = {str(uuid.uuid4()): bytes(range(256)) * 40 + b"\r\n.\r\n" + bytes([i]) for i in range(3)}
+    with db.engine.begin() as c:
+        t = sa.Table("inbound_messages", sa.MetaData(), autoload_with=c)
+        c.execute(t.insert(), [dict(
+            id=mid, provider_id=str(uuid.uuid4()), campaign="support", folder="INBOX", uidvalidity=7, uid=i + 1,
+            message_id=f"<{i}@example.test>", content_hash="h", conversation_id=str(uuid.uuid4()), headers={},
+            automatic=False, oversized=False, size_bytes=len(raw), raw=raw, state="QUEUED", delivery_count=0,
+            receive_time=datetime.now(timezone.utc)) for i, (mid, raw) in enumerate(raws.items())])
+
+    command.upgrade(config, "head")
+    with db.engine.connect() as c:
+        assert "raw" not in {col["name"] for col in sa.inspect(c).get_columns("inbound_messages")}
+    assert {mid: db.transaction(lambda s, mid=mid: InboundStore(s).get(mid).raw) for mid in raws} == raws
+
+    command.downgrade(config, "0006")
+    with db.engine.connect() as c:
+        t = sa.Table("inbound_messages", sa.MetaData(), autoload_with=c)
+        assert dict(c.execute(sa.select(t.c.id, t.c.raw)).all()) == raws
+        assert "inbound_raw" not in sa.inspect(c).get_table_names()
+    db.close()
