@@ -5,7 +5,7 @@ whole row on UPDATE, so with the mail in it every state change rewrote the messa
 
 Revision ID: 0007
 Revises: 0006
-Create Date: 2026-11-24 00:31:00.000000
+Create Date: 2026-11-23 23:40:24.863423
 """
 from alembic import op
 import sqlalchemy as sa
