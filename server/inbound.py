@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from . import inbound_parse, paging, wakeups
 from .domain import utcnow
@@ -130,8 +130,9 @@ class InboundQueue:
 
     async def extend(self, ack_ids: list[str], seconds: list[int]) -> None:
         triples = [(*p, max(0, sec)) for p, sec in zip(map(split_ack_id, ack_ids), seconds) if p]
-        if triples:
-            await self.db.run(lambda s: InboundStore(s).extend(triples, utcnow()))
+        if triples:  # a deadline of 0 gives the message back to the queue
+            await self._give_back([mid for mid, _, sec in triples if sec == 0],
+                                  lambda store: store.extend(triples, utcnow()))
 
     def track(self, task: asyncio.Task[None]) -> None:
         """A release started outside a request (a consumer's call ended): shutdown
@@ -145,7 +146,22 @@ class InboundQueue:
 
     async def release(self, deliveries: list[tuple[str, str]]) -> None:
         if deliveries:
-            await self.db.run(lambda s: InboundStore(s).release(deliveries, self.settings.max_deliveries))
+            await self._give_back([mid for mid, _ in deliveries],
+                                  lambda store: store.release(deliveries, self.settings.max_deliveries))
+
+    async def _give_back(self, ids: list[str], change: Callable[[InboundStore], None]) -> None:
+        """Runs `change`, then wakes the consumers, of every replica, of those of `ids`
+        it put back in the queue: another consumer waiting on them gets them at once."""
+        def run(s: Any) -> list[str]:
+            store = InboundStore(s)
+            change(store)
+            woken = sorted({t for c, p in store.queues_of(ids) for t in topics(c, p)}) if ids else []
+            if woken:
+                wakeups.notify(s, woken)
+            return woken
+        woken = await self.db.run(run)
+        if woken:
+            self.wake(woken)
 
     # -- operators
     async def get(self, message_id: str) -> InboundRow:

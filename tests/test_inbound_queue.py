@@ -98,6 +98,24 @@ def test_unacknowledged_mail_comes_back_after_the_deadline_and_after_a_disconnec
         c2.close()
 
 
+def test_mail_a_consumer_leaves_behind_reaches_a_waiting_one_at_once(mailgate_server):
+    """Not at the waiting stream's next look for expired leases (a minute here): the
+    release wakes it, as a commit does."""
+    mailgate_server.app.inbound.settings.sweep_interval = 60
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1))])
+    c1 = Consumer(mailgate_server, name="first")
+    [first] = c1.take()
+    c2 = Consumer(mailgate_server, name="second")
+    try:
+        assert c2.nothing(0.5)  # subscribed, found the queue empty, and waits
+        c1.close()
+        [again] = c2.take(timeout=5)
+        assert again.message.name == first.message.name and again.message.delivery_count == 2
+    finally:
+        c2.close()
+
+
 def test_expired_lease_is_redelivered(mailgate_server):
     p = make_provider(mailgate_server)
     commit(mailgate_server, p, [(1, mail(1))])

@@ -211,6 +211,16 @@ class InboundStore:
                            else_=InState.QUEUED.value),
                 lease_token=None, lease_until=None))
 
+    def queues_of(self, message_ids: list[str]) -> set[tuple[str, str]]:
+        """(campaign, provider id) of those of these messages that are queued: whom to wake."""
+        t = INBOUND
+        found: set[tuple[str, str]] = set()
+        for part in _chunks(sorted(set(message_ids))):
+            found.update((c, p) for c, p in self.session.execute(select(t.c.campaign, t.c.provider_id).distinct()
+                                                                 .where(t.c.id.in_(part),
+                                                                        t.c.state == InState.QUEUED.value)))
+        return found
+
     def requeue(self, message_id: str) -> InboundRow:
         row = self.get(message_id)
         if row.state != InState.DEAD_LETTER.value:
