@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import bindparam, case, insert, select, tuple_, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import FailedPrecondition, NotFound
@@ -156,8 +156,8 @@ class InboundStore:
         rows: list[InboundRow] = []
         for state in ((InboundRow.state == InState.QUEUED.value),
                       (InboundRow.state == InState.DELIVERED.value) & (InboundRow.lease_until < now)):
-            rows += self.session.scalars(select(InboundRow).where(where, state).order_by(InboundRow.seq)
-                                         .limit(limit).with_for_update(skip_locked=True))
+            rows += self.session.scalars(select(InboundRow).options(undefer(InboundRow.raw)).where(where, state)
+                                         .order_by(InboundRow.seq).limit(limit).with_for_update(skip_locked=True))
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
         t = INBOUND
         dead = [r for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
@@ -232,7 +232,7 @@ class InboundStore:
 
     # -- reads
     def get(self, message_id: str) -> InboundRow:
-        row = self.session.scalar(select(InboundRow).where(InboundRow.id == message_id))
+        row = self.session.scalar(select(InboundRow).options(undefer(InboundRow.raw)).where(InboundRow.id == message_id))
         if row is None:
             raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
         return row

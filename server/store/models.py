@@ -188,8 +188,9 @@ class InboundRow(Base):
     automatic: Mapped[bool] = mapped_column(default=False)
     oversized: Mapped[bool] = mapped_column(default=False)
     size_bytes: Mapped[int]
+    # Read only where asked for (options(undefer(InboundRow.raw))): a listing does without.
     raw: Mapped[bytes] = column_property(select(InboundRawRow.raw).where(InboundRawRow.id == id)
-                                         .correlate_except(InboundRawRow).scalar_subquery())
+                                         .correlate_except(InboundRawRow).scalar_subquery(), deferred=True)
     state: Mapped[str] = mapped_column(String(12))
     delivery_count: Mapped[int] = mapped_column(default=0)
     lease_token: Mapped[str | None] = mapped_column(String(36))
