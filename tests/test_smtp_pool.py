@@ -387,6 +387,24 @@ def test_timeout_on_a_reused_connection_is_not_replaced(smtp_server, mail_ca, po
     assert pool.stats() == {"opened": 1, "reused": 1, "replaced": 0, "idle": 0}
 
 
+def test_the_timeout_bounds_each_reply_not_the_whole_transaction(smtp_server, mail_ca, pool, monkeypatch):
+    """Every reply comes after 0.2 s with a timeout of 0.5 s: the transaction takes
+    longer than the timeout and still succeeds."""
+    server = smtp_server("TLS")
+
+    async def handle_RCPT(srv, session, envelope, address, rcpt_options):
+        await asyncio.sleep(0.2)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    monkeypatch.setattr(server.handler, "handle_RCPT", handle_RCPT, raising=False)
+    recipients = [f"rcpt{i}@example.test" for i in range(4)]
+    start = time.monotonic()
+    assert send(pool, server, mail_ca, recipients=recipients, timeout=0.5).code == 250
+    assert time.monotonic() - start > 0.8  # four slow replies, each within the timeout
+    assert server.wait_for_messages(1)[0].rcpt_tos == recipients
+
+
 def test_idle_connections_expire(smtp_server, mail_ca, monkeypatch):
     server = smtp_server("STARTTLS")
     quits = []

@@ -10,6 +10,11 @@ asyncio cannot adopt an ssl.SSLSocket, so this drives the socket itself in
 non-blocking mode: it tries the call first and waits for readiness only when the
 call says it would block. Reading first matters for TLS: decrypted bytes already
 buffered in the SSL object are invisible to epoll.
+
+Per reply, the cheap way: the socket stays registered with the loop for the whole
+conversation, and one timer enforces `deadline`, re-armed only when it fires early
+(each command pushes the deadline later; a timer per command would cost a heap
+entry and a cancel for every reply).
 """
 from __future__ import annotations
 
@@ -26,15 +31,16 @@ class LoopSocket:
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
+        # loop.time() by which the operation under way must be done; None: no limit.
+        self.deadline: float | None = None
         self._buf = bytearray()
-        # Watched for reading from the first wait until pause(): one epoll registration
-        # per conversation rather than one per reply.
-        self._watching: asyncio.AbstractEventLoop | None = None
+        self._watching: asyncio.AbstractEventLoop | None = None  # registered for reading with it
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     async def readline(self, limit: int) -> bytes:
         """The next line, with its line end. EOFError if the peer closed first;
-        ValueError for a line longer than `limit`."""
+        ValueError for a line longer than `limit`; TimeoutError past the deadline."""
         start = 0
         while True:
             end = self._buf.find(b"\n", start)
@@ -65,13 +71,11 @@ class LoopSocket:
             pass
 
     def pause(self) -> None:
-        """Stop watching the socket (an idle connection: nobody reads it)."""
-        if self._watching is not None:
-            try:
-                self._watching.remove_reader(self.sock.fileno())
-            except (RuntimeError, ValueError):  # the loop is closed, or the socket
-                pass
-            self._watching = None
+        """Stop watching the socket and its deadline (an idle connection: nobody reads it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._stop_reading()
 
     def close(self) -> None:
         self.pause()  # before the descriptor is gone (and perhaps reused)
@@ -100,30 +104,50 @@ class LoopSocket:
         fd = self.sock.fileno()
         if fd < 0:
             raise ConnectionAbortedError("socket closed")
+        if self.deadline is not None:
+            if loop.time() >= self.deadline:
+                raise TimeoutError()
+            if self._timer is None or self._timer.when() > self.deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(self.deadline, self._expire, loop)
+        self._waiter = loop.create_future()
         if write:  # rare: a body larger than the socket's buffer
-            ready = loop.create_future()
-            loop.add_writer(fd, _wake, ready)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(fd)
-            return
-        if self._watching is not loop:
-            self.pause()
+            loop.add_writer(fd, _wake, self._waiter)
+        elif self._watching is not loop:
+            self._stop_reading()
             loop.add_reader(fd, self._readable)
             self._watching = loop
-        self._waiter = loop.create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
+            if write:
+                loop.remove_writer(fd)
+
+    def _stop_reading(self) -> None:
+        if self._watching is not None:
+            try:
+                self._watching.remove_reader(self.sock.fileno())
+            except (RuntimeError, ValueError):  # the loop is closed, or the socket
+                pass
+            self._watching = None
 
     def _readable(self) -> None:
         if self._waiter is None:
             # Nobody reads now: stop watching, or epoll would report it again and again.
-            self.pause()
+            self._stop_reading()
         else:
             _wake(self._waiter)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self.deadline is None:
+            return
+        if loop.time() < self.deadline:  # the deadline moved on since the timer was set
+            self._timer = loop.call_at(self.deadline, self._expire, loop)
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(TimeoutError())
 
 
 def _wake(ready: asyncio.Future[None]) -> None:

@@ -119,9 +119,9 @@ class Link:
     async def command(self, line: str, timeout: float) -> tuple[int, bytes]:
         if "\r" in line or "\n" in line:  # addresses are checked before; never send a smuggled command
             raise SendError(0, "line break in an SMTP command", transient=False)
-        async with asyncio.timeout(timeout):  # non-ASCII only with SMTPUTF8 (see _mail_options)
-            await self.io.sendall(line.encode("utf-8") + b"\r\n")
-            return await self.reply()
+        self.io.deadline = asyncio.get_running_loop().time() + timeout
+        await self.io.sendall(line.encode("utf-8") + b"\r\n")  # non-ASCII only with SMTPUTF8 (_mail_options)
+        return await self.reply()
 
     async def reply(self) -> tuple[int, bytes]:
         """(code, text) of the server's next reply, its lines joined by LF, as smtplib."""
@@ -323,9 +323,9 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
         body = _LEADING_DOT.sub(b"..", raw) if raw.startswith(b".") or b"\n." in raw else raw
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        async with asyncio.timeout(timeout + len(body) / _MIN_BYTES_PER_SECOND):
-            await link.io.sendall(body + b".\r\n")
-            code, resp = await link.reply()
+        link.io.deadline = asyncio.get_running_loop().time() + timeout + len(body) / _MIN_BYTES_PER_SECOND
+        await link.io.sendall(body + b".\r\n")
+        code, resp = await link.reply()
         if code != 250:
             raise reply_error(code, resp)
         return SendResult(code, _decode(resp), refused)
