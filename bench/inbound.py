@@ -43,7 +43,8 @@ its own. A consumer (StreamInboundMail, max_in_flight 1000) acknowledges everyth
 * burst: --burst messages are APPENDed to a staging folder of the mailbox, then put into
   INBOX by one COPY, so that the whole burst lands at once (APPENDing them one by one would
   measure APPEND). End to end: COPY start -> the last message out of the stream (Dovecot's
-  ~0.5 s notification delay included), with mailgate's CPU time per message; the stream must
+  ~0.5 s notification delay included), with the CPU time per message of mailgate and its body
+  parsing processes; the stream must
   give them in arrival order. Against, on the same Dovecot: a bare imapclient IDLE session
   on another mailbox given the same burst by COPY (COPY -> EXISTS -> FETCH BODY.PEEK[] by
   500), and a bare batched FETCH BODY.PEEK[] (by 500) of the burst's messages.
@@ -183,6 +184,7 @@ def run_size(n: int, samples: int, dovecot: Dovecot, smtp, ca: TestCA, root: Pat
         all_watched = max(t for t, _ in seeds) - t0
         time.sleep(1)
         rss1 = rss_kb(pid)
+        workers = sum(rss_kb(int(c)) for c in children(pid))  # fixed, whatever N: reported apart
         lat = []
         sampled = users[:: max(1, n // samples)][:samples]
         for i in range(samples):  # one at a time, round the sampled mailboxes
@@ -193,7 +195,7 @@ def run_size(n: int, samples: int, dovecot: Dovecot, smtp, ca: TestCA, root: Pat
             assert subject == f"latency {i}", subject
             lat.append(arrived - t)
         stream.close()
-    return dict(n=n, created=created, all_watched=all_watched, rss0=rss0, rss1=rss1, lat=lat)
+    return dict(n=n, created=created, all_watched=all_watched, rss0=rss0, rss1=rss1, workers=workers, lat=lat)
 
 
 class BareListener:
@@ -285,9 +287,28 @@ def stage(dovecot: Dovecot, user: str, msgs: list[bytes]) -> IMAPClient:
     return c
 
 
+def children(pid: int) -> list[str]:
+    """The pids of a process's live children (mailgate's body parsing processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):  # the parent's pid
+                found.append(stat.parent.name)
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
+    """utime + stime of the process (all its threads) and of its live children."""
+    total = 0
+    for p in [str(pid), *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_burst(count: int, trickle: int, dovecot: Dovecot, smtp, ca: TestCA, root: Path,
@@ -391,7 +412,8 @@ def main() -> None:
                 print(f"N={n:5d}  deliver->stream p50 {ms(statistics.median(lat))}  p99 {ms(percentile(lat, 99))}"
                       f" ({len(lat)} deliveries to {min(n, len(lat))} mailboxes)  create {r['created']:6.2f} s  all watched {r['all_watched']:6.2f} s"
                       f"  RSS {r['rss0'] / 1024:.0f} -> {r['rss1'] / 1024:.0f} MB"
-                      f" = {(r['rss1'] - r['rss0']) / n:.0f} KB/mailbox", flush=True)
+                      f" = {(r['rss1'] - r['rss0']) / n:.0f} KB/mailbox"
+                      f" (body parsing processes: {r['workers'] / 1024:.0f} MB)", flush=True)
             if gaps and args.second_runs:
                 second = run_second(gaps, args.second_runs, dovecot, smtp, ca, root)
                 print(f"second message to the same mailbox, deliver -> out ({args.second_runs} runs each):")

@@ -67,6 +67,7 @@ class App:
         await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
         await self.watchers.close()
+        await asyncio.to_thread(self.inbound.bodies.close)
         if self.wakeups:
             await asyncio.to_thread(self.wakeups.close)
         for driver in self.providers.drivers:
@@ -95,7 +96,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
                                               retry_base=settings.retry_base,
                                               first_attempt_wait=settings.first_attempt_wait))
 
-    inbound = InboundQueue(providers, InboundSettings())
+    inbound = InboundQueue(providers, InboundSettings(parse_workers=settings.parse_workers))
     inbound.bind(asyncio.get_running_loop())
     listener = None
     if db.engine.dialect.name == "postgresql":  # other replicas may commit mail: hear of it

@@ -330,9 +330,11 @@ def inbound_id(name: str) -> str:
 
 
 def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool = False,
-                     with_attachment_data: bool = False) -> inbound_service_pb2.InboundMessage:
+                     with_attachment_data: bool = False,
+                     body: inbound_parse.Body | None = None) -> inbound_service_pb2.InboundMessage:
     """Headers come from what was parsed at arrival; the body is parsed now, from
-    the raw bytes kept, only when asked for (it costs real CPU)."""
+    the raw bytes kept, only when asked for (it costs real CPU), unless `body` is
+    that parse, made elsewhere."""
     h = row.headers
     msg = inbound_service_pb2.InboundMessage(
         name=f"inboundMessages/{row.id}", provider=f"providers/{row.provider_id}", campaign=row.campaign,
@@ -345,7 +347,7 @@ def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool
     if h.get("date"):
         msg.date.CopyFrom(timestamp(datetime.fromisoformat(h["date"])))
     if with_body and not row.oversized:
-        body = inbound_parse.parse_body(row.raw)
+        body = body or inbound_parse.parse_body(row.raw)
         msg.text_body, msg.html_body = body.text, body.html
         msg.parse_defects.extend(body.defects)
         for a in body.attachments:

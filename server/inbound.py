@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from . import inbound_parse, paging, wakeups
+from .body_parsers import BodyParsers
 from .domain import utcnow
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
@@ -34,6 +35,7 @@ class InboundSettings:
     default_deadline: int = 60
     default_in_flight: int = 10
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
+    parse_workers: int = 0                     # processes parsing bodies for the stream (BodyParsers)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class InboundQueue:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._releasing: set[asyncio.Task[None]] = set()
+        self.bodies = BodyParsers(settings.parse_workers, providers.ctx.run_blocking)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -509,6 +509,11 @@ def parse_body(raw: bytes) -> Body:
                 defects=tuple(map(_clean, defects)))  # they quote header values
 
 
+def parse_bodies(raws: list[bytes | None]) -> list[Body | None]:
+    """parse_body of each (None for None): one call per batch for worker processes."""
+    return [None if raw is None else parse_body(raw) for raw in raws]
+
+
 def attachment_content(raw: bytes, index: int) -> bytes | None:
     """The decoded content of Body.attachments[index] of `raw`, or None when there is
     no such attachment. A message/rfc822 attachment comes back as a message."""

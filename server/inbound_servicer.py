@@ -51,12 +51,18 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                     for d in deliveries:
                         held[d.row.id] = d.token
                     # A claim takes the whole free window; it goes out in responses of about
-                    # RESPONSE_BYTES, each sent as soon as its bodies are parsed.
-                    for part in _by_size(deliveries, RESPONSE_BYTES):
-                        messages = await self.queue.providers.ctx.run_blocking(
-                            lambda part=part: [conv.inbound_to_proto(d.row, with_body=True) for d in part])
-                        yield pb.StreamInboundMailResponse(received_messages=[
-                            pb.ReceivedInboundMessage(ack_id=d.ack_id, message=m) for d, m in zip(part, messages)])
+                    # RESPONSE_BYTES, their bodies parsed side by side (BodyParsers), each
+                    # response sent as soon as its own are.
+                    parts = list(_by_size(deliveries, RESPONSE_BYTES))
+                    parsing = [asyncio.ensure_future(self.queue.bodies.parse(
+                        [None if d.row.oversized else d.row.raw for d in part])) for part in parts]
+                    try:
+                        for part, bodies in zip(parts, parsing):
+                            messages = await self.queue.providers.ctx.run_blocking(_received, part, await bodies)
+                            yield pb.StreamInboundMailResponse(received_messages=messages)
+                    finally:
+                        for pending in parsing:
+                            pending.cancel()
                     continue
                 # Sleep until a commit or an ack wakes us, the client leaves, or it is
                 # time to look for leases that expired elsewhere.
@@ -148,6 +154,12 @@ class _Stream:
         self.held.clear()
         await self.queue.release(leases)
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
+
+
+def _received(part: list[Delivery], bodies: list) -> list[pb.ReceivedInboundMessage]:
+    """The part's messages as sent on the stream (blocking: CPU work)."""
+    return [pb.ReceivedInboundMessage(ack_id=d.ack_id, message=conv.inbound_to_proto(d.row, with_body=True, body=b))
+            for d, b in zip(part, bodies)]
 
 
 def _by_size(deliveries: list[Delivery], limit: int) -> Iterator[list[Delivery]]:

@@ -2,7 +2,9 @@
 it, consumed over StreamInboundMail with acknowledgements."""
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import time
 from email.message import EmailMessage
 
@@ -70,6 +72,30 @@ def test_committed_mail_streams_in_order_with_parsed_fields(mailgate_server):
         time.sleep(0.3)
         assert get(mailgate_server, first.name).state == Msg.STATE_ACKNOWLEDGED
         assert get(mailgate_server, first.name, include_raw=True).raw == raws[0]
+    finally:
+        c.close()
+
+
+def test_bodies_are_parsed_in_worker_processes_and_a_dead_worker_loses_nothing(mailgate_server, caplog):
+    bodies = mailgate_server.app.inbound.bodies
+    assert bodies.workers >= 1  # the default on a machine with more than one core
+    p = make_provider(mailgate_server)
+    c = Consumer(mailgate_server)
+    try:
+        commit(mailgate_server, p, [(1, mail(1))])
+        [first] = c.take()
+        workers = list(bodies._pool._processes.values())
+        assert workers and all(w.pid != os.getpid() for w in workers)
+        for w in workers:
+            os.kill(w.pid, signal.SIGKILL)
+            w.join(5)
+        commit(mailgate_server, p, [(2, mail(2)), (3, mail(3))])
+        got = c.take(2)
+        assert [r.message.text_body.strip() for r in [first, *got]] == ["body 1", "body 2", "body 3"]
+        assert "a body parsing process died" in caplog.text
+        commit(mailgate_server, p, [(4, mail(4))])  # and the pool is back
+        [fourth] = c.take()
+        assert fourth.message.text_body.strip() == "body 4" and bodies._pool._processes
     finally:
         c.close()
 
