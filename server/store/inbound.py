@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import bindparam, case, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, insert, literal_column, select, tuple_, update
 from sqlalchemy.orm import Session, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -25,12 +25,6 @@ T = TypeVar("T")
 INBOUND = InboundRow.__table__
 RAW = InboundRawRow.__table__
 REFS = MessageRefRow.__table__
-# Every message fetched goes through these: compiled once (see fast.Prepared). seq is
-# left out: the database numbers the rows in the order given.
-_INSERT = Prepared(insert(INBOUND).values({c.name: bindparam(c.name, type_=c.type)
-                                           for c in INBOUND.c if c.name != "seq"}))
-_INSERT_RAW = Prepared(insert(RAW))
-_INSERT_REF = Prepared(insert(REFS))
 # Values per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits on
 # bound parameters, for pairs too.
 CHUNK = 500
@@ -70,6 +64,18 @@ class Delivery:
 def split_ack_id(ack_id: str) -> tuple[str, str] | None:
     mid, _, token = ack_id.partition(".")
     return (mid, token) if mid and token else None
+
+
+# Every message fetched and claimed goes through these: compiled once (see
+# fast.Prepared). seq is left out: the database numbers the rows in the order given.
+_INSERT = Prepared(insert(INBOUND).values({c.name: bindparam(c.name, type_=c.type)
+                                           for c in INBOUND.c if c.name != "seq"}))
+_INSERT_RAW = Prepared(insert(RAW))
+_INSERT_REF = Prepared(insert(REFS))
+_LEASE = Prepared(update(INBOUND).where(INBOUND.c.seq == bindparam("b_seq")).values(
+    state=bindparam("b_state"), lease_token=bindparam("b_token"), lease_consumer=bindparam("b_consumer"),
+    lease_until=bindparam("b_until", type_=INBOUND.c.lease_until.type),
+    delivery_count=INBOUND.c.delivery_count + literal_column("1")))
 
 
 class InboundStore:
@@ -171,11 +177,8 @@ class InboundStore:
                 state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
         out = [Delivery(r, uuid.uuid4().hex[:16]) for r in rows if r.delivery_count < max_deliveries]
         until = now + deadline
-        if out:
-            self.session.execute(update(t).where(t.c.seq == bindparam("b_seq")).values(
-                state=InState.DELIVERED.value, lease_token=bindparam("b_token"), lease_consumer=consumer,
-                lease_until=until, delivery_count=t.c.delivery_count + 1),
-                [{"b_seq": d.row.seq, "b_token": d.token} for d in out])
+        _LEASE.executemany(self.session, [{"b_seq": d.row.seq, "b_token": d.token, "b_consumer": consumer,
+                                           "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
         # The loaded rows say what was written, without the session writing them again.
         for r in dead:
             for key, value in (("state", InState.DEAD_LETTER.value), ("lease_token", None), ("lease_until", None)):
