@@ -43,7 +43,7 @@ its own. A consumer (StreamInboundMail, max_in_flight 1000) acknowledges everyth
 * burst: --burst messages are APPENDed to a staging folder of the mailbox, then put into
   INBOX by one COPY, so that the whole burst lands at once (APPENDing them one by one would
   measure APPEND). End to end: COPY start -> the last message out of the stream (Dovecot's
-  ~0.5 s notification delay included), with the CPU time per message of mailgate and its body
+  ~0.5 s notification delay included), with the CPU time per message of mailgate and its
   parsing processes; the stream must
   give them in arrival order. Against, on the same Dovecot: a bare imapclient IDLE session
   on another mailbox given the same burst by COPY (COPY -> EXISTS -> FETCH BODY.PEEK[] by
@@ -288,7 +288,7 @@ def stage(dovecot: Dovecot, user: str, msgs: list[bytes]) -> IMAPClient:
 
 
 def children(pid: int) -> list[str]:
-    """The pids of a process's live children (mailgate's body parsing processes)."""
+    """The pids of a process's live children (mailgate's parsing processes)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -413,7 +413,7 @@ def main() -> None:
                       f" ({len(lat)} deliveries to {min(n, len(lat))} mailboxes)  create {r['created']:6.2f} s  all watched {r['all_watched']:6.2f} s"
                       f"  RSS {r['rss0'] / 1024:.0f} -> {r['rss1'] / 1024:.0f} MB"
                       f" = {(r['rss1'] - r['rss0']) / n:.0f} KB/mailbox"
-                      f" (body parsing processes: {r['workers'] / 1024:.0f} MB)", flush=True)
+                      f" (parsing processes: {r['workers'] / 1024:.0f} MB)", flush=True)
             if gaps and args.second_runs:
                 second = run_second(gaps, args.second_runs, dovecot, smtp, ca, root)
                 print(f"second message to the same mailbox, deliver -> out ({args.second_runs} runs each):")

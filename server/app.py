@@ -67,7 +67,7 @@ class App:
         await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
         await self.watchers.close()
-        await asyncio.to_thread(self.inbound.bodies.close)
+        await asyncio.to_thread(self.inbound.parsers.close)
         if self.wakeups:
             await asyncio.to_thread(self.wakeups.close)
         for driver in self.providers.drivers:

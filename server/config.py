@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .body_parsers import default_workers as default_parse_workers
+from .parse_workers import default_workers as default_parse_workers
 from typing import Any
 
 
@@ -32,7 +32,7 @@ class Settings:
     first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
     # receiving: how often a mailbox without IMAP IDLE is looked at
     poll_interval: float = field(default_factory=lambda: float(_env("MAILGATE_POLL_INTERVAL", "30")))
-    # processes parsing message bodies for the stream; 0: in the server's threads
+    # processes parsing mail (headers when queued, bodies when streamed); 0: in the server's threads
     parse_workers: int = field(default_factory=lambda: int(_env("MAILGATE_PARSE_WORKERS",
                                                                  str(default_parse_workers()))))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))

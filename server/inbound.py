@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from . import inbound_parse, paging, wakeups
-from .body_parsers import BodyParsers
+from .parse_workers import ParseWorkers
 from .domain import utcnow
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
@@ -35,7 +35,7 @@ class InboundSettings:
     default_deadline: int = 60
     default_in_flight: int = 10
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
-    parse_workers: int = 0                     # processes parsing bodies for the stream (BodyParsers)
+    parse_workers: int = 0                     # processes parsing mail (ParseWorkers)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class InboundQueue:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._releasing: set[asyncio.Task[None]] = set()
-        self.bodies = BodyParsers(settings.parse_workers, providers.ctx.run_blocking)
+        self.parsers = ParseWorkers(settings.parse_workers, providers.ctx.run_blocking)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -77,7 +77,8 @@ class InboundQueue:
         """Commits fetched messages (UID, exact bytes) to the provider's campaign queue;
         returns when they are durable (the watcher treats them as fetched only then).
         Only the headers are parsed here; bodies wait until a consumer asks."""
-        arrivals = [arrival(uid, raw, self.settings.max_message_bytes) for uid, raw in messages]
+        envelopes = self.parsers.envelopes([raw for _, raw in messages], self.settings.max_message_bytes)
+        arrivals = [arrival(uid, raw, env) for (uid, raw), env in zip(messages, envelopes)]
 
         def enqueue(s: Any) -> tuple[str, list[str]]:  # the provider read and the batch: one transaction
             config = self.providers._store(s).get(provider_id).config
@@ -154,7 +155,10 @@ class InboundQueue:
 
     async def _give_back(self, ids: list[str], change: Callable[[InboundStore], None]) -> None:
         """Runs `change`, then wakes the consumers, of every replica, of those of `ids`
-        it put back in the queue: another consumer waiting on them gets them at once."""
+        it put back in the queue: another consumer waiting on them gets them at once.
+        Runs to its end even when the caller is cancelled (a consumer's call ending
+        while its leases are given back): the change commits anyway, and so must the
+        wake-up happen."""
         def run(s: Any) -> list[str]:
             store = InboundStore(s)
             change(store)
@@ -162,9 +166,14 @@ class InboundQueue:
             if woken:
                 wakeups.notify(s, woken)
             return woken
-        woken = await self.db.run(run)
-        if woken:
-            self.wake(woken)
+
+        async def give_back() -> None:
+            woken = await self.db.run(run)
+            if woken:
+                self.wake(woken)
+        task = asyncio.get_running_loop().create_task(give_back())
+        self.track(task)  # shutdown waits for it
+        await asyncio.shield(task)
 
     # -- operators
     async def get(self, message_id: str) -> InboundRow:
@@ -194,8 +203,7 @@ def topics(campaign: str, provider_id: str) -> list[str]:
     return [f"campaign:{campaign}", f"provider:{provider_id}"]
 
 
-def arrival(uid: int, raw: bytes, max_bytes: int) -> Arrival:
-    env = inbound_parse.parse_envelope(raw, max_bytes=max_bytes)
+def arrival(uid: int, raw: bytes, env: inbound_parse.Envelope) -> Arrival:
     headers = {"from": list(env.from_), "to": list(env.to), "cc": list(env.cc), "reply_to": list(env.reply_to),
                "subject": env.subject, "date": env.date.isoformat() if env.date else None}
     return Arrival(uid=uid, raw=raw, message_id=env.message_id or "", content_hash=env.content_hash,

@@ -509,6 +509,11 @@ def parse_body(raw: bytes) -> Body:
                 defects=tuple(map(_clean, defects)))  # they quote header values
 
 
+def parse_envelopes(raws: list[bytes], max_bytes: int) -> list[Envelope]:
+    """parse_envelope of each: one call per batch for worker processes."""
+    return [parse_envelope(raw, max_bytes=max_bytes) for raw in raws]
+
+
 def parse_bodies(raws: list[bytes | None]) -> list[Body | None]:
     """parse_body of each (None for None): one call per batch for worker processes."""
     return [None if raw is None else parse_body(raw) for raw in raws]

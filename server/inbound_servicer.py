@@ -45,16 +45,17 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         context.add_done_callback(lambda _: self.queue.track(loop.create_task(stream.leave())))
         try:
             while not reader.done():
+                wake.clear()  # before looking: a wake-up that comes while we look is not lost
                 room = sub.max_in_flight - len(held)
                 deliveries = await self.queue.claim(sub, room) if room > 0 else []
                 if deliveries:
                     for d in deliveries:
                         held[d.row.id] = d.token
                     # A claim takes the whole free window; it goes out in responses of about
-                    # RESPONSE_BYTES, their bodies parsed side by side (BodyParsers), each
+                    # RESPONSE_BYTES, their bodies parsed side by side (ParseWorkers), each
                     # response sent as soon as its own are.
                     parts = list(_by_size(deliveries, RESPONSE_BYTES))
-                    parsing = [asyncio.ensure_future(self.queue.bodies.parse(
+                    parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
                         [None if d.row.oversized else d.row.raw for d in part])) for part in parts]
                     try:
                         for part, bodies in zip(parts, parsing):
@@ -66,7 +67,6 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                     continue
                 # Sleep until a commit or an ack wakes us, the client leaves, or it is
                 # time to look for leases that expired elsewhere.
-                wake.clear()
                 waiter = asyncio.ensure_future(wake.wait())
                 try:
                     await asyncio.wait({waiter, reader}, timeout=self.queue.settings.sweep_interval,

@@ -2,6 +2,7 @@
 it, consumed over StreamInboundMail with acknowledgements."""
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -10,9 +11,12 @@ from email.message import EmailMessage
 
 import grpc
 import pytest
+from sqlalchemy import select
 from google.protobuf import struct_pb2
 
 import mailgate_echo_driver
+from mailgate.server.inbound import Subscription
+from mailgate.server.store.models import InboundRow
 from mailgate.testing.consumer import Consumer
 from mailgate.testing.rpc import expect_error
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2
@@ -76,26 +80,25 @@ def test_committed_mail_streams_in_order_with_parsed_fields(mailgate_server):
         c.close()
 
 
-def test_bodies_are_parsed_in_worker_processes_and_a_dead_worker_loses_nothing(mailgate_server, caplog):
-    bodies = mailgate_server.app.inbound.bodies
-    assert bodies.workers >= 1  # the default on a machine with more than one core
+def test_mail_is_parsed_in_worker_processes_and_a_dead_worker_loses_nothing(mailgate_server, caplog):
+    parsers = mailgate_server.app.inbound.parsers
+    assert parsers.workers >= 1  # the default on a machine with more than one core
     p = make_provider(mailgate_server)
     c = Consumer(mailgate_server)
     try:
         commit(mailgate_server, p, [(1, mail(1))])
         [first] = c.take()
-        workers = list(bodies._pool._processes.values())
+        workers = list(parsers._pool._processes.values())
         assert workers and all(w.pid != os.getpid() for w in workers)
         for w in workers:
             os.kill(w.pid, signal.SIGKILL)
             w.join(5)
-        commit(mailgate_server, p, [(2, mail(2)), (3, mail(3))])
+        commit(mailgate_server, p, [(2, mail(2)), (3, mail(3))])  # headers parsed here, then a new pool
         got = c.take(2)
-        assert [r.message.text_body.strip() for r in [first, *got]] == ["body 1", "body 2", "body 3"]
-        assert "a body parsing process died" in caplog.text
-        commit(mailgate_server, p, [(4, mail(4))])  # and the pool is back
-        [fourth] = c.take()
-        assert fourth.message.text_body.strip() == "body 4" and bodies._pool._processes
+        assert [(r.message.subject, r.message.text_body.strip()) for r in [first, *got]] == [
+            ("message 1", "body 1"), ("message 2", "body 2"), ("message 3", "body 3")]
+        assert "a mail parsing process died; parsing 2 message(s) here" in caplog.text
+        assert parsers._pool._processes  # started again
     finally:
         c.close()
 
@@ -140,6 +143,58 @@ def test_mail_a_consumer_leaves_behind_reaches_a_waiting_one_at_once(mailgate_se
         assert again.message.name == first.message.name and again.message.delivery_count == 2
     finally:
         c2.close()
+
+
+def test_leases_given_back_by_a_cancelled_call_still_wake_the_waiting(mailgate_server):
+    """A consumer's call may be cancelled while its leases are being given back: the
+    release commits anyway, and the consumers waiting on the campaign hear of it."""
+    app = mailgate_server.app
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1))])
+    sub = Subscription(campaign="billing", provider_ids=[], consumer="c", max_in_flight=1, deadline=60)
+
+    async def scenario() -> bool:
+        waiting = app.inbound.subscribe(sub)
+        [d] = await app.inbound.claim(sub, 1)
+        releasing = asyncio.ensure_future(app.inbound.release([(d.row.id, d.token)]))
+        await asyncio.sleep(0)  # under way in the database thread
+        releasing.cancel()
+        await app.inbound.drain()
+        app.inbound.unsubscribe(sub, waiting)
+        await asyncio.sleep(0)  # the wake-up is scheduled on the loop
+        return waiting.is_set()
+
+    assert mailgate_server.call(scenario())
+    assert get(mailgate_server, f"inboundMessages/{_first_id(mailgate_server)}").state == Msg.STATE_QUEUED
+
+
+def _first_id(server) -> str:
+    return server.app.db.run_sync(lambda s: s.scalar(select(InboundRow.id)))
+
+
+def test_mail_committed_while_a_stream_looks_is_not_missed(mailgate_server, monkeypatch):
+    """The wake-up of a commit that lands between a claim's look and the stream's sleep
+    is kept: the stream looks again at once, not at its next sweep (a minute here)."""
+    app = mailgate_server.app
+    app.inbound.settings.sweep_interval = 60
+    p = make_provider(mailgate_server)
+    looked = []
+    claim = app.inbound.claim
+
+    async def claim_then_commit(sub, limit):
+        found = await claim(sub, limit)
+        if not looked:  # the first look found nothing; mail is committed before the stream sleeps
+            looked.append(found)
+            await asyncio.to_thread(commit, mailgate_server, p, [(1, mail(1))])
+        return found
+
+    monkeypatch.setattr(app.inbound, "claim", claim_then_commit)
+    c = Consumer(mailgate_server)
+    try:
+        [got] = c.take(timeout=5)
+        assert looked == [[]] and got.message.subject == "message 1"
+    finally:
+        c.close()
 
 
 def test_expired_lease_is_redelivered(mailgate_server):
