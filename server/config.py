@@ -5,9 +5,9 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .parse_workers import default_workers as default_parse_workers
-from typing import Any
 
 
 def _env(name: str, default: str) -> str:

@@ -16,8 +16,8 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from . import inbound_parse, paging, wakeups
-from .parse_workers import ParseWorkers
 from .domain import utcnow
+from .parse_workers import ParseWorkers
 from .providers import Providers
 from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
 from .store.models import InboundRow
@@ -35,7 +35,7 @@ class InboundSettings:
     default_deadline: int = 60
     default_in_flight: int = 10
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
-    parse_workers: int = 0                     # processes parsing mail (ParseWorkers)
+    parse_workers: int = 0               # processes parsing mail (ParseWorkers)
 
 
 @dataclass(frozen=True)
