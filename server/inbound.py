@@ -139,8 +139,8 @@ class InboundQueue:
                                   lambda store: store.extend(triples, utcnow()))
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """A release started outside a request (a consumer's call ended): shutdown
-        waits for it before the store closes."""
+        """A give-back that outlives its caller (a consumer's call ended, or was
+        cancelled while giving back): shutdown waits for it before the store closes."""
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
 
