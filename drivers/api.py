@@ -70,6 +70,9 @@ class Capabilities:
     send: bool = False
     receive: bool = False
     oauth: bool = False
+    # The driver's send honours Envelope.handover. Without it, the outbox starts an
+    # attempt only once the message is stored.
+    handover: bool = False
 
 
 class Kind(enum.Enum):
@@ -193,6 +196,14 @@ class Envelope:
     mail_from: str
     recipients: tuple[str, ...]
     raw: bytes
+    # For drivers with Capabilities.handover: awaited before the message is handed
+    # over, i.e. before the step that makes the server take responsibility for it
+    # (SMTP: the final dot of DATA; the envelope and the content may go before). If it
+    # raises, the driver abandons the transaction so that the server takes nothing,
+    # and lets the exception through. The outbox makes the first attempt while the
+    # message is being committed: the SMTP round trips overlap the commit, and no
+    # server accepts a message before it is durable.
+    handover: Callable[[], Awaitable[None]] | None = None
 
 
 class SendFailure(Exception):

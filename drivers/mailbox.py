@@ -80,7 +80,7 @@ class MailboxDriver(Driver):
             result = await self.pool.send(
                 key, srv.smtp, auth, timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
                 mail_from=envelope.mail_from, recipients=list(envelope.recipients), raw=envelope.raw,
-                throttle=ctx.throttle, run_blocking=ctx.run_blocking)
+                throttle=ctx.throttle, run_blocking=ctx.run_blocking, handover=envelope.handover)
         except SendError as e:
             raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
         refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())

@@ -15,7 +15,7 @@ import random
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from mailgate.drivers.api import Envelope, SendFailure
 
@@ -160,6 +160,27 @@ def _settle(done: asyncio.Future[Any], result: Any = None, *, error: BaseExcepti
         done.set_result(result)
 
 
+class _NotStored(Exception):
+    """A first attempt's message was not inserted after all (a duplicate request_id,
+    the provider changed meanwhile, the write failed): nothing to hand over or record."""
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _stored_check(writing: asyncio.Future[Any]) -> Callable[[], Awaitable[None]]:
+    """Claimed.stored for a first attempt made while `writing` (GroupCommit) inserts."""
+    async def stored() -> None:
+        try:
+            result = await asyncio.shield(writing)
+        except Exception as e:
+            raise _NotStored() from e
+        if not isinstance(result, Claimed):
+            raise _NotStored()
+    return stored
+
+
 class Outbox:
     def __init__(self, providers: Providers, settings: OutboxSettings):
         self.providers = providers
@@ -188,6 +209,7 @@ class Outbox:
         a fresh read. A request_id already stored returns the first call's message:
         found by that same transaction, or, when this call cannot be sent (the
         provider deleted or no longer GREEN, bad input), looked up before refusing."""
+        loop = asyncio.get_running_loop()
         for try_ in range(3):
             try:
                 item, stored = await self._prepare(provider_id, draft, reply_to_message_id, reply_to_outbound,
@@ -200,27 +222,34 @@ class Outbox:
                 raise
             if try_ == 2:  # changed under us three times running: the read we just made will do
                 item = replace(item, provider=None)
+            message_id = item.values["id"]
+            attempted: asyncio.Future[Outbound | None] = loop.create_future()
+            self._attempted[message_id] = attempted
             try:
-                result = await self._write(item)
-            except Exception:  # a concurrent retry with the same request_id (another process) won the race?
-                if request_id:
+                writing = asyncio.ensure_future(self._write(item))
+                early = self._handover_ok(stored)
+                if early:  # the first attempt starts now; it hands the message over once stored
+                    await self._start_attempt(Claimed(Outbound.of_values(item.values), item.values["mail_from"],
+                                                      item.values["raw"], stored, _stored_check(writing)))
+                result = await asyncio.shield(writing)
+            except BaseException as e:
+                self._attempted.pop(message_id, None)
+                # A concurrent retry with the same request_id (another process) won the race?
+                if isinstance(e, Exception) and request_id:
                     first = await self.db.run(lambda s: OutboxStore(s).find_request(provider_id, request_id))
                     if first:
                         return first
                 raise
-            if result is STALE:
-                self._senders.pop(provider_id, None)
-                continue
+            if isinstance(result, Claimed):
+                break
+            self._attempted.pop(message_id, None)
             if isinstance(result, Duplicate):
                 return result.first
-            break
-        claimed: Claimed = replace(result, provider=stored)
-        queued = claimed.message
-        log.info("queued %s (%s) through provider %s", queued.id, queued.message_id, provider_id)
-        loop = asyncio.get_running_loop()
-        attempted: asyncio.Future[Outbound | None] = loop.create_future()
-        self._attempted[queued.id] = attempted
-        await self._start_attempt(claimed)
+            assert result is STALE
+            self._senders.pop(provider_id, None)  # compose again from a fresh read
+        log.info("queued %s (%s) through provider %s", message_id, result.message.message_id, provider_id)
+        if not early:
+            await self._start_attempt(replace(result, provider=stored))
         # The attempt is a task of its own: a caller that gives up (or times out, None)
         # stops waiting for it, never the attempt itself.
         timer = loop.call_later(self.settings.first_attempt_wait, _settle, attempted, None)
@@ -228,8 +257,13 @@ class Outbox:
             done = await attempted
         finally:
             timer.cancel()
-            self._attempted.pop(queued.id, None)
-        return done if done is not None else await self.get(queued.id)
+            self._attempted.pop(message_id, None)
+        return done if done is not None else await self.get(message_id)
+
+    def _handover_ok(self, stored: StoredProvider) -> bool:
+        """Whether a first attempt may start before the message is stored (see api.Envelope.handover)."""
+        driver = self.providers.drivers.get(stored.config.type)
+        return driver is not None and driver.capabilities.handover
 
     async def _sender(self, provider_id: str, cached: bool) -> tuple[StoredProvider, Any]:
         hit = self._senders.get(provider_id) if cached else None
@@ -365,9 +399,15 @@ class Outbox:
         m = claimed.message
         try:
             result = await self._deliver(claimed)
+        except _NotStored:  # a first attempt made while inserting, which stored nothing
+            result = None
         except Exception:
             log.exception("delivery of %s failed unexpectedly", m.id)
-            result = await self._record(m, OutState.RETRYING, error="internal error", transient=True)
+            try:
+                await (claimed.stored or _nothing)()
+                result = await self._record(m, OutState.RETRYING, error="internal error", transient=True)
+            except _NotStored:
+                result = None
         finally:
             self._slots.release()
         waiter = self._attempted.get(m.id)
@@ -376,31 +416,38 @@ class Outbox:
 
     async def _deliver(self, claimed: Claimed) -> Outbound:
         m = claimed.message
+        # Each path below awaits the message's storing (claimed.stored) before it
+        # writes the row; the SMTP exchange, through the driver's handover.
+        stored_row = claimed.stored or _nothing
         try:  # the first attempt comes with the provider SendEmail just read
             stored = claimed.provider or await self.providers.get(m.provider_id)
         except NotFound:
+            await stored_row()
             return await self._record(m, OutState.FAILED, error="the provider was deleted", counted=False)
         config = stored.config
         driver = self.providers.drivers.get(config.type)
         now = utcnow()
         if stored.state is not State.GREEN or driver is None:
             until = now + timedelta(seconds=self.settings.not_ready_delay)
+            await stored_row()
             await self.db.run(lambda s: OutboxStore(s).postpone([m.id], until))
             self._wake.set()
             return await self.get(m.id)
         limits = driver.sending_limits(config)
         held = await self._over_limits(m.provider_id, limits.per_minute, limits.per_day, now)
         if held:
+            await stored_row()
             await self.db.run(lambda s: OutboxStore(s).postpone([m.id], held))
             self._wake.set()
             log.info("provider %s at its sending limit: %s waits until %s", m.provider_id, m.id, held)
             return await self.get(m.id)
         envelope = Envelope(compose.addr_spec(claimed.mail_from),
                             compose.envelope_recipients(compose.Draft(to=m.to, cc=m.cc, bcc=m.bcc)),
-                            claimed.raw)
+                            claimed.raw, handover=claimed.stored)
         try:
             said = await driver.send(config, envelope, self.providers.ctx)
         except SendFailure as f:
+            await stored_row()
             if f.auth_failed:
                 reason = f"sending failed: the SMTP server refused the login: {f.message}"
                 await self.providers.set_state(m.provider_id, State.RED, reason)

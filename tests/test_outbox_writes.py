@@ -12,8 +12,9 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import grpc
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailgate.drivers.api import ProviderConfig
@@ -22,7 +23,7 @@ from mailgate.server.domain import State
 from mailgate.server.outbox import GroupCommit
 from mailgate.server.secrets import SecretBox
 from mailgate.server.store.db import Database
-from mailgate.server.store.models import ProviderRow
+from mailgate.server.store.models import OutboundRow, ProviderRow
 from mailgate.server.store.outbox import (STALE, Claimed, Duplicate, Finish, NewOutbound, OutboxStore,
                                           OutState)
 from mailgate.server.store.providers import ProviderStore
@@ -174,7 +175,9 @@ def test_concurrent_calls_with_one_request_id_send_once(mailgate_server, smtp, m
 
     results = mailgate_server.call(three())
     assert len({m.id for m in results}) == 1
-    assert len(smtp.wait_for_messages(1)) == 1
+    smtp.wait_for_messages(1)
+    time.sleep(0.2)  # the duplicates' first attempts, made while inserting, handed nothing over
+    assert len(smtp.messages) == 1
     listed = mail(mailgate_server).ListOutboundMessages(mpb.ListOutboundMessagesRequest())
     assert len(listed.outbound_messages) == 1
 
@@ -216,3 +219,61 @@ def test_sendemail_answers_queued_when_the_first_attempt_is_slow(tmp_path, mailg
         done = wait_state(server, m.name, mpb.OutboundMessage.STATE_SENT)  # the attempt went on
         assert done.state == mpb.OutboundMessage.STATE_SENT and done.attempts == 1
         assert len(smtp.messages) == 1
+
+
+def test_the_smtp_server_takes_a_message_only_once_it_is_stored(tmp_path, mailgate_database_url, mail_ca,
+                                                                 mail_users, monkeypatch):
+    """The first attempt starts while the message is being committed (the SMTP
+    exchange overlaps the commit); the end of its data waits for the commit."""
+    reader = Database(mailgate_database_url)  # another connection: sees committed rows only
+    states: list[str | None] = []
+
+    def deliver(raw: bytes, rcpts: list[str]) -> None:  # at the end of the data
+        message_id = parse(raw)["Message-ID"]
+        states.append(reader.transaction(lambda s: s.scalar(
+            select(OutboundRow.state).where(OutboundRow.message_id == message_id))))
+
+    write = OutboxStore.write
+
+    def slow_write(self, ops):
+        results = write(self, ops)
+        if any(isinstance(op, NewOutbound) for op in ops):
+            time.sleep(0.3)  # inserted, not committed yet
+        return results
+
+    monkeypatch.setattr(OutboxStore, "write", slow_write)
+    settings = make_settings(tmp_path, mailgate_database_url)
+    try:
+        with SmtpServer("STARTTLS", dict(mail_users), mail_ca, deliver_to=deliver) as smtp, \
+                ServerThread(settings) as server:
+            p = make_provider(server, smtp, mail_ca)
+            sent = mail(server).SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"],
+                                                               subject="stored first", text_body="x"))
+            assert sent.state == mpb.OutboundMessage.STATE_SENT
+            assert states == ["QUEUED"]
+    finally:
+        reader.close()
+
+
+def test_a_message_that_could_not_be_stored_is_not_sent(mailgate_server, smtp, mail_ca, monkeypatch):
+    p = make_provider(mailgate_server, smtp, mail_ca)
+    write = OutboxStore.write
+
+    def failing_write(self, ops):
+        if any(isinstance(op, NewOutbound) and op.values["subject"] == "doomed" for op in ops):
+            raise IntegrityError("INSERT", {}, Exception("disk says no"))
+        return write(self, ops)
+
+    monkeypatch.setattr(OutboxStore, "write", failing_write)
+    stub = mail(mailgate_server)
+    err = expect_error(lambda: stub.SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["jane@example.test"], subject="doomed", text_body="x")))
+    assert err.code == grpc.StatusCode.INTERNAL
+    sent = stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="fine",
+                                               text_body="x"))
+    assert sent.state == mpb.OutboundMessage.STATE_SENT
+    smtp.wait_for_messages(1)
+    time.sleep(0.2)
+    assert [parse(m.content)["Subject"] for m in smtp.messages] == ["fine"]
+    listed = stub.ListOutboundMessages(mpb.ListOutboundMessagesRequest())
+    assert [m.subject for m in listed.outbound_messages] == ["fine"]

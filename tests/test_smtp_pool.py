@@ -5,6 +5,7 @@ import asyncio
 import base64
 import logging
 import pickle
+import socket
 import threading
 import time
 
@@ -131,6 +132,55 @@ def test_a_message_far_larger_than_the_socket_buffers(mode, smtp_server, mail_ca
     assert [m.content for m in server.wait_for_messages(2)] == [raw, raw_message(8)]
     assert pool.stats()["opened"] == 1
 
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_end_of_the_data_waits_for_the_handover(mode, smtp_server, mail_ca, pool):
+    """Envelope and content may go first; the server takes the message only once
+    the handover returns (the outbox: once the message is stored)."""
+    server = smtp_server(mode)
+    called, release = threading.Event(), asyncio.Event()
+
+    async def handover() -> None:
+        called.set()
+        await release.wait()
+
+    pending = asyncio.run_coroutine_threadsafe(pool.send(
+        KEY, Endpoint(server.host, server.port, mode), PasswordAuth(AGENT, "s3cret-agent"), timeout=5,
+        ca_pem=mail_ca.ca_pem, mail_from=AGENT, recipients=["rcpt@example.test"], raw=raw_message(1),
+        handover=handover), _loop)
+    assert called.wait(10)
+    time.sleep(0.3)  # were the end of the data sent, the server would have the message by now
+    assert server.messages == [] and not pending.done()
+    _loop.call_soon_threadsafe(release.set)
+    assert pending.result(10) == SendResult(250, "2.0.0 OK", {})
+    assert [m.content for m in server.wait_for_messages(1)] == [raw_message(1)]
+    assert send(pool, server, mail_ca, raw=raw_message(2)).code == 250  # and the connection is reused
+    assert pool.stats()["opened"] == 1
+
+
+def test_a_refused_handover_hands_nothing_over(smtp_server, mail_ca, pool):
+    server = smtp_server("STARTTLS")
+    assert send(pool, server, mail_ca, raw=raw_message(1)).code == 250
+
+    async def refuse() -> None:
+        raise LookupError("not stored")
+
+    with pytest.raises(LookupError):
+        send(pool, server, mail_ca, raw=raw_message(2), handover=refuse)
+    assert pool.stats()["idle"] == 0  # the connection was closed in the middle of DATA
+    assert send(pool, server, mail_ca, raw=raw_message(3)).code == 250
+    server.wait_for_messages(2)
+    time.sleep(0.2)
+    assert [m.content for m in server.messages] == [raw_message(1), raw_message(3)]
+    assert server.handler.rejected == []
+
+
+def test_connections_send_without_nagle_delay(smtp_server, mail_ca, pool):
+    """The end of the data is a small write of its own: Nagle would hold it ~40 ms."""
+    server = smtp_server("NONE")
+    send(pool, server, mail_ca)
+    assert idle_socket(pool).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 def test_concurrent_sends(smtp_server, mail_ca):
     """Eight callers at once: never more connections than sends under way."""

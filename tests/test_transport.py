@@ -467,7 +467,9 @@ def test_probe_returns_the_trace_and_leaves(dovecot, mail_ca, mail_users, thrott
                   PasswordAuth(AGENT, mail_users[AGENT]), timeout=5, ca_pem=mail_ca.ca_pem,
                   throttle=throttle)
     assert_passed(trace, "imap", "TLS")
-    assert wait_for(lambda: "Logged out" in dovecot.log_path.read_text().splitlines()[-1])
+    # Dovecot's log process writes the login line a little after the login itself.
+    assert wait_for(lambda: dovecot_logins(dovecot) > before
+                    and "Logged out" in dovecot.log_path.read_text().splitlines()[-1])
     assert dovecot_logins(dovecot) == before + 1
     bad = probe("pop3", Endpoint(dovecot.host, dovecot.pop3s_port, "TLS"),
                 PasswordAuth(AGENT, "wrong"), timeout=5, ca_pem=mail_ca.ca_pem, throttle=throttle)

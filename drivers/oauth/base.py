@@ -33,7 +33,7 @@ class OAuthDriver(MailboxDriver):
     library methods below."""
 
     preset: Preset
-    capabilities = Capabilities(send=True, receive=True, oauth=True)
+    capabilities = Capabilities(send=True, receive=True, oauth=True, handover=True)
     # Secrets the sign-in stores; an account change drops them all.
     token_secrets: tuple[str, ...] = ()
 

@@ -27,7 +27,7 @@ class SmtpImapDriver(MailboxDriver):
     display_name = "SMTP / IMAP"
     description = ("A mailbox reached with a user name and password: SMTP to send; IMAP (or "
                    "POP3) to receive when receive_emails is on.")
-    capabilities = Capabilities(send=True, receive=True, oauth=False)
+    capabilities = Capabilities(send=True, receive=True, oauth=False, handover=True)
     settings_schema = (
         SettingField("username", "User name", description="Login name; defaults to the account."),
         SettingField("password", "Password", secret=True, required=True),

@@ -25,6 +25,7 @@ import functools
 import logging
 import re
 import smtplib
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -109,6 +110,9 @@ class Link:
 
     def __init__(self, conn: smtplib.SMTP) -> None:
         sock, conn.sock, conn.file = conn.sock, None, None  # ours now: smtplib must not close it
+        # The end of the data goes in a write of its own (after the handover): without
+        # this, Nagle's algorithm holds it until the body is acknowledged (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.does_esmtp = bool(conn.does_esmtp)
         self.features = dict(conn.esmtp_features)
         self.io = LoopSocket(sock)
@@ -170,10 +174,12 @@ class SmtpPool:
     async def send(self, key: str, endpoint: Endpoint, auth: Authenticator, *, timeout: float,
                    ca_pem: str | None, mail_from: str, recipients: list[str], raw: bytes,
                    throttle: LoginThrottle | None = None,
-                   run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread) -> SendResult:
+                   run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+                   handover: Callable[[], Awaitable[None]] | None = None) -> SendResult:
         """Sends `raw` (CRLF line ends, not dot-stuffed) from `mail_from` to `recipients`
         over a pooled connection for `key`; a new one is opened through `run_blocking`
-        (a worker pool). Raises SendError."""
+        (a worker pool). `handover` (api.Envelope.handover) is awaited before the end
+        of the data; if it raises, the connection is closed without it. Raises SendError."""
         if not recipients:
             raise ValueError("no recipients")
         identity = (endpoint, auth.username, ca_pem)
@@ -181,14 +187,15 @@ class SmtpPool:
         if idle is not None:
             try:
                 return await self._send_on(key, generation, identity, idle.link, timeout,
-                                           mail_from, recipients, raw)
+                                           mail_from, recipients, raw, handover)
             except _Replaceable as stale:
                 self._counts["replaced"] += 1
                 log.debug("smtp pool %s: reused connection to %s broken (%s); sending on a new one",
                           key, endpoint, stale.error)
         link = await self._open(key, endpoint, auth, timeout, ca_pem, throttle, run_blocking)
         try:
-            return await self._send_on(key, generation, identity, link, timeout, mail_from, recipients, raw)
+            return await self._send_on(key, generation, identity, link, timeout, mail_from, recipients, raw,
+                                       handover)
         except _Replaceable as broken:  # a fresh connection: nothing to fall back on
             raise broken.error from broken.__cause__
 
@@ -271,9 +278,10 @@ class SmtpPool:
         return Link(conn)
 
     async def _send_on(self, key: str, generation: int, identity: tuple, link: Link,
-                       timeout: float, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
+                       timeout: float, mail_from: str, recipients: list[str], raw: bytes,
+                       handover: Callable[[], Awaitable[None]] | None) -> SendResult:
         try:
-            result = await _transact(link, timeout, mail_from, recipients, raw)
+            result = await _transact(link, timeout, mail_from, recipients, raw, handover)
         except BaseException as exc:  # cancelled too: a connection left mid-transaction is useless
             link.quit()
             error = exc.error if isinstance(exc, _Replaceable) else exc
@@ -286,7 +294,7 @@ class SmtpPool:
 
 
 async def _transact(link: Link, timeout: float, mail_from: str, recipients: list[str],
-                    raw: bytes) -> SendResult:
+                    raw: bytes, handover: Callable[[], Awaitable[None]] | None = None) -> SendResult:
     """One mail transaction on `link`: MAIL, RCPT for each recipient, DATA.
 
     We must know whether a failure came before the body was sent (then another
@@ -323,8 +331,21 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
         body = _LEADING_DOT.sub(b"..", raw) if raw.startswith(b".") or b"\n." in raw else raw
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        link.io.deadline = asyncio.get_running_loop().time() + timeout + len(body) / _MIN_BYTES_PER_SECOND
-        await link.io.sendall(body + b".\r\n")
+        loop = asyncio.get_running_loop()
+        link.io.deadline = loop.time() + timeout + len(body) / _MIN_BYTES_PER_SECOND
+        if handover is None:
+            await link.io.sendall(body + b".\r\n")
+        else:
+            await link.io.sendall(body)
+            try:
+                await handover()
+            except BaseException:
+                # Closed before the final dot (and with no QUIT, which would be more
+                # body): a server delivers nothing of an unfinished DATA (RFC 5321 4.1.1.4).
+                link.io.close()
+                raise
+            link.io.deadline = loop.time() + timeout
+            await link.io.sendall(b".\r\n")
         code, resp = await link.reply()
         if code != 250:
             raise reply_error(code, resp)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -89,6 +89,9 @@ class Claimed:
     mail_from: str
     raw: bytes
     provider: Any = None  # the StoredProvider, when the caller has just read it
+    # A first attempt made while the message is still being inserted: awaited before
+    # the message is handed over or its row is touched; raises if it was not stored.
+    stored: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
