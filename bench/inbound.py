@@ -44,7 +44,8 @@ its own. A consumer (StreamInboundMail, max_in_flight 1000) acknowledges everyth
   INBOX by one COPY, so that the whole burst lands at once (APPENDing them one by one would
   measure APPEND). End to end: COPY start -> the last message out of the stream (Dovecot's
   ~0.5 s notification delay included), with the CPU time per message of mailgate and its
-  parsing processes; the stream must
+  parsing processes, and how busy the machine's cores were from the first message out to
+  the last (every process: near 100 %, the burst is bound by CPU); the stream must
   give them in arrival order. Against, on the same Dovecot: a bare imapclient IDLE session
   on another mailbox given the same burst by COPY (COPY -> EXISTS -> FETCH BODY.PEEK[] by
   500), and a bare batched FETCH BODY.PEEK[] (by 500) of the burst's messages.
@@ -71,7 +72,7 @@ from mailgate.testing.consumer import Consumer
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.dovecot import Dovecot
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
-from rig import mailgate_process, percentile, smtp_server
+from rig import MachineCpu, mailgate_process, percentile, smtp_server
 from send import start_py_spy, stop_py_spy
 
 PASSWORD = "pw"
@@ -333,11 +334,13 @@ def run_burst(count: int, trickle: int, dovecot: Dovecot, smtp, ca: TestCA, root
             r["trickle"] = max(a for a, _ in arrivals) - t
         spy = start_py_spy(py_spy, pid) if py_spy else None
         cpu = cpu_seconds(pid)
+        machine = MachineCpu()
         t = time.monotonic()
         c.copy("1:*", "INBOX")
         r["copy"] = time.monotonic() - t
         arrivals = stream.wait(count, timeout=120 + count * 0.05)
         r["cpu"] = cpu_seconds(pid) - cpu
+        r["busy"] = machine.busy(min(a for a, _ in arrivals), max(a for a, _ in arrivals))
         if spy:
             stop_py_spy(spy)
         assert [s for _, s in arrivals] == [f"burst {i}" for i in range(count)], "not in arrival order"
@@ -425,7 +428,8 @@ def main() -> None:
                 r = run_burst(n, args.trickle, dovecot, smtp, ca, root, args.py_spy)
                 print(f"burst {n} x 10 KB put into INBOX by one COPY ({r['copy']:.2f} s):\n"
                       f"  mailgate  COPY -> last out of the stream     {n / r['e2e']:6.0f}/s ({r['e2e']:.2f} s), "
-                      f"first after {r['first']:.2f} s; mailgate CPU {r['cpu'] / n * 1000:.2f} ms/message\n"
+                      f"first after {r['first']:.2f} s; mailgate CPU {r['cpu'] / n * 1000:.2f} ms/message; "
+                      f"cores {r['busy'] * 100:.0f}% busy from the first out to the last\n"
                       f"  bare      COPY -> EXISTS -> FETCH by 500     {n / r['bare_e2e']:6.0f}/s "
                       f"({r['bare_e2e']:.2f} s), EXISTS after {r['bare_exists']:.2f} s\n"
                       f"  bare      FETCH by 500 of the same messages  {n / r['bare_fetch']:6.0f}/s "

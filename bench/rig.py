@@ -6,6 +6,8 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -55,3 +57,35 @@ def _smtp_serve(ca: TestCA, users: dict, mode: str, conn) -> None:
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+class MachineCpu:
+    """How busy the whole machine's cores were: every process counts (mailgate, the
+    mail servers, the bench's own clients), so a figure near 1.0 says the run was
+    bound by CPU, not by waiting. /proc/stat is read every 50 ms from creation
+    until stop()."""
+
+    def __init__(self) -> None:
+        self._samples = [(time.monotonic(), *self._read())]
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])  # busy, all (steal included: taken from us)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self._samples.append((time.monotonic(), *self._read()))
+
+    def busy(self, since: float | None = None, until: float | None = None) -> float:
+        """The busy fraction of all cores between two monotonic times (default: from
+        creation until now), to the nearest 50 ms sample; stops the sampling."""
+        self._stop.set()
+        samples = self._samples + [(time.monotonic(), *self._read())]
+        before = [x for x in samples if since is not None and x[0] <= since]
+        after = [x for x in samples if until is not None and x[0] >= until]
+        first, last = (before or samples)[-1 if before else 0], (after or samples)[0 if after else -1]
+        return (last[1] - first[1]) / max(last[2] - first[2], 1)

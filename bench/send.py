@@ -22,7 +22,8 @@ time includes its connect and AUTH; SendEmail gets a warm-up of one message per
 caller first (gRPC channel, the provider's first SMTP connections). Prints the
 rates, SendEmail's per-call latency p50/p99, the ratio (expected >= 0.7), how
 many SMTP logins each side made (the pool's reconnections show there) and the CPU
-time per message of mailgate, aiosmtpd and this client (from /proc, all threads).
+time per message of mailgate, aiosmtpd and this client (from /proc, all threads), and
+how busy the machine's cores were ("cores": near 100 %, the run was bound by CPU).
 
 aiosmtpd keeps only counters (messages, bytes, logins), not the messages.
 """
@@ -50,7 +51,7 @@ import grpc
 from mailgate.server import compose
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.smtpd import SmtpServer
-from rig import mailgate_process, percentile
+from rig import MachineCpu, mailgate_process, percentile
 from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb, provider_service_pb2_grpc
 
@@ -133,6 +134,7 @@ class Phase:
 
     def begin(self) -> None:
         self.cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.machine = MachineCpu()
         self.start = time.perf_counter()
 
     def finish(self, timeout: float = 60) -> dict:
@@ -143,7 +145,8 @@ class Phase:
             time.sleep(0.01)
         elapsed = self.counters[REACHED] - self.start
         cpu = {name: (cpu_seconds(pid) - self.cpu[name]) / self.n for name, pid in self.pids.items()}
-        return {"cpu": cpu, "rate": self.n / elapsed, "seconds": elapsed, "logins": int(self.counters[LOGINS]),
+        busy = self.machine.busy()
+        return {"cpu": cpu, "busy": busy, "rate": self.n / elapsed, "seconds": elapsed, "logins": int(self.counters[LOGINS]),
                 "avg_bytes": self.counters[BYTES] / max(self.counters[COUNT], 1)}
 
 
@@ -310,12 +313,13 @@ def main() -> None:
     print(f"{args.messages} messages, text body {args.size:,} B, {args.callers} SendEmail callers, one provider")
     print(f"{'':29}{'':36}CPU ms per message")
     print(f"{'mode':9} {'rd':>2} {'path':13} {'msg/s':>6} {'seconds':>7} {'logins':>6} {'B/msg':>6}   "
-          f"{'mailgate':>8} {'smtpd':>6} {'client':>6}   SendEmail latency p50 / p99")
+          f"{'mailgate':>8} {'smtpd':>6} {'client':>6} {'cores':>5}   SendEmail latency p50 / p99")
     for mode, rounds in results.items():
         for round_, (bare, sent) in enumerate(rounds, 1):
             for path, r in (("bare smtplib", bare), ("SendEmail", sent)):
                 line = (f"{mode:9} {round_:>2} {path:13} {r['rate']:6.0f} {r['seconds']:7.2f} {r['logins']:6d} "
-                        f"{r['avg_bytes']:6.0f}   {cpu(r, 'mailgate'):>8} {cpu(r, 'aiosmtpd')} {cpu(r, 'client')}")
+                        f"{r['avg_bytes']:6.0f}   {cpu(r, 'mailgate'):>8} {cpu(r, 'aiosmtpd')} {cpu(r, 'client')} "
+                        f"{r['busy'] * 100:4.0f}%")
                 if "p50" in r:
                     line += f"   {ms(r['p50'])} / {ms(r['p99'])}"
                 print(line)
