@@ -63,7 +63,7 @@ class MachineCpu:
     """How busy the whole machine's cores were: every process counts (mailgate, the
     mail servers, the bench's own clients), so a figure near 1.0 says the run was
     bound by CPU, not by waiting. /proc/stat is read every 50 ms from creation
-    until stop()."""
+    until the first busy()."""
 
     def __init__(self) -> None:
         self._samples = [(time.monotonic(), *self._read())]

@@ -133,7 +133,6 @@ def test_a_message_far_larger_than_the_socket_buffers(mode, smtp_server, mail_ca
     assert pool.stats()["opened"] == 1
 
 
-
 @pytest.mark.parametrize("mode", MODES)
 def test_the_end_of_the_data_waits_for_the_handover(mode, smtp_server, mail_ca, pool):
     """Envelope and content may go first; the server takes the message only once
@@ -181,6 +180,7 @@ def test_connections_send_without_nagle_delay(smtp_server, mail_ca, pool):
     server = smtp_server("NONE")
     send(pool, server, mail_ca)
     assert idle_socket(pool).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
 
 def test_concurrent_sends(smtp_server, mail_ca):
     """Eight callers at once: never more connections than sends under way."""
