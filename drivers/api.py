@@ -191,7 +191,8 @@ class NotConfigured(Exception):
 
 @dataclass(frozen=True)
 class Envelope:
-    """A message ready to go: the SMTP envelope and the exact MIME bytes."""
+    """A message ready to go: the SMTP envelope (bare addresses: no display names,
+    no angle brackets) and the exact MIME bytes."""
 
     mail_from: str
     recipients: tuple[str, ...]

@@ -11,10 +11,13 @@ non-blocking mode: it tries the call first and waits for readiness only when the
 call says it would block. Reading first matters for TLS: decrypted bytes already
 buffered in the SSL object are invisible to epoll.
 
-Per reply, the cheap way: the socket stays registered with the loop for the whole
-conversation, and one timer enforces `deadline`, re-armed only when it fires early
-(each command pushes the deadline later; a timer per command would cost a heap
-entry and a cancel for every reply).
+Per reply, the cheap way: the socket stays registered with the loop from its first
+wait until it is closed, idle spells in a pool included (registering and
+unregistering per message cost a sixth of the pool's CPU per message), and one
+timer enforces `deadline`, re-armed only when it fires early (each command pushes
+the deadline later; a timer per command would cost a heap entry and a cancel for
+every reply). An idle socket that turns readable (the server closing it) is
+unregistered then, and the next read finds out why.
 """
 from __future__ import annotations
 
@@ -70,15 +73,11 @@ class LoopSocket:
         except OSError:
             pass
 
-    def pause(self) -> None:
-        """Stop watching the socket and its deadline (an idle connection: nobody reads it)."""
+    def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._stop_reading()
-
-    def close(self) -> None:
-        self.pause()  # before the descriptor is gone (and perhaps reused)
+        self._stop_reading()  # before the descriptor is gone (and perhaps reused)
         try:
             self.sock.close()
         except OSError:

@@ -177,7 +177,7 @@ class SmtpPool:
                    run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
                    handover: Callable[[], Awaitable[None]] | None = None) -> SendResult:
         """Sends `raw` (CRLF line ends, not dot-stuffed) from `mail_from` to `recipients`
-        over a pooled connection for `key`; a new one is opened through `run_blocking`
+        (bare addresses, as api.Envelope has them) over a pooled connection for `key`; a new one is opened through `run_blocking`
         (a worker pool). `handover` (api.Envelope.handover) is awaited before the end
         of the data; if it raises, the connection is closed without it. Raises SendError."""
         if not recipients:
@@ -288,7 +288,6 @@ class SmtpPool:
             if isinstance(error, SendError):
                 log.debug("smtp pool %s: send via %s failed: %r", key, identity[0], error)
             raise
-        link.io.pause()
         self._checkin(key, generation, _Idle(link, identity, self._clock()))
         return result
 
@@ -309,13 +308,13 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
 
     try:
         options = _mail_options(link, mail_from, recipients, raw)
-        code, resp = await link.command(f"MAIL FROM:{smtplib.quoteaddr(mail_from)}"
+        code, resp = await link.command(f"MAIL FROM:<{mail_from}>"
                                         + "".join(" " + o for o in options), timeout)
         if code != 250:
             raise reply_error(code, resp)
         refused: dict[str, tuple[int, str]] = {}
         for rcpt in recipients:
-            code, resp = await link.command(f"RCPT TO:{smtplib.quoteaddr(rcpt)}", timeout)
+            code, resp = await link.command(f"RCPT TO:<{rcpt}>", timeout)
             if code == 421:  # the server is closing the connection
                 raise reply_error(code, resp)
             if code not in (250, 251):
@@ -368,7 +367,8 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
 def _mail_options(conn: Link, mail_from: str, recipients: list[str], raw: bytes) -> list[str]:
     """MAIL FROM parameters: SMTPUTF8 and BODY=8BITMIME only when needed and offered."""
     utf8_addresses = not all(a.isascii() for a in (mail_from, *recipients))
-    utf8_headers = not raw.split(b"\r\n\r\n", 1)[0].isascii()  # RFC 6532 headers
+    end = raw.find(b"\r\n\r\n")
+    utf8_headers = not raw[:end if end >= 0 else len(raw)].isascii()  # RFC 6532 headers
     if utf8_addresses and not conn.has_extn("smtputf8"):
         raise SendError(0, "the server does not support SMTPUTF8, needed for non-ASCII addresses",
                         transient=False)
