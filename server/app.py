@@ -94,7 +94,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     runtime.bind(providers, asyncio.get_running_loop())
     outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
                                               retry_base=settings.retry_base,
-                                              first_attempt_wait=settings.first_attempt_wait))
+                                              first_attempt_wait=settings.first_attempt_wait,
+                                              commit_delay=settings.commit_delay))
 
     inbound = InboundQueue(providers, InboundSettings(parse_workers=settings.parse_workers))
     inbound.bind(asyncio.get_running_loop())

@@ -30,6 +30,8 @@ class Settings:
     max_message_bytes: int = field(default_factory=lambda: int(_env("MAILGATE_MAX_MESSAGE_BYTES", str(25 << 20))))
     retry_base: float = field(default_factory=lambda: float(_env("MAILGATE_RETRY_BASE", "30")))
     first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
+    # how long an outbox commit waits for writes on their way (under load only); 0: never
+    commit_delay: float = field(default_factory=lambda: float(_env("MAILGATE_COMMIT_DELAY", "0.001")))
     # receiving: how often a mailbox without IMAP IDLE is looked at
     poll_interval: float = field(default_factory=lambda: float(_env("MAILGATE_POLL_INTERVAL", "30")))
     # processes parsing mail (headers when queued, bodies when streamed); 0: in the server's threads

@@ -88,6 +88,30 @@ def test_writes_that_arrive_together_share_one_transaction(store):
         ops[0].values["conversation_id"], ("<root@example.test>",))
 
 
+def test_a_commit_waits_for_the_writes_on_their_way(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db, delay=0.5, expected=lambda: 2)  # two writers at work
+
+    async def run():
+        first = asyncio.ensure_future(writer(new(pid, fingerprint)))
+        await asyncio.sleep(0.1)  # the second comes a little later, within the delay
+        return await asyncio.gather(first, writer(new(pid, fingerprint)))
+
+    assert all(isinstance(r, Claimed) for r in asyncio.run(run()))
+    assert writer.batches == 1 and writer.writes == 2
+
+
+def test_a_write_with_no_company_on_its_way_is_committed_at_once(store):
+    db, pid, fingerprint = store
+    writer = GroupCommit(db, delay=30, expected=lambda: 1)  # the write itself, nobody else
+
+    async def run():
+        return await asyncio.wait_for(writer(new(pid, fingerprint)), 10)  # not after the 30 s delay
+
+    assert isinstance(asyncio.run(run()), Claimed)
+    assert writer.batches == 1
+
+
 def test_large_messages_share_a_transaction_only_up_to_a_size(store):
     db, pid, fingerprint = store
     writer = GroupCommit(db, max_batch_bytes=40)  # each test message is 17 bytes
@@ -219,6 +243,17 @@ def test_sendemail_answers_queued_when_the_first_attempt_is_slow(tmp_path, mailg
         done = wait_state(server, m.name, mpb.OutboundMessage.STATE_SENT)  # the attempt went on
         assert done.state == mpb.OutboundMessage.STATE_SENT and done.attempts == 1
         assert len(smtp.messages) == 1
+
+
+def test_a_lone_sendemail_is_never_held_by_the_commit_delay(tmp_path, mailgate_database_url, smtp, mail_ca):
+    """The delay is for writes on their way; a lone call's own first attempt is not one
+    of them (it waits for the insert), so neither the insert nor its result waits."""
+    with ServerThread(make_settings(tmp_path, mailgate_database_url, commit_delay=30.0)) as server:
+        p = make_provider(server, smtp, mail_ca)
+        for subject in ("first", "second"):
+            m = mail(server).SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"],
+                                                            subject=subject, text_body="x"), timeout=10)
+            assert m.state == mpb.OutboundMessage.STATE_SENT  # within first_attempt_wait (5 s)
 
 
 def test_the_smtp_server_takes_a_message_only_once_it_is_stored(tmp_path, mailgate_database_url, mail_ca,
