@@ -75,13 +75,17 @@ class GroupCommit:
         self.batches = 0  # transactions committed, for tests and curiosity
         self.writes = 0
 
-    async def __call__(self, op: NewOutbound | Finish) -> Any:
+    def submit(self, op: NewOutbound | Finish) -> asyncio.Future[Any]:
+        """The write's result, a future (no task of its own)."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._pending.append((op, done))
         if self._task is None:
             self._task = loop.create_task(self._drain(), name="mailgate-outbox-writer")
-        return await done
+        return done
+
+    async def __call__(self, op: NewOutbound | Finish) -> Any:
+        return await self.submit(op)
 
     async def wait_idle(self) -> None:
         """Until every write submitted has been answered."""
@@ -240,7 +244,7 @@ class Outbox:
             attempted: asyncio.Future[Outbound | None] = loop.create_future()
             self._attempted[message_id] = attempted
             try:
-                writing = asyncio.ensure_future(self._write(item))
+                writing = self._write.submit(item)
                 early = self._handover_ok(stored)
                 if early:  # the first attempt starts now; it hands the message over once stored
                     await self._start_attempt(Claimed(Outbound.of_values(item.values), item.values["mail_from"],
