@@ -59,9 +59,10 @@ class GroupCommit:
     `expected()` says how many writes are on their way (messages being prepared,
     attempts under way, those pending included). When more are coming than are
     pending, the commit waits up to `delay` for them, as PostgreSQL's commit_delay
-    does when it has commit_siblings: a commit costs as much as a few rows, so under
-    load sharing it halves the database's CPU per message. A write with no company
-    on its way goes at once (no timer, no added latency)."""
+    does when it has commit_siblings: a commit costs as much as a few rows, and
+    under load waiting 1 ms took ~20 % off the server's CPU per message sent
+    (bench/send.py). A write with no company on its way goes at once (no timer, no
+    added latency)."""
 
     def __init__(self, db: Database, max_batch: int = 64, max_batch_bytes: int = 8 << 20, *,
                  delay: float = 0.0, expected: Callable[[], int] = lambda: 0):

@@ -177,9 +177,10 @@ class SmtpPool:
                    run_blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
                    handover: Callable[[], Awaitable[None]] | None = None) -> SendResult:
         """Sends `raw` (CRLF line ends, not dot-stuffed) from `mail_from` to `recipients`
-        (bare addresses, as api.Envelope has them) over a pooled connection for `key`; a new one is opened through `run_blocking`
-        (a worker pool). `handover` (api.Envelope.handover) is awaited before the end
-        of the data; if it raises, the connection is closed without it. Raises SendError."""
+        (bare addresses, as api.Envelope has them) over a pooled connection for `key`;
+        a new one is opened through `run_blocking` (a worker pool). `handover`
+        (api.Envelope.handover) is awaited before the end of the data; if it raises,
+        the connection is closed without it. Raises SendError."""
         if not recipients:
             raise ValueError("no recipients")
         identity = (endpoint, auth.username, ca_pem)
