@@ -229,6 +229,26 @@ def test_a_provider_changed_behind_sendemails_back_is_read_again(mailgate_server
     assert "RED" in err.violations["provider"]
 
 
+def test_a_server_changed_behind_sendemails_back_gets_the_mail(mailgate_server, smtp, mail_ca, mail_users):
+    """As above, for the SMTP server itself: the idle pooled connection to the old one
+    must not carry the provider's mail once the stored settings name another."""
+    p = make_provider(mailgate_server, smtp, mail_ca)
+    stub = mail(mailgate_server)
+    stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="1", text_body="x"))
+    pid = p.name.removeprefix("providers/")
+    app = mailgate_server.app
+    with SmtpServer("STARTTLS", dict(mail_users), mail_ca) as other:
+        row = mailgate_server.call(app.db.run(lambda s: s.get(ProviderRow, pid)))
+        moved = dict(row.settings, smtp={"host": other.host, "port": other.port, "security": "STARTTLS"})
+        mailgate_server.call(app.db.run(lambda s: s.execute(update(ProviderRow).where(ProviderRow.id == pid).values(
+            settings=moved, version=ProviderRow.version + 1))))
+        sent = stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="2",
+                                                   text_body="x"))
+        assert sent.state == mpb.OutboundMessage.STATE_SENT
+        assert [parse(m.content)["Subject"] for m in other.messages] == ["2"]
+    assert [parse(m.content)["Subject"] for m in smtp.messages] == ["1"]
+
+
 def test_sendemail_answers_queued_when_the_first_attempt_is_slow(tmp_path, mailgate_database_url, mail_ca,
                                                                  mail_users):
     def slow(raw: bytes, rcpts: list[str]) -> None:  # the server takes its time before its 250

@@ -179,6 +179,25 @@ def test_a_red_provider_refuses_new_mail_and_keeps_queued_mail(mailgate_server, 
         assert [parse(x.content)["Subject"] for x in smtp.messages] == ["waits"]
 
 
+def test_mail_after_a_change_of_server_goes_to_the_new_one(mailgate_server, mail_ca, mail_users):
+    """The pooled connection to the old server is idle and alive; it must not carry
+    the provider's mail once its settings name another server."""
+    with SmtpServer("STARTTLS", dict(mail_users), mail_ca) as old, \
+            SmtpServer("STARTTLS", dict(mail_users), mail_ca) as new:
+        p = make_provider(mailgate_server, old, mail_ca)
+        stub = mail(mailgate_server)
+        assert stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="before",
+                                                   text_body="x")).state == Out.STATE_SENT
+        mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
+                smtp=provider_pb2.Endpoint(host=new.host, port=new.port, security=provider_pb2.SECURITY_STARTTLS))),
+            update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.smtp"])))
+        assert stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="after",
+                                                   text_body="x")).state == Out.STATE_SENT
+        assert [parse(m.content)["Subject"] for m in old.messages] == ["before"]
+        assert [parse(m.content)["Subject"] for m in new.messages] == ["after"]
+
+
 def test_queued_mail_survives_a_restart(tmp_path, mailgate_database_url, mail_ca, mail_users):
     settings = make_settings(tmp_path, mailgate_database_url)
     with SmtpServer("STARTTLS", dict(mail_users), mail_ca) as smtp:
