@@ -38,7 +38,7 @@ class MailboxDriver(Driver):
         self.pool = SmtpPool(max_idle_per_key=32)  # at least the outbox's attempts in flight
         self._pool_keys: dict[str, set[str]] = {}  # provider id -> its pool keys
         # provider id -> (config, servers, pool key) derived from that very config object
-        self._senders: dict[str, tuple[ProviderConfig, Servers, str]] = {}
+        self._routes: dict[str, tuple[ProviderConfig, Servers, str]] = {}
 
     # -- what subclasses provide
     def servers(self, config: ProviderConfig) -> Servers:
@@ -71,25 +71,25 @@ class MailboxDriver(Driver):
         return Report(tuple(c for checks in results for c in checks))
 
     # -- sending
-    def _sender(self, config: ProviderConfig, auth: Authenticator) -> tuple[Servers, str]:
+    def _route(self, config: ProviderConfig, auth: Authenticator) -> tuple[Servers, str]:
         """The servers and the pool key of `config`: a key per provider and connection
         settings, so an update never reuses an old connection. Derived once per config
         object (the outbox sends a provider's mail with the same one until it changes;
         a digest of the CA certificates and a fingerprint per message added up)."""
         pid = str(config.id)
-        hit = self._senders.get(pid)
+        hit = self._routes.get(pid)
         if hit is not None and hit[0] is config:
             return hit[1], hit[2]
         srv = self.servers(config)
         digest = hashlib.sha256(repr((srv.smtp, auth.fingerprint(), srv.ca_pem)).encode())
         key = f"{config.id}:{digest.hexdigest()[:16]}"
         self._pool_keys.setdefault(pid, set()).add(key)
-        self._senders[pid] = (config, srv, key)
+        self._routes[pid] = (config, srv, key)
         return srv, key
 
     async def send(self, config: ProviderConfig, envelope: Envelope, ctx: DriverContext) -> str:
         auth = self.auth(config, ctx)
-        srv, key = self._sender(config, auth)
+        srv, key = self._route(config, auth)
         try:
             result = await self.pool.send(
                 key, srv.smtp, auth, timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
@@ -117,7 +117,7 @@ class MailboxDriver(Driver):
                 for folder in config.settings.get("folders") or [INBOX]]
 
     async def release(self, provider_id: str) -> None:
-        self._senders.pop(provider_id, None)
+        self._routes.pop(provider_id, None)
         for key in self._pool_keys.pop(provider_id, ()):
             self.pool.discard(key)
 

@@ -230,6 +230,7 @@ class Outbox:
         provider deleted or no longer GREEN, bad input), looked up before refusing."""
         loop = asyncio.get_running_loop()
         for try_ in range(3):
+            self._preparing += 1  # one of GroupCommit's expected writes: it is submitted in this step
             try:
                 item, stored = await self._prepare(provider_id, draft, reply_to_message_id, reply_to_outbound,
                                                    request_id, cached=try_ == 0)
@@ -239,6 +240,8 @@ class Outbox:
                     if first:
                         return first
                 raise
+            finally:
+                self._preparing -= 1
             if try_ == 2:  # changed under us three times running: the read we just made will do
                 item = replace(item, provider=None)
             message_id = item.values["id"]
@@ -291,15 +294,7 @@ class Outbox:
             self._senders[provider_id] = hit
         return hit
 
-    async def _prepare(self, *args: Any, **kwargs: Any) -> tuple[NewOutbound, StoredProvider]:
-        """_compose, counted in `_preparing` (its caller submits the write in the same step)."""
-        self._preparing += 1
-        try:
-            return await self._compose(*args, **kwargs)
-        finally:
-            self._preparing -= 1
-
-    async def _compose(self, provider_id: str, draft: compose.Draft, reply_to_message_id: str,
+    async def _prepare(self, provider_id: str, draft: compose.Draft, reply_to_message_id: str,
                        reply_to_outbound: str, request_id: str, cached: bool
                        ) -> tuple[NewOutbound, StoredProvider]:
         stored, fingerprint = await self._sender(provider_id, cached)
