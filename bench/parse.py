@@ -24,7 +24,7 @@ import hashlib
 import statistics
 import time
 
-from mailgate.server.inbound_parse import parse_body, parse_envelope
+from mailgate.server.inbound.parse import parse_body, parse_envelope
 from mailgate.testing import corpus
 
 MAX_BYTES = 25 * 2**20

@@ -48,7 +48,7 @@ from typing import Iterator
 
 import grpc
 
-from mailgate.server import compose
+from mailgate.server.outbound import compose
 from mailgate.testing.servers.certs import TestCA
 from mailgate.testing.servers.smtpd import SmtpServer
 from rig import MachineCpu, mailgate_process, percentile

@@ -18,18 +18,18 @@ from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_ser
                          provider_service_pb2, provider_service_pb2_grpc)
 
 from .config import Settings, load_drivers_config
-from .inbound import InboundQueue, InboundSettings
-from .inbound_servicer import InboundServicer
-from .mail_servicer import MailServicer
-from .oauth_callback import CallbackListener
-from .outbox import Outbox, OutboxSettings
-from .providers import Providers
+from .inbound.queue import InboundQueue, InboundSettings
+from .inbound.servicer import InboundServicer
+from .outbound.servicer import MailServicer
+from .providers.callback import CallbackListener
+from .outbound.outbox import Outbox, OutboxSettings
+from .providers.lifecycle import Providers
 from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
-from .provider_servicer import ProviderServicer
-from .wakeups import Listener
-from .watchers import Watchers
+from .providers.servicer import ProviderServicer
+from .inbound.wakeups import Listener
+from .inbound.sources import Watchers
 from .store.db import Database
 
 log = logging.getLogger("mailgate.server")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .parse_workers import default_workers as default_parse_workers
+from .inbound.parse_workers import default_workers as default_parse_workers
 
 
 def _env(name: str, default: str) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, 
 from mailgate.drivers.api import DriverContext
 
 if TYPE_CHECKING:
-    from .providers import Providers
+    from .providers.lifecycle import Providers
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from google.protobuf import struct_pb2
 
 import mailgate_echo_driver
-from mailgate.server.inbound import Subscription
+from mailgate.server.inbound.queue import Subscription
 from mailgate.server.store.models import InboundRow
 from mailgate.testing.consumer import Consumer
 from mailgate.testing.rpc import expect_error

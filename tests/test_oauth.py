@@ -468,7 +468,7 @@ def test_an_unreachable_token_endpoint_while_watching_is_retried_without_turning
 
 
 def test_the_callback_listener_listens_on_ipv6_loopback_and_answers_only_its_path():
-    from mailgate.server.oauth_callback import CallbackListener
+    from mailgate.server.providers.callback import CallbackListener
 
     listener = CallbackListener("[::1]:0")
     listener.start(providers=None, loop=None)  # no sign-in reaches it here

@@ -18,15 +18,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailgate.drivers.api import ProviderConfig
-from mailgate.server.compose import Draft
-from mailgate.server.domain import State
-from mailgate.server.outbox import GroupCommit
+from mailgate.server.outbound.compose import Draft
+from mailgate.server.providers.state import State
+from mailgate.server.outbound.outbox import GroupCommit
 from mailgate.server.secrets import SecretBox
 from mailgate.server.store.db import Database
 from mailgate.server.store.models import OutboundRow, ProviderRow
-from mailgate.server.store.outbox import (STALE, Claimed, Duplicate, Finish, NewOutbound, OutboxStore,
+from mailgate.server.outbound.store import (STALE, Claimed, Duplicate, Finish, NewOutbound, OutboxStore,
                                           OutState)
-from mailgate.server.store.providers import ProviderStore
+from mailgate.server.providers.store import ProviderStore
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.smtpd import SmtpServer

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from mailgate.server.store.db import Database, alembic_config
-from mailgate.server.store.inbound import InboundStore
+from mailgate.server.inbound.store import InboundStore
 
 
 def test_inbound_bytes_move_to_a_table_of_their_own_and_back(mailgate_database_url):

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from mailgate.server.wakeups import Listener, notify
+from mailgate.server.inbound.wakeups import Listener, notify
 from mailgate.testing.harness import POSTGRES_URL
 
 

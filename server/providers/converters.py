@@ -20,14 +20,14 @@ from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (driver_pb2, inbound_service_pb2, mail_service_pb2, provider_pb2,
                          provider_service_pb2, validation_pb2)
 
-from .domain import State, StoredProvider
-from . import inbound_parse
-from .compose import AttachmentIn, Draft
-from .errors import InvalidArgument, Violation
-from .logs import known_secrets
-from .providers import WRITABLE
-from .store.models import InboundRow
-from .store.outbox import Outbound
+from .state import State, StoredProvider
+from ..inbound import parse as inbound_parse
+from ..outbound.compose import AttachmentIn, Draft
+from ..errors import InvalidArgument, Violation
+from ..logs import known_secrets
+from .lifecycle import WRITABLE
+from ..store.models import InboundRow
+from ..outbound.store import Outbound
 from .validation import copy_tree, get_path, set_path
 
 PLUGIN_SETTINGS = "plugin_settings"

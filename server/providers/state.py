@@ -1,9 +1,9 @@
-"""Domain types shared by the store, the provider service and the converters."""
+"""A provider as the server keeps it: its configuration and its lifecycle state."""
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from mailgate.drivers.api import ProviderConfig
 
@@ -32,7 +32,3 @@ class StoredProvider:
     @property
     def etag(self) -> str:
         return f'W/"{self.version}"'
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

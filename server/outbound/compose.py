@@ -50,7 +50,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailgate.drivers.addresses import address_problem
 
-from .errors import Violations
+from ..errors import Violations
 
 # References keeps the first id and the most recent ones (RFC 5322 3.6.4 lets it
 # grow without bound; long chains are trimmed in the middle, as mail clients do).

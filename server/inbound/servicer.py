@@ -10,10 +10,10 @@ from google.protobuf import empty_pb2
 
 from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 
-from . import converters as conv
-from .errors import InvalidArgument, Violation
-from .inbound import InboundQueue, Subscription
-from .store.inbound import Delivery, split_ack_id
+from ..providers import converters as conv
+from ..errors import InvalidArgument, Violation
+from .queue import InboundQueue, Subscription
+from .store import Delivery, split_ack_id
 
 log = logging.getLogger("mailgate.inbound")
 

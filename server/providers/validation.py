@@ -14,8 +14,8 @@ from typing import Any
 from mailgate.drivers.addresses import address_problem
 from mailgate.drivers.api import Driver, Kind, ProviderConfig, SettingField
 
-from . import compose
-from .errors import Violations
+from ..outbound import compose
+from ..errors import Violations
 
 MAX_NAME = 200
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")

@@ -19,13 +19,15 @@ from typing import Any, Awaitable, Callable
 
 from mailgate.drivers.api import Envelope, SendFailure
 
-from . import compose, paging
-from .domain import State, StoredProvider, utcnow
-from .errors import InvalidArgument, NotFound, Violation, Violations
-from .providers import Providers
-from .store.db import Database
-from .store.outbox import STALE, Claimed, Duplicate, Finish, NewOutbound, Outbound, OutboxStore, OutState
-from .store.providers import ProviderStore
+from . import compose
+from .. import paging
+from ..providers.state import State, StoredProvider
+from ..clock import utcnow
+from ..errors import InvalidArgument, NotFound, Violation, Violations
+from ..providers.lifecycle import Providers
+from ..store.db import Database
+from .store import STALE, Claimed, Duplicate, Finish, NewOutbound, Outbound, OutboxStore, OutState
+from ..providers.store import ProviderStore
 
 log = logging.getLogger("mailgate.outbox")
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
-from . import inbound_parse, paging, wakeups
-from .domain import utcnow
+from . import parse as inbound_parse, wakeups
+from .. import paging
+from ..clock import utcnow
 from .parse_workers import ParseWorkers
-from .providers import Providers
-from .store.inbound import Arrival, Delivery, InboundStore, InState, split_ack_id
-from .store.models import InboundRow
-from .store.pop3 import Pop3Store
+from ..providers.lifecycle import Providers
+from .store import Arrival, Delivery, InboundStore, InState, split_ack_id
+from ..store.models import InboundRow
+from .numbers import Pop3Store
 
 log = logging.getLogger("mailgate.inbound")
 

@@ -11,9 +11,9 @@ from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
 from . import converters as conv
-from . import paging
-from .errors import InvalidArgument, Violation
-from .providers import Providers
+from .. import paging
+from ..errors import InvalidArgument, Violation
+from .lifecycle import Providers
 
 
 @contextmanager

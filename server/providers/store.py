@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from mailgate.drivers.api import ProviderConfig
 
-from ..domain import State, StoredProvider, utcnow
+from .state import State, StoredProvider
+from ..clock import utcnow
 from ..errors import NotFound, etag_mismatch, name_taken
 from ..secrets import Sealed, SecretBox
-from .fast import Prepared
-from .models import ProviderRow, ProviderSecretRow
+from ..store.fast import Prepared
+from ..store.models import ProviderRow, ProviderSecretRow
 
 
 def name_key(display_name: str) -> str:

@@ -10,10 +10,10 @@ from typing import Any, Mapping
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from ..domain import utcnow
+from ..clock import utcnow
 from ..errors import FailedPrecondition, InvalidArgument, Violation
 from ..secrets import SecretBox
-from .models import AuthorizationRow
+from ..store.models import AuthorizationRow
 
 # A used or expired state is kept this long, to say "used" or "expired" rather than "unknown".
 KEEP = timedelta(days=1)

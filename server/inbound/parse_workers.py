@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Awaitable, Callable
 
-from .inbound_parse import Body, Envelope, parse_bodies, parse_envelopes
+from .parse import Body, Envelope, parse_bodies, parse_envelopes
 
 log = logging.getLogger("mailgate.inbound")
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, undefer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import FailedPrecondition, NotFound
-from .fast import Prepared
-from .models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow
+from ..store.fast import Prepared
+from ..store.models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow
 
 T = TypeVar("T")
 INBOUND = InboundRow.__table__

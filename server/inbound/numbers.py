@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from mailgate.drivers.transport.pop3_poll import UIDVALIDITY  # POP3 has none: its messages are queued under this
 
-from .models import MailboxPositionRow, Pop3UidlRow
+from ..store.models import MailboxPositionRow, Pop3UidlRow
 
 
 class Pop3Store:

@@ -12,9 +12,9 @@ from mailgate.drivers.mailbox import split_folder_key
 from mailgate.drivers.transport.pop3_poll import Pop3Poller, Pop3Spec
 from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
 
-from .domain import State, StoredProvider
-from .inbound import InboundQueue
-from .providers import REAUTHORIZE, Providers
+from ..providers.state import State, StoredProvider
+from .queue import InboundQueue
+from ..providers.lifecycle import REAUTHORIZE, Providers
 
 log = logging.getLogger("mailgate.watchers")
 

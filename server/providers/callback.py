@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from .errors import MailgateError
+from ..errors import MailgateError
 
 if TYPE_CHECKING:
-    from .providers import Providers
+    from .lifecycle import Providers
 
 log = logging.getLogger("mailgate.oauth_callback")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mailgate.v1 import mail_service_pb2 as pb, mail_service_pb2_grpc
 
-from . import converters as conv
+from ..providers import converters as conv
 from .outbox import Outbox
 
 

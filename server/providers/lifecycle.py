@@ -15,14 +15,16 @@ from mailgate.drivers.api import (AuthorizationFailed, CheckResult, Driver, Driv
                                   Notice, NotConfigured, ProviderConfig, Report)
 from mailgate.drivers.registry import DriverRegistry
 
-from . import paging, validation
-from .domain import State, StoredProvider, utcnow
-from .errors import (ChecksFailed, FailedPrecondition, InvalidArgument, Violation, Violations,
+from .. import paging
+from . import validation
+from .state import State, StoredProvider
+from ..clock import utcnow
+from ..errors import (ChecksFailed, FailedPrecondition, InvalidArgument, Violation, Violations,
                      etag_mismatch, name_taken)
-from .secrets import SecretBox
-from .store.db import Database
-from .store.authorizations import AuthorizationStore
-from .store.providers import ProviderStore
+from ..secrets import SecretBox
+from ..store.db import Database
+from .authorizations import AuthorizationStore
+from .store import ProviderStore
 
 log = logging.getLogger("mailgate.providers")
 

@@ -17,9 +17,9 @@ from sqlalchemy import bindparam, case, func, insert, or_, select, tuple_, updat
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
-from .fast import Prepared
-from .models import MessageRefRow, OutboundRow
-from .providers import provider_fingerprints
+from ..store.fast import Prepared
+from ..store.models import MessageRefRow, OutboundRow
+from ..providers.store import provider_fingerprints
 
 _OUT = OutboundRow.__table__
 _REFS = MessageRefRow.__table__

@@ -64,7 +64,7 @@ from typing import Iterator
 # compose's own rule for a message id, so that an id read here can be answered (put
 # into In-Reply-To/References) later: Message-ID gets the full check, References ids
 # (up to 100 a message) the regex only, 16 us less each; compose drops any it cannot send.
-from .compose import _MSG_ID, MAX_MESSAGE_ID, normalize_message_id
+from ..outbound.compose import _MSG_ID, MAX_MESSAGE_ID, normalize_message_id
 
 # The header section is read up to this size; beyond it, a message is garbage or
 # hostile (real headers are a few KB; a long Received chain with DKIM maybe 50 KB).
