@@ -3,6 +3,7 @@ when nothing else holds the database; on PostgreSQL always off the loop."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 
 import sqlalchemy as sa
@@ -70,4 +71,61 @@ def test_on_sqlite_a_loop_transaction_waits_off_the_loop_for_one_under_way(tmp_p
         assert ran_on != threading.get_ident()  # in the database thread, not on the loop
     finally:
         release.set()
+        db.close()
+
+
+def test_on_sqlite_a_heavy_transaction_runs_off_the_loop(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        async def main() -> tuple[int, int, int]:
+            return (threading.get_ident(), await db.run(_ident, heavy=True), await db.run(_ident))
+
+        loop_thread, heavy_on, light_on = asyncio.run(main())
+        assert heavy_on != loop_thread  # message bytes are never read or written on the loop
+        assert light_on == loop_thread
+    finally:
+        db.close()
+
+
+def test_on_sqlite_a_loop_transaction_never_waits_on_the_loop_for_another_process(tmp_path):
+    """Another process (here a plain sqlite3 connection) holds the file's write lock:
+    the loop's transaction is rolled back at once and waits in the database thread."""
+    path = tmp_path / "db.sqlite"
+    db = Database(f"sqlite:///{path}")
+    db.transaction(lambda s: s.execute(sa.text("CREATE TABLE t (n INTEGER)")))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a CLI or a second server would hold it
+    other.execute("INSERT INTO t VALUES (1)")
+    calls = []
+
+    def write(session) -> int:
+        calls.append(threading.get_ident())
+        session.execute(sa.text("INSERT INTO t VALUES (2)"))
+        return threading.get_ident()
+
+    try:
+        async def main() -> tuple[int, int, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticking = asyncio.ensure_future(ticker())
+            writing = asyncio.ensure_future(db.run(write))
+            await asyncio.sleep(0.3)
+            assert not writing.done()  # waiting for the lock...
+            other.execute("COMMIT")
+            ran_on = await writing
+            ticking.cancel()
+            return threading.get_ident(), ran_on, ticks
+
+        loop_thread, ran_on, ticks = asyncio.run(main())
+        assert ticks >= 10  # ...but not on the loop, which went on
+        assert calls[0] == loop_thread and ran_on != loop_thread  # tried on the loop, done in the thread
+        assert db.transaction(lambda s: sorted(s.scalars(sa.text("SELECT n FROM t")))) == [1, 2]
+    finally:
+        other.close()
         db.close()

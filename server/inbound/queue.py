@@ -119,7 +119,7 @@ class InboundQueue:
         claiming = asyncio.ensure_future(self.db.run(lambda s: InboundStore(s).claim(
             campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer, limit=limit,
             deadline=timedelta(seconds=sub.deadline), now=utcnow(),
-            max_deliveries=self.settings.max_deliveries)))
+            max_deliveries=self.settings.max_deliveries), heavy=True))
         try:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
@@ -178,7 +178,7 @@ class InboundQueue:
 
     # -- operators
     async def get(self, message_id: str) -> InboundRow:
-        return await self.db.run(lambda s: InboundStore(s).get(message_id))
+        return await self.db.run(lambda s: InboundStore(s).get(message_id), heavy=True)
 
     async def requeue(self, message_id: str) -> InboundRow:
         def requeue(s: Any) -> InboundRow:

@@ -49,6 +49,10 @@ class OutboxSettings:
     commit_delay: float = 0.001        # a commit waits this long for writes on their way (GroupCommit)
 
 
+# A batch inserting more message bytes than this is written off the event loop.
+HEAVY_BYTES = 256 * 1024
+
+
 class GroupCommit:
     """The outbox's writes (new messages, attempt results) share transactions.
 
@@ -116,8 +120,9 @@ class GroupCommit:
                         await asyncio.sleep(self.delay)
                 batch = self._take()
                 ops = [op for op, _ in batch]
+                heavy = sum(op.values["size_bytes"] for op in ops if isinstance(op, NewOutbound)) > HEAVY_BYTES
                 try:
-                    results = await self.db.run(lambda s: OutboxStore(s).write(ops))
+                    results = await self.db.run(lambda s: OutboxStore(s).write(ops), heavy=heavy)
                 except Exception as e:
                     if len(batch) == 1:
                         _settle(batch[0][1], error=e)
@@ -126,7 +131,7 @@ class GroupCommit:
                                 len(batch), type(e).__name__)
                     for op, done in batch:
                         try:
-                            result = (await self.db.run(lambda s, op=op: OutboxStore(s).write([op])))[0]
+                            result = (await self.db.run(lambda s, op=op: OutboxStore(s).write([op]), heavy=heavy))[0]
                         except Exception as alone:
                             _settle(done, error=alone)
                         else:
@@ -396,7 +401,7 @@ class Outbox:
             try:
                 self._wake.clear()  # before looking: a wake-up during the look is not lost
                 claimed = await self.db.run(lambda s: OutboxStore(s).claim_due(
-                    utcnow(), self.settings.concurrency, timedelta(seconds=self.settings.lease)))
+                    utcnow(), self.settings.concurrency, timedelta(seconds=self.settings.lease)), heavy=True)
                 for c in claimed:
                     await self._start_attempt(c)
                 if len(claimed) == self.settings.concurrency:
