@@ -15,9 +15,10 @@ import pytest
 
 from mailgate.server.outbound.compose import (
     MAX_REFERENCES, AttachmentIn, Draft, Sender, Thread, check_draft, compose,
-    envelope_recipients, estimated_size, new_message_id, normalize_message_id, reply_subject,
+    envelope_recipients, estimated_size, new_message_id, reply_subject,
 )
 from mailgate.server.errors import Violations
+from mailgate.server.message_ids import normalize_message_id
 
 DATE = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 MID = "<1.2.3@example.test>"

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mailgate.server.providers.converters import timestamp
+from mailgate.server.converters import timestamp
 
 
 @pytest.mark.parametrize("dt", [

@@ -17,7 +17,7 @@ from email.utils import parseaddr
 
 import pytest
 
-from mailgate.server.outbound.compose import normalize_message_id
+from mailgate.server.message_ids import normalize_message_id
 from mailgate.server.inbound.parse import (
     MAX_DEPTH, MAX_REFERENCES, Body, Envelope, attachment_content, attachment_contents,
     decode_words, parse_body, parse_envelope,

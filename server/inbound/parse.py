@@ -64,7 +64,7 @@ from typing import Iterator
 # compose's own rule for a message id, so that an id read here can be answered (put
 # into In-Reply-To/References) later: Message-ID gets the full check, References ids
 # (up to 100 a message) the regex only, 16 us less each; compose drops any it cannot send.
-from ..outbound.compose import _MSG_ID, MAX_MESSAGE_ID, normalize_message_id
+from ..message_ids import MAX_MESSAGE_ID, MSG_ID, normalize_message_id
 
 # The header section is read up to this size; beyond it, a message is garbage or
 # hostile (real headers are a few KB; a long Received chain with DKIM maybe 50 KB).
@@ -337,7 +337,7 @@ def _id_list(value: str) -> tuple[str, ...]:
     """Usable "<id>"s in `value`, each once, in order; anything else (comments,
     "Your message of ...") is skipped."""
     ids = [t for t in dict.fromkeys(_MSG_ID_TOKEN.findall(value))
-           if len(t) <= MAX_MESSAGE_ID and _MSG_ID.fullmatch(t)]
+           if len(t) <= MAX_MESSAGE_ID and MSG_ID.fullmatch(t)]
     if len(ids) > MAX_REFERENCES:
         ids = ids[:1] + ids[-(MAX_REFERENCES - 1):]
     return tuple(ids)

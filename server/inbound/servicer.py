@@ -10,7 +10,8 @@ from google.protobuf import empty_pb2
 
 from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 
-from ..providers import converters as conv
+from . import converters as conv
+from ..converters import provider_id
 from ..errors import InvalidArgument, Violation
 from .queue import InboundQueue, Subscription
 from .store import Delivery, split_ack_id
@@ -103,7 +104,7 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                 return
 
     def _subscription(self, r: pb.StreamInboundMailRequest) -> Subscription:
-        providers = [conv.provider_id(p, "providers") for p in r.providers]
+        providers = [provider_id(p, "providers") for p in r.providers]
         if bool(r.campaign) == bool(providers):
             raise InvalidArgument([Violation("campaign", "subscribe to a campaign or to providers (not both)")])
         if not 0 <= r.max_in_flight <= MAX_IN_FLIGHT:

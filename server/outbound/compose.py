@@ -51,12 +51,11 @@ from email_validator import EmailNotValidError, validate_email
 from mailgate.drivers.addresses import address_problem
 
 from ..errors import Violations
+from ..message_ids import normalize_message_id
 
 # References keeps the first id and the most recent ones (RFC 5322 3.6.4 lets it
 # grow without bound; long chains are trimmed in the middle, as mail clients do).
 MAX_REFERENCES = 20
-# A message id longer than this could not sit on one header line (998 octets).
-MAX_MESSAGE_ID = 900
 
 _NO_LINE_BREAKS = "must not contain line breaks (CR or LF)"
 _NO_CONTROLS = "must not contain control characters or line separators"
@@ -69,10 +68,6 @@ _CONTROLS = frozenset(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]) - {"\t
 # RFC 2045 token: printable ASCII except space and tspecials.
 _TOKEN = r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+"
 _CONTENT_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
-# A msg-id (RFC 5322 3.6.4) as mail really carries it: atext and dots either side
-# of one "@", or a [domain literal] on the right.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+"
-_MSG_ID = re.compile(rf"<{_ATEXT}@(?:{_ATEXT}|\[[\x21-\x5a\x5e-\x7e]*\])>")
 # Reply prefixes that mean "already a reply": Re:, RE:, re :, Re[2]:.
 _REPLY_PREFIX = re.compile(r"\s*re\s*(?:\[\d+\]\s*)?:", re.IGNORECASE)
 
@@ -276,22 +271,6 @@ def _human(n: int) -> str:
 
 
 # --- message ids, subjects ------------------------------------------------------------
-
-def normalize_message_id(value: str) -> str | None:
-    """`value` as "<id@host>" (angle brackets added when missing), or None when it is
-    not a usable Message-ID (spaces, line breaks, no "@", non-ASCII, too long)."""
-    value = value.strip()
-    if not value.startswith("<"):
-        value = f"<{value}>"
-    if len(value) > MAX_MESSAGE_ID or not _MSG_ID.fullmatch(value):
-        return None
-    # The email package must read it back as exactly this id, or it cannot be sent.
-    try:
-        token, rest = _hvp.get_msg_id(value)
-    except Exception:  # HeaderParseError, or IndexError on some garbage
-        return None
-    return value if not rest and str(token) == value else None
-
 
 def new_message_id(account: str) -> str:
     """A fresh "<...@domain>" on the account's domain (in its ASCII form)."""

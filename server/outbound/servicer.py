@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mailgate.v1 import mail_service_pb2 as pb, mail_service_pb2_grpc
 
-from ..providers import converters as conv
+from . import converters as conv
+from ..converters import provider_id
 from .outbox import Outbox
 
 
@@ -13,7 +14,7 @@ class MailServicer(mail_service_pb2_grpc.MailServiceServicer):
 
     async def SendEmail(self, request: pb.SendEmailRequest, context):
         sent = await self.outbox.send(
-            conv.provider_id(request.provider, "provider"), conv.draft_from_proto(request),
+            provider_id(request.provider, "provider"), conv.draft_from_proto(request),
             reply_to_message_id=request.reply_to_message_id,
             reply_to_outbound=(conv.outbound_id(request.reply_to_outbound_message)
                                if request.reply_to_outbound_message else ""),

@@ -1,9 +1,10 @@
-"""proto <-> domain, and nothing else (the servicer calls these; the domain never
-sees a proto). Driver settings travel in Provider's `settings` oneof: the typed
-member whose field name is the driver type, or `plugin_settings` (a Struct)."""
+"""Provider and driver protos <-> domain, and nothing else (the servicer calls
+these; the domain never sees a proto). Driver settings travel in Provider's
+`settings` oneof: the typed member whose field name is the driver type, or
+`plugin_settings` (a Struct)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -12,22 +13,17 @@ from google.protobuf import descriptor, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailgate.drivers.api import (CheckResult, Driver, Notice, ProviderConfig, Report,
                                   SettingField)
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.v1 import (driver_pb2, inbound_service_pb2, mail_service_pb2, provider_pb2,
-                         provider_service_pb2, validation_pb2)
+from mailgate.v1 import driver_pb2, provider_pb2, provider_service_pb2, validation_pb2
 
 from .state import State, StoredProvider
-from ..inbound import parse as inbound_parse
-from ..outbound.compose import AttachmentIn, Draft
+from ..converters import timestamp
 from ..errors import InvalidArgument, Violation
 from ..logs import known_secrets
 from .lifecycle import WRITABLE
-from ..store.models import InboundRow
-from ..outbound.store import Outbound
 from .validation import copy_tree, get_path, set_path
 
 PLUGIN_SETTINGS = "plugin_settings"
@@ -40,19 +36,6 @@ OUTPUT_ONLY_FIELDS = {"name", "state", "state_reason", "state_time", "create_tim
 def settings_field(type_: str) -> str:
     """Name of the oneof member that carries settings of this driver type."""
     return type_ if type_ in TYPED_SETTINGS else PLUGIN_SETTINGS
-
-
-def resource_id(name: str, collection: str, field: str = "name") -> str:
-    """`{collection}/{id}` -> id (AIP-122 resource names)."""
-    prefix, _, rid = name.partition("/")
-    if prefix != collection or not rid or "/" in rid:
-        raise InvalidArgument([Violation(field, f"{name!r} is not a name of {collection} "
-                                          f"(expected {collection}/{{id}})")])
-    return rid
-
-
-def provider_id(name: str, field: str = "name") -> str:
-    return resource_id(name, "providers", field)
 
 
 # ---------------------------------------------------------------- Provider in
@@ -222,15 +205,6 @@ def _field(f: SettingField) -> driver_pb2.SettingField:
 
 
 # ---------------------------------------------------------------- helpers
-_EPOCH = {False: datetime(1970, 1, 1, tzinfo=timezone.utc), True: datetime(1970, 1, 1)}
-
-
-def timestamp(dt: datetime) -> Timestamp:
-    """As Timestamp.FromDatetime (a naive datetime is UTC), in integers, at a third of its cost."""
-    d = dt - _EPOCH[dt.tzinfo is None]
-    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
-
-
 def _value(v: Any) -> struct_pb2.Value:
     s = struct_pb2.Struct()
     s.update({"v": v})
@@ -293,71 +267,3 @@ def _populated(msg: Message, prefix: str = "") -> list[str]:
         elif not _output_only(fd):
             paths.append(prefix + fd.name)
     return paths
-
-
-# ---------------------------------------------------------------- outbound mail
-def outbound_to_proto(m: Outbound) -> mail_service_pb2.OutboundMessage:
-    msg = mail_service_pb2.OutboundMessage(
-        name=f"outboundMessages/{m.id}", provider=f"providers/{m.provider_id}", message_id=m.message_id,
-        conversation_id=m.conversation_id,
-        state=mail_service_pb2.OutboundMessage.State.Value(f"STATE_{m.state.value}"),
-        to=list(m.to), cc=list(m.cc), bcc=list(m.bcc), subject=m.subject,
-        attachments=[mail_service_pb2.Attachment(filename=a["filename"], content_type=a["content_type"],
-                                                 size_bytes=a["size_bytes"]) for a in m.attachments],
-        attempts=m.attempts, create_time=timestamp(m.create_time), size_bytes=m.size_bytes,
-        request_id=m.request_id or "")
-    if m.next_attempt_time and m.state.value in ("QUEUED", "RETRYING"):
-        msg.next_attempt_time.CopyFrom(timestamp(m.next_attempt_time))
-    if m.sent_time:
-        msg.sent_time.CopyFrom(timestamp(m.sent_time))
-    if m.last_error or m.last_code:
-        msg.last_error.CopyFrom(mail_service_pb2.DeliveryError(
-            smtp_code=m.last_code, message=m.last_error, transient=m.last_transient))
-    return msg
-
-
-def outbound_id(name: str) -> str:
-    return resource_id(name, "outboundMessages")
-
-
-def draft_from_proto(r: mail_service_pb2.SendEmailRequest) -> Draft:
-    return Draft(to=tuple(r.to), cc=tuple(r.cc), bcc=tuple(r.bcc), subject=r.subject,
-                 text_body=r.text_body, html_body=r.html_body,
-                 attachments=tuple(AttachmentIn(a.filename, a.content_type or "application/octet-stream", a.data)
-                                   for a in r.attachments))
-
-
-# ---------------------------------------------------------------- inbound mail
-def inbound_id(name: str) -> str:
-    return resource_id(name, "inboundMessages")
-
-
-def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool = False,
-                     with_attachment_data: bool = False,
-                     body: inbound_parse.Body | None = None) -> inbound_service_pb2.InboundMessage:
-    """Headers come from what was parsed at arrival; the body is parsed now, from
-    the raw bytes kept, only when asked for (it costs real CPU), unless `body` is
-    that parse, made elsewhere."""
-    h = row.headers
-    msg = inbound_service_pb2.InboundMessage(
-        name=f"inboundMessages/{row.id}", provider=f"providers/{row.provider_id}", campaign=row.campaign,
-        message_id=row.message_id, subject=h.get("subject", ""),
-        conversation_id=row.conversation_id, delivery_count=row.delivery_count, automatic=row.automatic,
-        state=inbound_service_pb2.InboundMessage.State.Value(f"STATE_{row.state}"),
-        receive_time=timestamp(row.receive_time), size_bytes=row.size_bytes, oversized=row.oversized)
-    for field in ("from", "to", "cc", "reply_to"):
-        getattr(msg, field).extend(h.get(field, []))
-    if h.get("date"):
-        msg.date.CopyFrom(timestamp(datetime.fromisoformat(h["date"])))
-    if with_body and not row.oversized:
-        body = body or inbound_parse.parse_body(row.raw)
-        msg.text_body, msg.html_body = body.text, body.html
-        msg.parse_defects.extend(body.defects)
-        for a in body.attachments:
-            att = msg.attachments.add(filename=a.filename, content_type=a.content_type, size_bytes=a.size,
-                                      content_id=a.content_id or "")
-            if with_attachment_data:
-                att.data = inbound_parse.attachment_content(row.raw, a.index) or b""
-    if with_raw:
-        msg.raw = row.raw
-    return msg

@@ -11,6 +11,7 @@ from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
 from . import converters as conv
+from ..converters import provider_id, timestamp
 from .. import paging
 from ..errors import InvalidArgument, Violation
 from .lifecycle import Providers
@@ -42,7 +43,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         return self._provider_out(stored, notices)
 
     async def GetProvider(self, request: pb.GetProviderRequest, context):
-        return self._provider_out(await self.providers.get(conv.provider_id(request.name)))
+        return self._provider_out(await self.providers.get(provider_id(request.name)))
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context):
         rows, token = await self.providers.list(request.filter, request.page_token, request.page_size)
@@ -50,7 +51,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                                         next_page_token=token)
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest, context):
-        pid = conv.provider_id(request.provider.name)
+        pid = provider_id(request.provider.name)
         current = await self.providers.get(pid)
         type_ = current.config.type
         with request_paths(type_, self.drivers):
@@ -61,13 +62,13 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         return self._provider_out(stored, notices)
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context):
-        await self.providers.delete(conv.provider_id(request.name), request.etag)
+        await self.providers.delete(provider_id(request.name), request.etag)
         return empty_pb2.Empty()
 
     async def ValidateProvider(self, request: pb.ValidateProviderRequest, context):
         which = request.WhichOneof("target")
         if which == "name":
-            report, notices = await self.providers.validate(conv.provider_id(request.name))
+            report, notices = await self.providers.validate(provider_id(request.name))
             type_ = ""
         elif which == "provider":
             config = conv.to_config(request.provider, self.drivers)
@@ -80,12 +81,12 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                                            notices=conv.notices_to_proto(notices, type_, self.drivers))
 
     async def ActivateProvider(self, request: pb.ActivateProviderRequest, context):
-        stored, report, pending = await self.providers.activate(conv.provider_id(request.name))
+        stored, report, pending = await self.providers.activate(provider_id(request.name))
         resp = pb.ActivateProviderResponse(provider=self._provider_out(stored),
                                            report=conv.report_to_proto(report))
         if pending:
             resp.authorization.CopyFrom(pb.AuthorizationRequest(
-                authorization_uri=pending.uri, state=pending.state, expire_time=conv.timestamp(pending.expire_time)))
+                authorization_uri=pending.uri, state=pending.state, expire_time=timestamp(pending.expire_time)))
         return resp
 
     async def CompleteAuthorization(self, request: pb.CompleteAuthorizationRequest, context):
