@@ -363,3 +363,27 @@ def test_a_large_claim_goes_out_in_responses_of_about_a_megabyte(mailgate_server
     subjects = [m.message.subject for r in responses for m in r.received_messages]
     assert subjects == [f"message {n}" for n in range(1, 31)]  # one claim, in order
     assert len(responses) >= 3 and max(r.ByteSize() for r in responses) < 1_300_000
+
+
+
+def test_attachment_contents_are_read_with_one_parse_of_the_message(mailgate_server, monkeypatch):
+    from mailgate.server.inbound import parse as inbound_parse
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "c@example.test", "inbox@example.test", "three files"
+    m["Message-ID"] = "<three-files@example.test>"
+    m.set_content("see attached")
+    files = {f"f{i}.bin": bytes([i]) * (1000 + i) for i in range(3)}
+    for name, data in files.items():
+        m.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+    p = make_provider(mailgate_server)
+    [mid] = commit(mailgate_server, p, [(1, bytes(m))])
+    parses = []
+
+    class Counting(inbound_parse.BytesParser):
+        def parsebytes(self, *args, **kwargs):
+            parses.append(1)
+            return super().parsebytes(*args, **kwargs)
+    monkeypatch.setattr(inbound_parse, "BytesParser", Counting)
+    got = get(mailgate_server, f"inboundMessages/{mid}", include_attachment_data=True)
+    assert {a.filename: a.data for a in got.attachments} == files
+    assert len(parses) == 1

@@ -32,14 +32,14 @@ def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool
     if h.get("date"):
         msg.date.CopyFrom(timestamp(datetime.fromisoformat(h["date"])))
     if with_body and not row.oversized:
-        body = body or inbound_parse.parse_body(row.raw)
+        body = body or inbound_parse.parse_body(row.raw, with_content=with_attachment_data)
         msg.text_body, msg.html_body = body.text, body.html
         msg.parse_defects.extend(body.defects)
         for a in body.attachments:
             att = msg.attachments.add(filename=a.filename, content_type=a.content_type, size_bytes=a.size,
                                       content_id=a.content_id or "")
             if with_attachment_data:
-                att.data = inbound_parse.attachment_content(row.raw, a.index) or b""
+                att.data = a.content or b""
     if with_raw:
         msg.raw = row.raw
     return msg

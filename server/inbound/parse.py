@@ -9,9 +9,9 @@ Two levels, because parsing costs real CPU (figures from bench/parse.py in the R
   ~1.5 ms for `email.message_from_bytes(policy=default)` alone and ~3 ms for that
   parse plus reading headers, bodies and attachments its way. A 30 MB message costs
   it no more than a 3 KB one, apart from hashing the bytes (~25 ms).
-- `parse_body` and `attachment_content` run when a consumer asks for the content.
-  They use the email package's compat32 parser (~0.2 ms for 10 KB, 7x cheaper than
-  policy.default, and tolerant of anything) and walk the tree themselves, so that a
+- `parse_body` runs when a consumer asks for the content (the attachments' decoded
+  content too, when asked: one parse either way). It uses the email package's compat32 parser (~0.2 ms for 10 KB, 7x cheaper than
+  policy.default, and tolerant of anything) and walks the tree itself, so that a
   broken part costs that part, not the message: ~0.3 ms in all for 10 KB, ~1 s for
   a 30 MB attachment.
 
@@ -145,7 +145,8 @@ class AttachmentInfo:
     content_type: str             # "type/subtype", lower case
     size: int                     # decoded bytes
     content_id: str | None        # "<...>" as given, for cid: links from the HTML body
-    index: int                    # its position in Body.attachments: attachment_content(raw, index)
+    index: int                    # its position in Body.attachments
+    content: bytes | None = None  # decoded; only from parse_body(raw, with_content=True)
 
 
 @dataclass(frozen=True)
@@ -483,8 +484,10 @@ _RAW_HEADERS = _RawHeaders()
 _REWRITE = compat32.clone(linesep="\r\n", max_line_length=None)
 
 
-def parse_body(raw: bytes) -> Body:
-    """Text, HTML and attachments of `raw`; best effort, never raises."""
+def parse_body(raw: bytes, *, with_content: bool = False) -> Body:
+    """Text, HTML and attachments of `raw`, with the attachments' decoded content when
+    `with_content` (a message/rfc822 attachment comes back as a message); best effort,
+    never raises."""
     defects: list[str] = []
     found = {"text": "", "html": ""}
     attachments: list[AttachmentInfo] = []
@@ -496,15 +499,16 @@ def parse_body(raw: bytes) -> Body:
             except Exception as e:
                 defects.append(f"part {number} unreadable ({type(e).__name__})")
             continue
-        # Listed whatever fails, so that the indexes stay those attachment_content counts.
+        # Listed whatever fails: every attachment part has its index.
+        data = _safe(lambda: _decoded(part, number, defects), b"", f"part {number}: content", defects)
         attachments.append(AttachmentInfo(
             filename=_safe(lambda: _filename(part), "", f"part {number}: filename", defects),
             content_type=_safe(lambda: _content_type(part), "application/octet-stream",
                                f"part {number}: Content-Type", defects),
-            size=_safe(lambda: len(_decoded(part, number, defects)), 0, f"part {number}: content", defects),
+            size=len(data),
             content_id=_safe(lambda: _header_text(part.get("content-id")), None, f"part {number}: Content-ID",
                              defects),
-            index=len(attachments)))
+            index=len(attachments), content=data if with_content else None))
     return Body(text=found["text"], html=found["html"], attachments=tuple(attachments),
                 defects=tuple(map(_clean, defects)))  # they quote header values
 
@@ -519,32 +523,10 @@ def parse_bodies(raws: list[bytes | None]) -> list[Body | None]:
     return [None if raw is None else parse_body(raw) for raw in raws]
 
 
-def attachment_content(raw: bytes, index: int) -> bytes | None:
-    """The decoded content of Body.attachments[index] of `raw`, or None when there is
-    no such attachment. A message/rfc822 attachment comes back as a message."""
-    if index < 0:
-        return None
-    for i, part in enumerate(_attachment_parts(raw)):
-        if i == index:
-            return _safe(lambda: _content(part), b"", "content", [])
-    return None
-
-
-def attachment_contents(raw: bytes) -> tuple[bytes, ...]:
-    """The decoded content of every attachment, in Body.attachments order: one parse
-    where attachment_content would parse the message once per attachment."""
-    return tuple(_safe(lambda: _content(part), b"", "content", []) for part in _attachment_parts(raw))
-
-
-def _attachment_parts(raw: bytes) -> Iterator[Message]:
-    return (part for _, part, role in _parts(raw, []) if role == "attachment")
-
-
 def _parts(raw: bytes, defects: list[str]) -> Iterator[tuple[int, Message, str]]:
     """(number, part, role) of every leaf part, depth first, numbered from 1 as they
     come; role is "text", "html" (the first of each that is not an attachment) or
-    "attachment". parse_body and attachment_content both count with this, so an
-    attachment's index means the same part to both."""
+    "attachment"."""
     try:
         root = BytesParser(policy=_RAW_HEADERS).parsebytes(raw)
     except Exception as e:  # RecursionError on absurd nesting, MemoryError, a parser bug
