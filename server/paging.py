@@ -14,31 +14,60 @@ from .errors import InvalidArgument, Violation
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
-# field = value, joined by AND; values quoted strings, bare words, true/false
-_TERM = re.compile(r'\s*([a-z_]+)\s*=\s*("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.@-]+)\s*')
+# The filter's tokens, in the order tried: a quoted string (JSON escapes: \" and \\
+# inside), "=", a bare word (field names, AND, bare values, true/false), blanks.
+_TOKEN = re.compile(r'(?P<string>"(?:[^"\\]|\\.)*")|(?P<equals>=)|(?P<word>[A-Za-z0-9_.@-]+)|(?P<blank>\s+)')
 
 
 def parse_filter(text: str, fields: dict[str, Callable[[str], Any]]) -> dict[str, Any]:
     """`type = "smtp_imap" AND state = STATE_RED` -> {"type": "smtp_imap", "state": "RED"}.
-    `fields` maps each filterable field to a function that converts (and checks) its value."""
+    `fields` maps each filterable field to a function that converts (and checks) its
+    value. Quoted values are read whole before the terms are split, so one may hold
+    " AND "; a field may appear once."""
     result: dict[str, Any] = {}
-    if not text.strip():
-        return result
-    for term in re.split(r"\s+AND\s+", text.strip()):
-        m = _TERM.fullmatch(term)
-        if not m:
-            raise InvalidArgument([Violation("filter", f"cannot parse {term!r}: expected "
-                                              f"field = value joined by AND ({', '.join(fields)})")])
-        name, raw = m.groups()
+    tokens = _tokens(text, fields)
+    expected = f"field = value joined by AND ({', '.join(fields)})"
+    i = 0
+    while i < len(tokens):
+        if i and tokens[i] != ("word", "AND"):
+            raise _bad(f"expected AND before {tokens[i][1]!r}")
+        i += 1 if i else 0
+        term = tokens[i:i + 3]
+        if len(term) < 3 or term[0][0] != "word" or term[1][0] != "equals" or term[2][0] == "equals":
+            raise _bad(f"cannot parse {' '.join(v for _, v in term) or 'the end'!r}: expected {expected}")
+        (_, name), _, (kind, raw) = term
         if name not in fields:
-            raise InvalidArgument([Violation("filter", f"cannot filter on {name!r}; "
-                                              f"filterable: {', '.join(fields)}")])
-        value = json.loads(raw) if raw.startswith('"') else raw
+            raise _bad(f"cannot filter on {name!r}; filterable: {', '.join(fields)}")
+        if name in result:
+            raise _bad(f"{name!r} appears more than once; give each field at most once")
+        value = json.loads(raw) if kind == "string" else raw
         try:
             result[name] = fields[name](value)
         except ValueError as e:
-            raise InvalidArgument([Violation("filter", f"{name}: {e}")]) from None
+            raise _bad(f"{name}: {e}") from None
+        i += 3
     return result
+
+
+def _tokens(text: str, fields: dict[str, Callable[[str], Any]]) -> list[tuple[str, str]]:
+    """(kind, text) of each token but blanks."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            rest = text[pos:pos + 20]
+            what = "an unterminated string" if rest.startswith('"') else repr(rest)
+            raise _bad(f"cannot parse {what} at position {pos}: expected field = value joined by AND "
+                       f"({', '.join(fields)})")
+        if m.lastgroup != "blank":
+            out.append((m.lastgroup or "", m.group()))
+        pos = m.end()
+    return out
+
+
+def _bad(description: str) -> InvalidArgument:
+    return InvalidArgument([Violation("filter", description)])
 
 
 def id_from_name(collection: str) -> Callable[[str], str]:

@@ -387,3 +387,24 @@ def test_attachment_contents_are_read_with_one_parse_of_the_message(mailgate_ser
     got = get(mailgate_server, f"inboundMessages/{mid}", include_attachment_data=True)
     assert {a.filename: a.data for a in got.attachments} == files
     assert len(parses) == 1
+
+
+
+def test_list_filter_values_may_hold_AND_and_escaped_quotes(mailgate_server):
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    for campaign in ("Sales AND Support", 'say "hi"'):
+        p = make_provider(mailgate_server, name=campaign, campaign=campaign)
+        commit(mailgate_server, p, [(1, mail(1))])
+    quoted = 'campaign = "say \\"hi\\"" AND state = STATE_QUEUED'
+    for text, campaign in (('campaign = "Sales AND Support"', "Sales AND Support"), (quoted, 'say "hi"')):
+        listed = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter=text)).inbound_messages
+        assert [m.campaign for m in listed] == [campaign]
+
+
+
+def test_a_field_repeated_in_the_list_filter_is_refused_by_name(mailgate_server):
+    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+    err = expect_error(lambda: stub.ListInboundMessages(ipb.ListInboundMessagesRequest(
+        filter='campaign = "a" AND campaign = "b"')))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "campaign" in err.violations["filter"] and "more than once" in err.violations["filter"]
