@@ -156,7 +156,7 @@ def test_leases_given_back_by_a_cancelled_call_still_wake_the_waiting(mailgate_s
     async def scenario() -> bool:
         waiting = app.inbound.subscribe(sub)
         [d] = await app.inbound.claim(sub, 1)
-        releasing = asyncio.ensure_future(app.inbound.release([(d.row.id, d.token)]))
+        releasing = asyncio.ensure_future(app.inbound.release([(d.message.id, d.token)]))
         await asyncio.sleep(0)  # under way in the database thread
         releasing.cancel()
         await app.inbound.drain()

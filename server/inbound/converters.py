@@ -1,38 +1,34 @@
 """Inbound mail protos <-> domain, and nothing else."""
 from __future__ import annotations
 
-from datetime import datetime
-
 from mailgate.v1 import inbound_service_pb2
 
 from ..converters import resource_id, timestamp
-from ..store.models import InboundRow
-from . import parse as inbound_parse
+from .messages import Delivery, InboundMessage
+from .parse import Body
 
 
 def inbound_id(name: str) -> str:
     return resource_id(name, "inboundMessages")
 
 
-def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool = False,
-                     with_attachment_data: bool = False,
-                     body: inbound_parse.Body | None = None) -> inbound_service_pb2.InboundMessage:
-    """Headers come from what was parsed at arrival; the body is parsed now, from
-    the raw bytes kept, only when asked for (it costs real CPU), unless `body` is
-    that parse, made elsewhere."""
-    h = row.headers
+def inbound_to_proto(m: InboundMessage, body: Body | None = None, *, with_raw: bool = False,
+                     with_attachment_data: bool = False) -> inbound_service_pb2.InboundMessage:
+    """Headers as parsed when the message was queued; text, HTML and attachments from
+    `body` when given (its parse of the raw bytes); the raw bytes when `with_raw`."""
     msg = inbound_service_pb2.InboundMessage(
-        name=f"inboundMessages/{row.id}", provider=f"providers/{row.provider_id}", campaign=row.campaign,
-        message_id=row.message_id, subject=h.get("subject", ""),
-        conversation_id=row.conversation_id, delivery_count=row.delivery_count, automatic=row.automatic,
-        state=inbound_service_pb2.InboundMessage.State.Value(f"STATE_{row.state}"),
-        receive_time=timestamp(row.receive_time), size_bytes=row.size_bytes, oversized=row.oversized)
-    for field in ("from", "to", "cc", "reply_to"):
-        getattr(msg, field).extend(h.get(field, []))
-    if h.get("date"):
-        msg.date.CopyFrom(timestamp(datetime.fromisoformat(h["date"])))
-    if with_body and not row.oversized:
-        body = body or inbound_parse.parse_body(row.raw, with_content=with_attachment_data)
+        name=f"inboundMessages/{m.id}", provider=f"providers/{m.provider_id}", campaign=m.campaign,
+        message_id=m.message_id, subject=m.subject, conversation_id=m.conversation_id,
+        delivery_count=m.delivery_count, automatic=m.automatic,
+        state=inbound_service_pb2.InboundMessage.State.Value(f"STATE_{m.state.value}"),
+        receive_time=timestamp(m.receive_time), size_bytes=m.size_bytes, oversized=m.oversized)
+    getattr(msg, "from").extend(m.from_)
+    msg.to.extend(m.to)
+    msg.cc.extend(m.cc)
+    msg.reply_to.extend(m.reply_to)
+    if m.date:
+        msg.date.CopyFrom(timestamp(m.date))
+    if body is not None:
         msg.text_body, msg.html_body = body.text, body.html
         msg.parse_defects.extend(body.defects)
         for a in body.attachments:
@@ -40,6 +36,13 @@ def inbound_to_proto(row: InboundRow, *, with_body: bool = False, with_raw: bool
                                       content_id=a.content_id or "")
             if with_attachment_data:
                 att.data = a.content or b""
-    if with_raw:
-        msg.raw = row.raw
+    if with_raw and m.raw is not None:
+        msg.raw = m.raw
     return msg
+
+
+def received_to_proto(part: list[tuple[Delivery, Body | None]], *,
+                      with_raw: bool = False) -> list[inbound_service_pb2.ReceivedInboundMessage]:
+    """Deliveries as sent on the stream (blocking: CPU work)."""
+    return [inbound_service_pb2.ReceivedInboundMessage(ack_id=d.ack_id, message=inbound_to_proto(
+        d.message, body, with_raw=with_raw)) for d, body in part]

@@ -9,6 +9,7 @@ for every second.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,10 +19,10 @@ from typing import Any, Callable
 from . import parse as inbound_parse, wakeups
 from .. import paging
 from ..clock import utcnow
+from .messages import Delivery, InboundMessage, InState, split_ack_id
 from .parse_workers import ParseWorkers
 from ..providers.lifecycle import Providers
-from .store import Arrival, Delivery, InboundStore, InState, split_ack_id
-from ..store.models import InboundRow
+from .store import Arrival, InboundStore
 from .numbers import Pop3Store
 
 log = logging.getLogger("mailgate.inbound")
@@ -60,7 +61,8 @@ class InboundQueue:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._releasing: set[asyncio.Task[None]] = set()
-        self.parsers = ParseWorkers(settings.parse_workers, providers.ctx.run_blocking)
+        self.run_blocking = providers.ctx.run_blocking
+        self.parsers = ParseWorkers(settings.parse_workers, self.run_blocking)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -126,7 +128,7 @@ class InboundQueue:
             # The consumer left while the claim was committing: give the leases back
             # rather than leave them to expire.
             deliveries = await claiming
-            await self.release([(d.row.id, d.token) for d in deliveries])
+            await self.release([(d.message.id, d.token) for d in deliveries])
             raise
 
     async def ack(self, ack_ids: list[str]) -> int:
@@ -177,26 +179,33 @@ class InboundQueue:
         await asyncio.shield(task)
 
     # -- operators
-    async def get(self, message_id: str) -> InboundRow:
-        return await self.db.run(lambda s: InboundStore(s).get(message_id), heavy=True)
+    async def get(self, message_id: str, *, attachment_data: bool = False
+                  ) -> tuple[InboundMessage, inbound_parse.Body | None]:
+        """The message with its raw bytes, and its body parsed (None when oversized),
+        with the attachments' content when `attachment_data`."""
+        message = await self.db.run(lambda s: InboundStore(s).get(message_id), heavy=True)
+        if message.oversized or message.raw is None:
+            return message, None
+        return message, await self.run_blocking(
+            functools.partial(inbound_parse.parse_body, message.raw, with_content=attachment_data))
 
-    async def requeue(self, message_id: str) -> InboundRow:
-        def requeue(s: Any) -> InboundRow:
-            row = InboundStore(s).requeue(message_id)
-            wakeups.notify(s, topics(row.campaign, row.provider_id))
-            return row
-        row = await self.db.run(requeue)
-        self.wake(topics(row.campaign, row.provider_id))
-        return row
+    async def requeue(self, message_id: str) -> InboundMessage:
+        def requeue(s: Any) -> InboundMessage:
+            message = InboundStore(s).requeue(message_id)
+            wakeups.notify(s, topics(message.campaign, message.provider_id))
+            return message
+        message = await self.db.run(requeue)
+        self.wake(topics(message.campaign, message.provider_id))
+        return message
 
-    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundRow], str]:
+    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundMessage], str]:
         filters: dict[str, Any] = paging.parse_filter(filter_text, {
             "provider": paging.id_from_name("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
         return await paging.page(
             lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit)),
-            lambda r: (r.receive_time, str(r.seq)), filter_text, page_token, size)
+            lambda m: (m.receive_time, str(m.seq)), filter_text, page_token, size)
 
 
 def topics(campaign: str, provider_id: str) -> list[str]:

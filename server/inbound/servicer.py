@@ -14,7 +14,7 @@ from . import converters as conv
 from ..converters import provider_id
 from ..errors import InvalidArgument, Violation
 from .queue import InboundQueue, Subscription
-from .store import Delivery, split_ack_id
+from .messages import Delivery, split_ack_id
 
 log = logging.getLogger("mailgate.inbound")
 
@@ -51,16 +51,17 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
                 deliveries = await self.queue.claim(sub, room) if room > 0 else []
                 if deliveries:
                     for d in deliveries:
-                        held[d.row.id] = d.token
+                        held[d.message.id] = d.token
                     # A claim takes the whole free window; it goes out in responses of about
                     # RESPONSE_BYTES, their bodies parsed side by side (ParseWorkers), each
                     # response sent as soon as its own are.
                     parts = list(_by_size(deliveries, RESPONSE_BYTES))
                     parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
-                        [None if d.row.oversized else d.row.raw for d in part])) for part in parts]
+                        [None if d.message.oversized else d.message.raw for d in part])) for part in parts]
                     try:
                         for part, bodies in zip(parts, parsing):
-                            messages = await self.queue.providers.ctx.run_blocking(_received, part, await bodies)
+                            messages = await self.queue.run_blocking(
+                                conv.received_to_proto, list(zip(part, await bodies)))
                             yield pb.StreamInboundMailResponse(received_messages=messages)
                     finally:
                         for pending in parsing:
@@ -121,14 +122,14 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         return empty_pb2.Empty()
 
     async def GetInboundMessage(self, request: pb.GetInboundMessageRequest, context):
-        row = await self.queue.get(conv.inbound_id(request.name))
-        return await self.queue.providers.ctx.run_blocking(lambda: conv.inbound_to_proto(
-            row, with_body=True, with_raw=request.include_raw,
-            with_attachment_data=request.include_attachment_data))
+        message, body = await self.queue.get(conv.inbound_id(request.name),
+                                             attachment_data=request.include_attachment_data)
+        return await self.queue.run_blocking(lambda: conv.inbound_to_proto(
+            message, body, with_raw=request.include_raw, with_attachment_data=request.include_attachment_data))
 
     async def ListInboundMessages(self, request: pb.ListInboundMessagesRequest, context):
-        rows, token = await self.queue.list(request.filter, request.page_token, request.page_size)
-        return pb.ListInboundMessagesResponse(inbound_messages=[conv.inbound_to_proto(r) for r in rows],
+        messages, token = await self.queue.list(request.filter, request.page_token, request.page_size)
+        return pb.ListInboundMessagesResponse(inbound_messages=[conv.inbound_to_proto(m) for m in messages],
                                               next_page_token=token)
 
     async def RequeueInboundMessage(self, request: pb.RequeueInboundMessageRequest, context):
@@ -157,20 +158,14 @@ class _Stream:
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
 
 
-def _received(part: list[Delivery], bodies: list) -> list[pb.ReceivedInboundMessage]:
-    """The part's messages as sent on the stream (blocking: CPU work)."""
-    return [pb.ReceivedInboundMessage(ack_id=d.ack_id, message=conv.inbound_to_proto(d.row, with_body=True, body=b))
-            for d, b in zip(part, bodies)]
-
-
 def _by_size(deliveries: list[Delivery], limit: int) -> Iterator[list[Delivery]]:
     part: list[Delivery] = []
     size = 0
     for d in deliveries:
-        if part and size + d.row.size_bytes > limit:
+        if part and size + d.message.size_bytes > limit:
             yield part
             part, size = [], 0
         part.append(d)
-        size += d.row.size_bytes
+        size += d.message.size_bytes
     if part:
         yield part

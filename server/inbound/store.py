@@ -7,19 +7,19 @@ free window, an ack of many): each operation costs a few statements per batch wi
 Core inserts and updates, not an ORM flush per message."""
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import bindparam, case, insert, literal_column, select, tuple_, update
-from sqlalchemy.orm import Session, undefer
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
 
 from ..errors import FailedPrecondition, NotFound
 from ..store.fast import Prepared
 from ..store.models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow
+from .messages import Delivery, InboundMessage, InState
 
 T = TypeVar("T")
 INBOUND = InboundRow.__table__
@@ -28,13 +28,11 @@ REFS = MessageRefRow.__table__
 # Values per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits on
 # bound parameters, for pairs too.
 CHUNK = 500
-
-
-class InState(enum.Enum):
-    QUEUED = "QUEUED"
-    DELIVERED = "DELIVERED"
-    ACKNOWLEDGED = "ACKNOWLEDGED"
-    DEAD_LETTER = "DEAD_LETTER"
+# What an InboundMessage is read from (_message), and its bytes, from their own table.
+_COLUMNS = tuple(INBOUND.c[name] for name in (
+    "id", "seq", "provider_id", "campaign", "message_id", "conversation_id", "headers", "automatic", "oversized",
+    "size_bytes", "state", "delivery_count", "receive_time"))
+_RAW = select(RAW.c.raw).where(RAW.c.id == INBOUND.c.id).scalar_subquery().label("raw")
 
 
 @dataclass(frozen=True)
@@ -49,21 +47,6 @@ class Arrival:
     references: tuple[str, ...]  # In-Reply-To and References, to find its conversation
     automatic: bool
     oversized: bool
-
-
-@dataclass(frozen=True)
-class Delivery:
-    row: InboundRow
-    token: str
-
-    @property
-    def ack_id(self) -> str:
-        return f"{self.row.id}.{self.token}"
-
-
-def split_ack_id(ack_id: str) -> tuple[str, str] | None:
-    mid, _, token = ack_id.partition(".")
-    return (mid, token) if mid and token else None
 
 
 # Every message fetched and claimed goes through these: compiled once (see
@@ -161,33 +144,25 @@ class InboundStore:
         expired. Each gets a lease with a token of its own (its ack id)."""
         if limit <= 0:
             return []
-        where = (InboundRow.campaign == campaign) if campaign else InboundRow.provider_id.in_(provider_ids)
+        t = INBOUND
+        where = (t.c.campaign == campaign) if campaign else t.c.provider_id.in_(provider_ids)
         # Two queries rather than one with OR: each walks the queue index (campaign,
         # state, seq) in order instead of every message the campaign ever had.
-        rows: list[InboundRow] = []
-        for state in ((InboundRow.state == InState.QUEUED.value),
-                      (InboundRow.state == InState.DELIVERED.value) & (InboundRow.lease_until < now)):
-            rows += self.session.scalars(select(InboundRow).options(undefer(InboundRow.raw)).where(where, state)
-                                         .order_by(InboundRow.seq).limit(limit).with_for_update(skip_locked=True))
+        rows: list[Row[Any]] = []
+        for state in ((t.c.state == InState.QUEUED.value),
+                      (t.c.state == InState.DELIVERED.value) & (t.c.lease_until < now)):
+            rows += self.session.execute(select(*_COLUMNS, _RAW).where(where, state).order_by(t.c.seq).limit(limit)
+                                         .with_for_update(skip_locked=True)).all()
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
-        t = INBOUND
-        dead = [r for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
-        for part in _chunks([r.seq for r in dead]):
+        dead = [r.seq for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
+        for part in _chunks(dead):
             self.session.execute(update(t).where(t.c.seq.in_(part)).values(
                 state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
-        out = [Delivery(r, uuid.uuid4().hex[:16]) for r in rows if r.delivery_count < max_deliveries]
+        out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
+                        uuid.uuid4().hex[:16]) for r in rows if r.delivery_count < max_deliveries]
         until = now + deadline
-        _LEASE.executemany(self.session, [{"b_seq": d.row.seq, "b_token": d.token, "b_consumer": consumer,
+        _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
                                            "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
-        # The loaded rows say what was written, without the session writing them again.
-        for r in dead:
-            for key, value in (("state", InState.DEAD_LETTER.value), ("lease_token", None), ("lease_until", None)):
-                set_committed_value(r, key, value)
-        for d in out:
-            for key, value in (("state", InState.DELIVERED.value), ("lease_token", d.token),
-                               ("lease_consumer", consumer), ("lease_until", until),
-                               ("delivery_count", d.row.delivery_count + 1)):
-                set_committed_value(d.row, key, value)
         return out
 
     def ack(self, pairs: list[tuple[str, str]], now: datetime) -> int:
@@ -205,9 +180,9 @@ class InboundStore:
         for mid, token, seconds in pairs:
             values: dict[str, Any] = ({"lease_until": now + timedelta(seconds=seconds)} if seconds > 0 else
                                       {"state": InState.QUEUED.value, "lease_token": None, "lease_until": None})
-            self.session.execute(update(InboundRow).where(
-                InboundRow.id == mid, InboundRow.lease_token == token,
-                InboundRow.state == InState.DELIVERED.value).values(**values))
+            self.session.execute(update(INBOUND).where(
+                INBOUND.c.id == mid, INBOUND.c.lease_token == token,
+                INBOUND.c.state == InState.DELIVERED.value).values(**values))
 
     def release(self, pairs: list[tuple[str, str]], max_deliveries: int) -> None:
         """A consumer went away: its unacknowledged messages go back to the queue, or
@@ -229,29 +204,51 @@ class InboundStore:
                                                                         t.c.state == InState.QUEUED.value)))
         return found
 
-    def requeue(self, message_id: str) -> InboundRow:
-        row = self.get(message_id)
-        if row.state != InState.DEAD_LETTER.value:
-            raise FailedPrecondition(f"inbound message {message_id!r} is {row.state}, not dead-lettered",
+    def requeue(self, message_id: str) -> InboundMessage:
+        found = self._read(message_id, raw=False)
+        if found.state is not InState.DEAD_LETTER:
+            raise FailedPrecondition(f"inbound message {message_id!r} is {found.state.value}, not dead-lettered",
                                      reason="NOT_DEAD_LETTER")
-        row.state, row.delivery_count, row.lease_token, row.lease_until = InState.QUEUED.value, 0, None, None
-        self.session.flush()
-        return row
+        t = INBOUND
+        self.session.execute(update(t).where(t.c.id == message_id).values(
+            state=InState.QUEUED.value, delivery_count=0, lease_token=None, lease_until=None))
+        return self._read(message_id, raw=False)
 
     # -- reads
-    def get(self, message_id: str) -> InboundRow:
-        row = self.session.scalar(select(InboundRow).options(undefer(InboundRow.raw)).where(InboundRow.id == message_id))
-        if row is None:
-            raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
-        return row
+    def get(self, message_id: str) -> InboundMessage:
+        """The message with its raw bytes."""
+        return self._read(message_id, raw=True)
 
-    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int) -> list[InboundRow]:
-        q = select(InboundRow).order_by(InboundRow.seq.desc()).limit(limit)
+    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int) -> list[InboundMessage]:
+        t = INBOUND
+        q = select(*_COLUMNS).order_by(t.c.seq.desc()).limit(limit)
         for column, value in filters.items():
-            q = q.where(getattr(InboundRow, column) == value)
+            q = q.where(t.c[column] == value)
         if after:
-            q = q.where(InboundRow.seq < int(after[1]))
-        return list(self.session.scalars(q))
+            q = q.where(t.c.seq < int(after[1]))
+        return [_message(r) for r in self.session.execute(q)]
+
+    def _read(self, message_id: str, *, raw: bool) -> InboundMessage:
+        q = select(*_COLUMNS, _RAW) if raw else select(*_COLUMNS)
+        r = self.session.execute(q.where(INBOUND.c.id == message_id)).first()
+        if r is None:
+            raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
+        return _message(r, r.raw if raw else None)
+
+
+def _message(r: Row[Any], raw: bytes | None = None, *, state: InState | None = None,
+             delivery_count: int | None = None) -> InboundMessage:
+    """The domain's message from a row of _COLUMNS; `state` and `delivery_count` as
+    just written, when they were."""
+    h = r.headers or {}
+    return InboundMessage(
+        id=r.id, seq=r.seq, provider_id=r.provider_id, campaign=r.campaign, message_id=r.message_id,
+        conversation_id=r.conversation_id, subject=h.get("subject") or "", from_=tuple(h.get("from", ())),
+        to=tuple(h.get("to", ())), cc=tuple(h.get("cc", ())), reply_to=tuple(h.get("reply_to", ())),
+        date=datetime.fromisoformat(h["date"]) if h.get("date") else None, automatic=r.automatic,
+        oversized=r.oversized, size_bytes=r.size_bytes, state=state or InState(r.state),
+        delivery_count=r.delivery_count if delivery_count is None else delivery_count,
+        receive_time=r.receive_time, raw=raw)
 
 
 def _conversation(references: tuple[str, ...], known: dict[str, str]) -> str | None:

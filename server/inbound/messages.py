@@ -1,0 +1,60 @@
+"""The inbound room's domain types: a message on a campaign queue, its delivery to a
+consumer. The store returns them and the converters take them; no ORM row leaves
+the store."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class InState(enum.Enum):
+    QUEUED = "QUEUED"
+    DELIVERED = "DELIVERED"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    DEAD_LETTER = "DEAD_LETTER"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message on a campaign queue: what was parsed from its header section when it
+    was queued, and where it is in the queue. `raw` holds its exact bytes where they
+    were read (a claim, a get), None elsewhere (a listing)."""
+
+    id: str
+    seq: int                      # arrival order: the queue's order
+    provider_id: str
+    campaign: str
+    message_id: str               # "<id@host>"; "" when the message has none
+    conversation_id: str
+    subject: str
+    from_: tuple[str, ...]        # "Name <addr>" or "addr", each
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    reply_to: tuple[str, ...]
+    date: datetime | None         # the sender's Date, for display only
+    automatic: bool
+    oversized: bool               # over the size limit: its body is never parsed
+    size_bytes: int
+    state: InState
+    delivery_count: int
+    receive_time: datetime
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message leased to a consumer under a token of its own."""
+
+    message: InboundMessage
+    token: str
+
+    @property
+    def ack_id(self) -> str:
+        return f"{self.message.id}.{self.token}"
+
+
+def split_ack_id(ack_id: str) -> tuple[str, str] | None:
+    """(message id, lease token), or None for what no delivery ever gave out."""
+    mid, _, token = ack_id.partition(".")
+    return (mid, token) if mid and token else None
