@@ -154,13 +154,14 @@ def test_leases_given_back_by_a_cancelled_call_still_wake_the_waiting(mailgate_s
     sub = Subscription(campaign="billing", provider_ids=[], consumer="c", max_in_flight=1, deadline=60)
 
     async def scenario() -> bool:
-        waiting = app.inbound.subscribe(sub)
+        waiting = asyncio.Event()
+        app.inbound.subscribe(sub.topics, waiting)
         [d] = await app.inbound.claim(sub, 1)
         releasing = asyncio.ensure_future(app.inbound.release([(d.message.id, d.token)]))
         await asyncio.sleep(0)  # under way in the database thread
         releasing.cancel()
         await app.inbound.drain()
-        app.inbound.unsubscribe(sub, waiting)
+        app.inbound.unsubscribe(sub.topics, waiting)
         await asyncio.sleep(0)  # the wake-up is scheduled on the loop
         return waiting.is_set()
 

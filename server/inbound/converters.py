@@ -3,13 +3,31 @@ from __future__ import annotations
 
 from mailgate.v1 import inbound_service_pb2
 
-from ..converters import resource_id, timestamp
+from ..converters import provider_id, resource_id, timestamp
+from ..errors import InvalidArgument, Violation
 from .messages import Delivery, InboundMessage
 from .parse import Body
+from .queue import InboundSettings, Subscription
+
+MAX_IN_FLIGHT = 1000
 
 
 def inbound_id(name: str) -> str:
     return resource_id(name, "inboundMessages")
+
+
+def subscription(r: inbound_service_pb2.StreamInboundMailRequest, defaults: InboundSettings) -> Subscription:
+    """The subscription a stream's first request asks for."""
+    providers = [provider_id(p, "providers") for p in r.providers]
+    if bool(r.campaign) == bool(providers):
+        raise InvalidArgument([Violation("campaign", "subscribe to a campaign or to providers (not both)")])
+    if not 0 <= r.max_in_flight <= MAX_IN_FLIGHT:
+        raise InvalidArgument([Violation("max_in_flight", f"must be between 1 and {MAX_IN_FLIGHT}")])
+    if r.ack_deadline_seconds and not 10 <= r.ack_deadline_seconds <= 600:
+        raise InvalidArgument([Violation("ack_deadline_seconds", "must be between 10 and 600")])
+    return Subscription(campaign=r.campaign or None, provider_ids=providers, consumer=r.consumer or "anonymous",
+                        max_in_flight=r.max_in_flight or defaults.default_in_flight,
+                        deadline=r.ack_deadline_seconds or defaults.default_deadline)
 
 
 def inbound_to_proto(m: InboundMessage, body: Body | None = None, *, with_raw: bool = False,

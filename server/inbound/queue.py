@@ -107,15 +107,18 @@ class InboundQueue:
         self._loop.call_soon_threadsafe(set_events)
 
     # -- consumers
-    def subscribe(self, sub: Subscription) -> asyncio.Event:
-        event = asyncio.Event()
-        for topic in sub.topics:
+    def subscribe(self, topics: list[str], event: asyncio.Event) -> None:
+        """`event` is set when any of `topics` has news (see wake)."""
+        for topic in topics:
             self._waiters[topic].add(event)
-        return event
 
-    def unsubscribe(self, sub: Subscription, event: asyncio.Event) -> None:
-        for topic in sub.topics:
-            self._waiters[topic].discard(event)
+    def unsubscribe(self, topics: list[str], event: asyncio.Event) -> None:
+        for topic in topics:
+            waiters = self._waiters.get(topic)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[topic]
 
     async def claim(self, sub: Subscription, limit: int) -> list[Delivery]:
         claiming = asyncio.ensure_future(self.db.run(lambda s: InboundStore(s).claim(

@@ -1,0 +1,119 @@
+"""One consumer's subscription to a campaign queue: the leases it holds and the
+batches of deliveries it is given.
+
+A stream claims its whole free window in one transaction, sends what it took in
+batches of about RESPONSE_BYTES (one bigger message goes alone), their bodies parsed
+side by side in ParseWorkers, and sleeps until a commit, an acknowledgement or a
+give-back wakes it, or it is time to look for leases that expired elsewhere. A
+consumer that leaves (its stream ends, or its call is cancelled) gives back at once
+whatever it did not acknowledge.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator, Iterator
+
+from .messages import Delivery, split_ack_id
+from .parse import Body
+from .queue import InboundQueue, Subscription
+
+log = logging.getLogger("mailgate.inbound")
+
+# Under gRPC's default 4 MB receive limit, and the first of a large claim reaches
+# the consumer before the rest is parsed.
+RESPONSE_BYTES = 1 << 20
+
+Batch = list[tuple[Delivery, Body | None]]  # deliveries with their bodies (None: oversized)
+
+
+class Stream:
+    def __init__(self, queue: InboundQueue, sub: Subscription):
+        self.queue, self.sub = queue, sub
+        self._held: dict[str, str] = {}  # message id -> lease token of this stream's deliveries
+        self._wake = asyncio.Event()
+        self._left = False
+        queue.subscribe(sub.topics, self._wake)
+        log.info("consumer %r subscribed to %s", sub.consumer, ", ".join(sub.topics))
+
+    async def batches(self, until: asyncio.Future[None]) -> AsyncIterator[Batch]:
+        """Batches of deliveries, in arrival order, until `until` is done (the
+        consumer stops asking) or the stream is left."""
+        while not until.done() and not self._left:
+            self._wake.clear()  # before looking: a wake-up that comes while we look is not lost
+            room = self.sub.max_in_flight - len(self._held)
+            deliveries = await self.queue.claim(self.sub, room) if room > 0 else []
+            if self._left:  # while claiming: nobody will release them but us
+                await self.queue.release([(d.message.id, d.token) for d in deliveries])
+                return
+            if not deliveries:
+                await self._sleep(until)
+                continue
+            for d in deliveries:
+                self._held[d.message.id] = d.token
+            parts = list(_by_size(deliveries, RESPONSE_BYTES))
+            parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
+                [None if d.message.oversized else d.message.raw for d in part])) for part in parts]
+            try:
+                for part, bodies in zip(parts, parsing):
+                    yield list(zip(part, await bodies))
+            finally:
+                for pending in parsing:
+                    pending.cancel()
+
+    async def _sleep(self, until: asyncio.Future[None]) -> None:
+        """Until a wake-up, the consumer's leaving, or the next look for leases that
+        expired elsewhere."""
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({waiter, until}, timeout=self.queue.settings.sweep_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
+    async def ack(self, ack_ids: list[str]) -> None:
+        await self.queue.ack(ack_ids)
+        for mid, token in filter(None, map(split_ack_id, ack_ids)):
+            if self._held.get(mid) == token:
+                del self._held[mid]
+        self._wake.set()  # room for more
+
+    async def modify_deadlines(self, ack_ids: list[str], seconds: list[int]) -> None:
+        """New deadlines, from now; 0 seconds gives the message back to the queue."""
+        await self.queue.extend(ack_ids, seconds)
+        for ack_id, sec in zip(ack_ids, seconds):
+            pair = split_ack_id(ack_id)
+            if sec <= 0 and pair and self._held.get(pair[0]) == pair[1]:
+                del self._held[pair[0]]
+        self._wake.set()  # room for more, or messages given back
+
+    def leave_soon(self) -> None:
+        """`leave` in a task of its own, which shutdown waits for: from the end of the
+        consumer's call, which may come long before the stream's own end."""
+        self.queue.track(asyncio.get_running_loop().create_task(self.leave()))
+
+    async def leave(self) -> None:
+        """Whatever this consumer did not acknowledge goes back to the queue now (from
+        the stream's end or from the call's, whichever comes first)."""
+        if self._left:
+            return
+        self._left = True
+        self._wake.set()  # a waiting batches() ends
+        self.queue.unsubscribe(self.sub.topics, self._wake)
+        leases = list(self._held.items())
+        self._held.clear()
+        await self.queue.release(leases)
+        log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
+
+
+def _by_size(deliveries: list[Delivery], limit: int) -> Iterator[list[Delivery]]:
+    part: list[Delivery] = []
+    size = 0
+    for d in deliveries:
+        if part and size + d.message.size_bytes > limit:
+            yield part
+            part, size = [], 0
+        part.append(d)
+        size += d.message.size_bytes
+    if part:
+        yield part
