@@ -97,8 +97,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
                                               first_attempt_wait=settings.first_attempt_wait,
                                               commit_delay=settings.commit_delay))
 
-    inbound = InboundQueue(providers, InboundSettings(parse_workers=settings.parse_workers))
-    inbound.bind(asyncio.get_running_loop())
+    inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(parse_workers=settings.parse_workers),
+                           asyncio.get_running_loop())
     listener = None
     if db.engine.dialect.name == "postgresql":  # other replicas may commit mail: hear of it
         listener = Listener(db.engine, inbound.wake)

@@ -14,16 +14,16 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import parse as inbound_parse, wakeups
 from .. import paging
 from ..clock import utcnow
 from .messages import Delivery, InboundMessage, InState, split_ack_id
 from .parse_workers import ParseWorkers
-from ..providers.lifecycle import Providers
 from .store import Arrival, InboundStore
 from .numbers import Pop3Store
+from ..store.db import Database
 
 log = logging.getLogger("mailgate.inbound")
 
@@ -54,18 +54,15 @@ class Subscription:
 
 
 class InboundQueue:
-    def __init__(self, providers: Providers, settings: InboundSettings):
-        self.providers = providers
-        self.db = providers.db
-        self.settings = settings
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._releasing: set[asyncio.Task[None]] = set()
-        self.run_blocking = providers.ctx.run_blocking
-        self.parsers = ParseWorkers(settings.parse_workers, self.run_blocking)
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, db: Database, run_blocking: Callable[..., Awaitable[Any]], settings: InboundSettings,
+                 loop: asyncio.AbstractEventLoop):
+        """`run_blocking(fn, *args)` runs CPU work off the loop; `loop` is the one the
+        consumers wait on (wake-ups come from the watchers' threads and the listener's)."""
+        self.db, self.run_blocking, self.settings = db, run_blocking, settings
         self._loop = loop
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._releasing: set[asyncio.Task[None]] = set()
+        self.parsers = ParseWorkers(settings.parse_workers, run_blocking)
 
     # -- watchers (blocking, from their threads)
     def position(self, provider_id: str, folder: str) -> tuple[int | None, int]:
@@ -84,12 +81,12 @@ class InboundQueue:
         arrivals = [arrival(uid, raw, env) for (uid, raw), env in zip(messages, envelopes)]
 
         def enqueue(s: Any) -> tuple[str, list[str]]:  # the provider read and the batch: one transaction
-            config = self.providers._store(s).get(provider_id).config
-            queued = InboundStore(s).enqueue(
-                provider_id, config.campaign, folder, uidvalidity, arrivals, utcnow(), config.active_reference)
+            store = InboundStore(s)
+            campaign, threaded = store.provider_queue(provider_id)
+            queued = store.enqueue(provider_id, campaign, folder, uidvalidity, arrivals, utcnow(), threaded)
             if queued:  # other replicas' consumers hear of it on commit
-                wakeups.notify(s, topics(config.campaign, provider_id))
-            return config.campaign, queued
+                wakeups.notify(s, topics(campaign, provider_id))
+            return campaign, queued
         campaign, queued = self.db.run_sync(enqueue)
         if queued:
             log.info("provider %s: %d message(s) queued on campaign %r", provider_id, len(queued), campaign)
@@ -98,8 +95,6 @@ class InboundQueue:
 
     def wake(self, topics: list[str]) -> None:
         """Wakes this process's consumers waiting on these topics; from any thread."""
-        if self._loop is None:
-            return
         def set_events() -> None:
             for topic in topics:
                 for event in self._waiters.get(topic, ()):

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from ..errors import FailedPrecondition, NotFound
 from ..store.fast import Prepared
-from ..store.models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow
+from ..store.models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow, ProviderRow
 from .messages import Delivery, InboundMessage, InState
 
 T = TypeVar("T")
 INBOUND = InboundRow.__table__
 RAW = InboundRawRow.__table__
 REFS = MessageRefRow.__table__
+PROVIDERS = ProviderRow.__table__
 # Values per IN list: far below SQLite's (32766) and PostgreSQL's (65535) limits on
 # bound parameters, for pairs too.
 CHUNK = 500
@@ -69,6 +70,15 @@ class InboundStore:
     def position(self, provider_id: str, folder: str) -> tuple[int | None, int]:
         pos = self.session.get(MailboxPositionRow, (provider_id, folder))
         return (pos.uidvalidity, pos.last_uid) if pos else (None, 0)
+
+    def provider_queue(self, provider_id: str) -> tuple[str, bool]:
+        """The campaign a provider's mail is queued on, and whether replies join the
+        conversations they answer (its active_reference)."""
+        p = PROVIDERS
+        found = self.session.execute(select(p.c.campaign, p.c.active_reference).where(p.c.id == provider_id)).first()
+        if found is None:
+            raise NotFound(f"provider {provider_id!r} does not exist", metadata={"provider": provider_id})
+        return found.campaign, found.active_reference
 
     def enqueue(self, provider_id: str, campaign: str, folder: str, uidvalidity: int,
                 arrivals: Iterable[Arrival], now: datetime, threaded: bool) -> list[str]:
