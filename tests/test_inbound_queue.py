@@ -344,13 +344,15 @@ def test_two_consumers_with_large_windows_share_a_burst_exactly_once(mailgate_se
         b.close()
 
 
-def test_a_large_claim_goes_out_in_responses_of_about_a_megabyte(mailgate_server):
+@pytest.mark.parametrize("include_raw", [False, True], ids=["parsed", "with raw bytes"])
+def test_a_large_claim_goes_out_in_responses_of_about_a_megabyte(mailgate_server, include_raw):
     p = make_provider(mailgate_server)
     big = (b"y" * 998 + b"\n") * 100  # ~100 KB of body each
     commit(mailgate_server, p, [(n, mail(n) + big) for n in range(1, 31)])  # 3 MB, queued before anyone asks
     stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
     requests: queue.Queue = queue.Queue()  # open until the end
-    requests.put(ipb.StreamInboundMailRequest(campaign="billing", consumer="c", max_in_flight=50))
+    requests.put(ipb.StreamInboundMailRequest(campaign="billing", consumer="c", max_in_flight=50,
+                                              include_raw=include_raw))
     call = stub.StreamInboundMail(iter(requests.get, None))
     responses = []
     try:
@@ -364,6 +366,7 @@ def test_a_large_claim_goes_out_in_responses_of_about_a_megabyte(mailgate_server
     subjects = [m.message.subject for r in responses for m in r.received_messages]
     assert subjects == [f"message {n}" for n in range(1, 31)]  # one claim, in order
     assert len(responses) >= 3 and max(r.ByteSize() for r in responses) < 1_300_000
+    assert all(bool(m.message.raw) == include_raw for r in responses for m in r.received_messages)
 
 
 
@@ -409,3 +412,26 @@ def test_a_field_repeated_in_the_list_filter_is_refused_by_name(mailgate_server)
         filter='campaign = "a" AND campaign = "b"')))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "campaign" in err.violations["filter"] and "more than once" in err.violations["filter"]
+
+
+
+def test_stream_deliveries_carry_the_raw_bytes_when_the_subscription_asks(mailgate_server):
+    p = make_provider(mailgate_server)
+    raws = [mail(1), mail(2)]
+    commit(mailgate_server, p, list(enumerate(raws, start=1)))
+    with_raw = Consumer(mailgate_server, include_raw=True, name="with raw")
+    try:
+        got = with_raw.take(2)
+        assert [r.message.raw for r in got] == raws
+        assert got[0].message.text_body.strip() == "body 1"  # parsed as well
+        with_raw.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[r.ack_id for r in got],
+                                                           modify_deadline_seconds=[0, 0]))
+    finally:
+        with_raw.close()
+    without = Consumer(mailgate_server, name="without")
+    try:
+        got = without.take(2)
+        assert [r.message.raw for r in got] == [b"", b""]
+        assert [r.message.subject for r in got] == ["message 1", "message 2"]
+    finally:
+        without.close()

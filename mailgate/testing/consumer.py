@@ -13,12 +13,13 @@ from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc
 class Consumer:
     """A StreamInboundMail client: a thread reading deliveries, a queue for requests."""
 
-    def __init__(self, server, *, campaign="billing", providers=(), max_in_flight=10, deadline=10, name="c"):
+    def __init__(self, server, *, campaign="billing", providers=(), max_in_flight=10, deadline=10, name="c",
+                 include_raw=False):
         self.stub = inbound_service_pb2_grpc.InboundServiceStub(server.channel)
         self.requests: queue.Queue = queue.Queue()
         self.requests.put(ipb.StreamInboundMailRequest(
             campaign=campaign, providers=list(providers), consumer=name, max_in_flight=max_in_flight,
-            ack_deadline_seconds=deadline))
+            ack_deadline_seconds=deadline, include_raw=include_raw))
         self.received: queue.Queue = queue.Queue()
         self.call = self.stub.StreamInboundMail(iter(self.requests.get, None))
         self.thread = threading.Thread(target=self._read, daemon=True)

@@ -27,7 +27,7 @@ def subscription(r: inbound_service_pb2.StreamInboundMailRequest, defaults: Inbo
         raise InvalidArgument([Violation("ack_deadline_seconds", "must be between 10 and 600")])
     return Subscription(campaign=r.campaign or None, provider_ids=providers, consumer=r.consumer or "anonymous",
                         max_in_flight=r.max_in_flight or defaults.default_in_flight,
-                        deadline=r.ack_deadline_seconds or defaults.default_deadline)
+                        deadline=r.ack_deadline_seconds or defaults.default_deadline, include_raw=r.include_raw)
 
 
 def inbound_to_proto(m: InboundMessage, body: Body | None = None, *, with_raw: bool = False,
@@ -59,8 +59,8 @@ def inbound_to_proto(m: InboundMessage, body: Body | None = None, *, with_raw: b
     return msg
 
 
-def received_to_proto(part: list[tuple[Delivery, Body | None]], *,
-                      with_raw: bool = False) -> list[inbound_service_pb2.ReceivedInboundMessage]:
+def received_to_proto(part: list[tuple[Delivery, Body | None]],
+                      with_raw: bool) -> list[inbound_service_pb2.ReceivedInboundMessage]:
     """Deliveries as sent on the stream (blocking: CPU work)."""
     return [inbound_service_pb2.ReceivedInboundMessage(ack_id=d.ack_id, message=inbound_to_proto(
         d.message, body, with_raw=with_raw)) for d, body in part]

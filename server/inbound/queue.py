@@ -47,6 +47,7 @@ class Subscription:
     consumer: str
     max_in_flight: int
     deadline: int
+    include_raw: bool = False  # deliveries carry the raw bytes too
 
     @property
     def topics(self) -> list[str]:

@@ -35,7 +35,7 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         try:
             async with aclosing(stream.batches(until=reader)) as batches:
                 async for batch in batches:
-                    received = await self.queue.run_blocking(functools.partial(conv.received_to_proto, batch))
+                    received = await self.queue.run_blocking(conv.received_to_proto, batch, stream.sub.include_raw)
                     yield pb.StreamInboundMailResponse(received_messages=received)
             if not reader.cancelled() and reader.exception():
                 raise reader.exception()  # type: ignore[misc]  # e.g. a bad request on the stream

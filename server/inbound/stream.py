@@ -2,7 +2,8 @@
 batches of deliveries it is given.
 
 A stream claims its whole free window in one transaction, sends what it took in
-batches of about RESPONSE_BYTES (one bigger message goes alone), their bodies parsed
+batches of about RESPONSE_BYTES (one bigger message goes alone; the raw bytes, when
+the subscription asks for them, count too), their bodies parsed
 side by side in ParseWorkers, and sleeps until a commit, an acknowledgement or a
 give-back wakes it, or it is time to look for leases that expired elsewhere. A
 consumer that leaves (its stream ends, or its call is cancelled) gives back at once
@@ -51,7 +52,8 @@ class Stream:
                 continue
             for d in deliveries:
                 self._held[d.message.id] = d.token
-            parts = list(_by_size(deliveries, RESPONSE_BYTES))
+            # A message sent with its raw bytes counts twice: they come on top of its parsed parts.
+            parts = list(_by_size(deliveries, RESPONSE_BYTES // 2 if self.sub.include_raw else RESPONSE_BYTES))
             parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
                 [None if d.message.oversized else d.message.raw for d in part])) for part in parts]
             try:
