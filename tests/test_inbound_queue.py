@@ -182,8 +182,8 @@ def test_mail_committed_while_a_stream_looks_is_not_missed(mailgate_server, monk
     looked = []
     claim = app.inbound.claim
 
-    async def claim_then_commit(sub, limit):
-        found = await claim(sub, limit)
+    async def claim_then_commit(sub, limit, **kwargs):
+        found = await claim(sub, limit, **kwargs)
         if not looked:  # the first look found nothing; mail is committed before the stream sleeps
             looked.append(found)
             await asyncio.to_thread(commit, mailgate_server, p, [(1, mail(1))])
@@ -435,3 +435,29 @@ def test_stream_deliveries_carry_the_raw_bytes_when_the_subscription_asks(mailga
         assert [r.message.subject for r in got] == ["message 1", "message 2"]
     finally:
         without.close()
+
+
+
+def test_a_window_full_of_expired_leases_is_delivered_again_then_dead_lettered(mailgate_server):
+    """A sole consumer that lets every lease of its window expire gets them again (to
+    max_deliveries), then the mail behind them."""
+    app = mailgate_server.app
+    app.inbound.settings.max_deliveries = 2
+    app.inbound.settings.sweep_interval = 0.2
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1)), (2, mail(2))])
+    c = Consumer(mailgate_server, max_in_flight=1, deadline=10)
+
+    def expire(r):  # a 10 s minimum deadline is too slow for a test
+        c.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[r.ack_id], modify_deadline_seconds=[1]))
+    try:
+        [first] = c.take()
+        expire(first)
+        [again] = c.take(timeout=5)
+        assert (again.message.name, again.message.delivery_count) == (first.message.name, 2)
+        expire(again)
+        [second] = c.take(timeout=5)  # the first was delivered twice: dead-lettered now
+        assert second.message.subject == "message 2"
+        assert get(mailgate_server, first.message.name).state == Msg.STATE_DEAD_LETTER
+    finally:
+        c.close()

@@ -44,10 +44,11 @@ class InboundMessage:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A message leased to a consumer under a token of its own."""
+    """A message leased to a consumer under a token of its own, until a deadline."""
 
     message: InboundMessage
     token: str
+    until: datetime
 
     @property
     def ack_id(self) -> str:

@@ -13,7 +13,7 @@ import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
 from . import parse as inbound_parse, wakeups
@@ -134,11 +134,13 @@ class InboundQueue:
         pairs = [p for p in map(split_ack_id, ack_ids) if p]
         return await self.db.run(lambda s: InboundStore(s).ack(pairs, utcnow())) if pairs else 0
 
-    async def extend(self, ack_ids: list[str], seconds: list[int]) -> None:
+    async def extend(self, ack_ids: list[str], seconds: list[int], *, now: datetime | None = None) -> None:
+        """New deadlines, `seconds` from `now`; 0 gives the message back to the queue."""
         triples = [(*p, max(0, sec)) for p, sec in zip(map(split_ack_id, ack_ids), seconds) if p]
-        if triples:  # a deadline of 0 gives the message back to the queue
+        if triples:
+            at = now or utcnow()
             await self._give_back([mid for mid, _, sec in triples if sec == 0],
-                                  lambda store: store.extend(triples, utcnow()))
+                                  lambda store: store.extend(triples, at))
 
     def track(self, task: asyncio.Task[None]) -> None:
         """A give-back that outlives its caller (a consumer's call ended, or was

@@ -168,9 +168,9 @@ class InboundStore:
         for part in _chunks(dead):
             self.session.execute(update(t).where(t.c.seq.in_(part)).values(
                 state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
-        out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
-                        uuid.uuid4().hex[:16]) for r in rows if r.delivery_count < max_deliveries]
         until = now + deadline
+        out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
+                        uuid.uuid4().hex[:16], until) for r in rows if r.delivery_count < max_deliveries]
         _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
                                            "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
         return out

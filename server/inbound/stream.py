@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
+from ..clock import utcnow
 from .messages import Delivery, split_ack_id
 from .parse import Body
 from .queue import InboundQueue, Subscription
@@ -31,7 +33,9 @@ Batch = list[tuple[Delivery, Body | None]]  # deliveries with their bodies (None
 class Stream:
     def __init__(self, queue: InboundQueue, sub: Subscription):
         self.queue, self.sub = queue, sub
-        self._held: dict[str, str] = {}  # message id -> lease token of this stream's deliveries
+        # message id -> (lease token, deadline) of this stream's deliveries. The window
+        # counts those whose deadline has not passed: an expired lease is anyone's.
+        self._held: dict[str, tuple[str, datetime]] = {}
         self._wake = asyncio.Event()
         self._left = False
         queue.subscribe(sub.topics, self._wake)
@@ -42,6 +46,7 @@ class Stream:
         consumer stops asking) or the stream is left."""
         while not until.done() and not self._left:
             self._wake.clear()  # before looking: a wake-up that comes while we look is not lost
+            self._expire(utcnow())
             room = self.sub.max_in_flight - len(self._held)
             deliveries = await self.queue.claim(self.sub, room) if room > 0 else []
             if self._left:  # while claiming: nobody will release them but us
@@ -51,7 +56,7 @@ class Stream:
                 await self._sleep(until)
                 continue
             for d in deliveries:
-                self._held[d.message.id] = d.token
+                self._held[d.message.id] = (d.token, d.until)
             # A message sent with its raw bytes counts twice: they come on top of its parsed parts.
             parts = list(_by_size(deliveries, RESPONSE_BYTES // 2 if self.sub.include_raw else RESPONSE_BYTES))
             parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
@@ -63,30 +68,44 @@ class Stream:
                 for pending in parsing:
                     pending.cancel()
 
+    def _expire(self, now: datetime) -> None:
+        """Leases past their deadline leave the window: the next claim (this stream's
+        or another's) delivers them again, or dead-letters them."""
+        for mid in [mid for mid, (_, until) in self._held.items() if until <= now]:
+            del self._held[mid]
+
     async def _sleep(self, until: asyncio.Future[None]) -> None:
-        """Until a wake-up, the consumer's leaving, or the next look for leases that
-        expired elsewhere."""
+        """Until a wake-up, the consumer's leaving, the first of this stream's leases
+        to expire, or the next look for leases that expired elsewhere."""
+        timeout = self.queue.settings.sweep_interval
+        if self._held:
+            first = min(until_ for _, until_ in self._held.values())
+            timeout = max(0.0, min(timeout, (first - utcnow()).total_seconds()))
         waiter = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({waiter, until}, timeout=self.queue.settings.sweep_interval,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
 
     async def ack(self, ack_ids: list[str]) -> None:
         await self.queue.ack(ack_ids)
         for mid, token in filter(None, map(split_ack_id, ack_ids)):
-            if self._held.get(mid) == token:
+            if self._held.get(mid, ("",))[0] == token:
                 del self._held[mid]
         self._wake.set()  # room for more
 
     async def modify_deadlines(self, ack_ids: list[str], seconds: list[int]) -> None:
         """New deadlines, from now; 0 seconds gives the message back to the queue."""
-        await self.queue.extend(ack_ids, seconds)
+        now = utcnow()
+        await self.queue.extend(ack_ids, seconds, now=now)
         for ack_id, sec in zip(ack_ids, seconds):
             pair = split_ack_id(ack_id)
-            if sec <= 0 and pair and self._held.get(pair[0]) == pair[1]:
+            if not pair or self._held.get(pair[0], ("",))[0] != pair[1]:
+                continue
+            if sec <= 0:
                 del self._held[pair[0]]
+            else:
+                self._held[pair[0]] = (pair[1], now + timedelta(seconds=sec))
         self._wake.set()  # room for more, or messages given back
 
     def leave_soon(self) -> None:
@@ -102,7 +121,7 @@ class Stream:
         self._left = True
         self._wake.set()  # a waiting batches() ends
         self.queue.unsubscribe(self.sub.topics, self._wake)
-        leases = list(self._held.items())
+        leases = [(mid, token) for mid, (token, _) in self._held.items()]
         self._held.clear()
         await self.queue.release(leases)
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
