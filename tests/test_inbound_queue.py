@@ -156,7 +156,7 @@ def test_leases_given_back_by_a_cancelled_call_still_wake_the_waiting(mailgate_s
     async def scenario() -> bool:
         waiting = asyncio.Event()
         app.inbound.subscribe(sub.topics, waiting)
-        [d] = await app.inbound.claim(sub, 1)
+        _, [d] = await app.inbound.claim(sub, 1)
         releasing = asyncio.ensure_future(app.inbound.release([(d.message.id, d.token)]))
         await asyncio.sleep(0)  # under way in the database thread
         releasing.cancel()
@@ -185,7 +185,7 @@ def test_mail_committed_while_a_stream_looks_is_not_missed(mailgate_server, monk
     async def claim_then_commit(sub, limit, **kwargs):
         found = await claim(sub, limit, **kwargs)
         if not looked:  # the first look found nothing; mail is committed before the stream sleeps
-            looked.append(found)
+            looked.append(found[1])
             await asyncio.to_thread(commit, mailgate_server, p, [(1, mail(1))])
         return found
 
@@ -438,6 +438,24 @@ def test_stream_deliveries_carry_the_raw_bytes_when_the_subscription_asks(mailga
 
 
 
+def test_acks_sent_with_AckInboundMail_free_the_stream_window(mailgate_server):
+    """"Acknowledges from anywhere": acks that do not travel on the stream still make
+    room in its window, at once (not at the next look for expired leases, a minute here)."""
+    mailgate_server.app.inbound.settings.sweep_interval = 60
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(n, mail(n)) for n in range(1, 11)])
+    c = Consumer(mailgate_server, max_in_flight=5)
+    try:
+        first = c.take(5)
+        assert c.nothing(0.3)  # the window is full
+        c.ack_committed(*first)
+        second = c.take(5, timeout=5)
+        assert [r.message.subject for r in first + second] == [f"message {n}" for n in range(1, 11)]
+    finally:
+        c.close()
+
+
+
 def test_a_window_full_of_expired_leases_is_delivered_again_then_dead_lettered(mailgate_server):
     """A sole consumer that lets every lease of its window expire gets them again (to
     max_deliveries), then the mail behind them."""
@@ -459,5 +477,44 @@ def test_a_window_full_of_expired_leases_is_delivered_again_then_dead_lettered(m
         [second] = c.take(timeout=5)  # the first was delivered twice: dead-lettered now
         assert second.message.subject == "message 2"
         assert get(mailgate_server, first.message.name).state == Msg.STATE_DEAD_LETTER
+    finally:
+        c.close()
+
+
+def test_acks_sent_on_another_stream_free_the_window_of_the_stream_that_got_the_mail(mailgate_server):
+    mailgate_server.app.inbound.settings.sweep_interval = 60
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(1, mail(1)), (2, mail(2))])
+    got_it = Consumer(mailgate_server, max_in_flight=1, name="got it")
+    acker = Consumer(mailgate_server, campaign="elsewhere", name="acker")
+    try:
+        [first] = got_it.take()
+        acker.ack(first)
+        [second] = got_it.take(timeout=5)
+        assert second.message.subject == "message 2"
+        assert get(mailgate_server, first.message.name).state == Msg.STATE_ACKNOWLEDGED
+    finally:
+        got_it.close()
+        acker.close()
+
+
+def test_a_full_window_looks_at_the_store_at_each_sweep(mailgate_server):
+    """Acknowledgements that came with no wake-up (a notification from another
+    replica lost while its connection was down) free the window at the next sweep."""
+    from mailgate.server.clock import utcnow
+    from mailgate.server.inbound.messages import split_ack_id
+    from mailgate.server.inbound.store import InboundStore
+
+    app = mailgate_server.app
+    app.inbound.settings.sweep_interval = 0.2
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(n, mail(n)) for n in range(1, 5)])
+    c = Consumer(mailgate_server, max_in_flight=2, deadline=60)
+    try:
+        first = c.take(2)
+        pairs = [split_ack_id(r.ack_id) for r in first]
+        assert app.db.run_sync(lambda s: InboundStore(s).ack(pairs, utcnow())) == 2  # behind the queue's back
+        second = c.take(2, timeout=5)
+        assert [r.message.subject for r in first + second] == [f"message {n}" for n in range(1, 5)]
     finally:
         c.close()

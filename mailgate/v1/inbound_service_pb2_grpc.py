@@ -89,7 +89,8 @@ class InboundServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AckInboundMail(self, request, context):
-        """Acknowledges messages received on a stream, from anywhere. Unknown or
+        """Acknowledges messages received on a stream, from anywhere: the stream
+        that received them has room for more at once, on any replica. Unknown or
         expired ack ids are ignored (their messages are delivered again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -4,8 +4,14 @@ the store."""
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
+
+# A lease token is its holder's id (a consumer's stream; "" for none) followed by
+# TOKEN_HEX random hex digits of its own: whoever acknowledges or changes a lease,
+# on any replica, can tell its holder that it did.
+TOKEN_HEX = 16
 
 
 class InState(enum.Enum):
@@ -59,3 +65,16 @@ def split_ack_id(ack_id: str) -> tuple[str, str] | None:
     """(message id, lease token), or None for what no delivery ever gave out."""
     mid, _, token = ack_id.partition(".")
     return (mid, token) if mid and token else None
+
+
+def new_holder() -> str:
+    return uuid.uuid4().hex[:TOKEN_HEX]
+
+
+def new_token(holder: str) -> str:
+    return holder + uuid.uuid4().hex[:TOKEN_HEX]
+
+
+def holder_of(token: str) -> str | None:
+    """The holder a token was given to (new_token), or None when it names none."""
+    return token[:-TOKEN_HEX] if len(token) == 2 * TOKEN_HEX else None

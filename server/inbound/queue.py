@@ -14,12 +14,12 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from . import parse as inbound_parse, wakeups
 from .. import paging
 from ..clock import utcnow
-from .messages import Delivery, InboundMessage, InState, split_ack_id
+from .messages import Delivery, InboundMessage, InState, holder_of, split_ack_id
 from .parse_workers import ParseWorkers
 from .store import Arrival, InboundStore
 from .numbers import Pop3Store
@@ -116,31 +116,56 @@ class InboundQueue:
                 if not waiters:
                     del self._waiters[topic]
 
-    async def claim(self, sub: Subscription, limit: int) -> list[Delivery]:
-        claiming = asyncio.ensure_future(self.db.run(lambda s: InboundStore(s).claim(
-            campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer, limit=limit,
-            deadline=timedelta(seconds=sub.deadline), now=utcnow(),
-            max_deliveries=self.settings.max_deliveries), heavy=True))
+    async def claim(self, sub: Subscription, limit: int, *, holder: str = "",
+                    recheck: list[tuple[str, str]] | None = None) -> tuple[dict[str, datetime], list[Delivery]]:
+        """Up to `limit` deliveries for `holder`, in one transaction. `recheck`: leases
+        the holder counts in its window that may have been acknowledged or given back
+        elsewhere; each that is no longer held leaves room for one more. Returns the
+        deadlines of those still held, and the deliveries."""
+        def claim(s: Any) -> tuple[dict[str, datetime], list[Delivery]]:
+            store = InboundStore(s)
+            still = store.leases(recheck) if recheck else {}
+            deliveries = store.claim(
+                campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer,
+                limit=limit + len(recheck or ()) - len(still), deadline=timedelta(seconds=sub.deadline),
+                now=utcnow(), max_deliveries=self.settings.max_deliveries, holder=holder)
+            return still, deliveries
+        claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
         try:
             return await asyncio.shield(claiming)
         except asyncio.CancelledError:
             # The consumer left while the claim was committing: give the leases back
             # rather than leave them to expire.
-            deliveries = await claiming
+            _, deliveries = await claiming
             await self.release([(d.message.id, d.token) for d in deliveries])
             raise
 
-    async def ack(self, ack_ids: list[str]) -> int:
+    async def ack(self, ack_ids: list[str], *, holder: str | None = None) -> int:
+        """Acknowledges deliveries, from anywhere; tells their holders but `holder`
+        (the caller's own stream, which knows), on every replica."""
         pairs = [p for p in map(split_ack_id, ack_ids) if p]
-        return await self.db.run(lambda s: InboundStore(s).ack(pairs, utcnow())) if pairs else 0
+        told = holder_topics(pairs, holder)
 
-    async def extend(self, ack_ids: list[str], seconds: list[int], *, now: datetime | None = None) -> None:
-        """New deadlines, `seconds` from `now`; 0 gives the message back to the queue."""
+        def ack(s: Any) -> int:
+            done = InboundStore(s).ack(pairs, utcnow())
+            if done and told:
+                wakeups.notify(s, told)
+            return done
+        done = await self.db.run(ack) if pairs else 0
+        if done and told:
+            self.wake(told)
+        return done
+
+    async def extend(self, ack_ids: list[str], seconds: list[int], *, holder: str | None = None,
+                     now: datetime | None = None) -> None:
+        """New deadlines, `seconds` from `now`; 0 gives the message back to the queue.
+        Their holders but `holder` are told."""
         triples = [(*p, max(0, sec)) for p, sec in zip(map(split_ack_id, ack_ids), seconds) if p]
         if triples:
             at = now or utcnow()
             await self._give_back([mid for mid, _, sec in triples if sec == 0],
-                                  lambda store: store.extend(triples, at))
+                                  lambda store: store.extend(triples, at),
+                                  holder_topics([(mid, token) for mid, token, _ in triples], holder))
 
     def track(self, task: asyncio.Task[None]) -> None:
         """A give-back that outlives its caller (a consumer's call ended, or was
@@ -157,16 +182,18 @@ class InboundQueue:
             await self._give_back([mid for mid, _ in deliveries],
                                   lambda store: store.release(deliveries, self.settings.max_deliveries))
 
-    async def _give_back(self, ids: list[str], change: Callable[[InboundStore], None]) -> None:
+    async def _give_back(self, ids: list[str], change: Callable[[InboundStore], None],
+                         also: Sequence[str] = ()) -> None:
         """Runs `change`, then wakes the consumers, of every replica, of those of `ids`
-        it put back in the queue: another consumer waiting on them gets them at once.
-        Runs to its end even when the caller is cancelled (a consumer's call ending
-        while its leases are given back): the change commits anyway, and so must the
-        wake-up happen."""
+        it put back in the queue (another consumer waiting on them gets them at once)
+        and of the topics `also`. Runs to its end even when the caller is cancelled (a
+        consumer's call ending while its leases are given back): the change commits
+        anyway, and so must the wake-up happen."""
         def run(s: Any) -> list[str]:
             store = InboundStore(s)
             change(store)
             woken = sorted({t for c, p in store.queues_of(ids) for t in topics(c, p)}) if ids else []
+            woken += also
             if woken:
                 wakeups.notify(s, woken)
             return woken
@@ -212,6 +239,16 @@ class InboundQueue:
 def topics(campaign: str, provider_id: str) -> list[str]:
     """What a message on this campaign from this provider wakes (see Subscription.topics)."""
     return [f"campaign:{campaign}", f"provider:{provider_id}"]
+
+
+def holder_topic(holder: str) -> str:
+    """What a change to a lease held by `holder` (a consumer's stream) wakes."""
+    return f"holder:{holder}"
+
+
+def holder_topics(pairs: list[tuple[str, str]], but: str | None) -> list[str]:
+    """The topics of the holders of these (message id, lease token) pairs, but `but`."""
+    return sorted({holder_topic(h) for _, token in pairs if (h := holder_of(token)) and h != but})
 
 
 def arrival(uid: int, raw: bytes, env: inbound_parse.Envelope) -> Arrival:

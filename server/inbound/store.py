@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from ..errors import FailedPrecondition, NotFound
 from ..store.fast import Prepared
 from ..store.models import InboundRawRow, InboundRow, MailboxPositionRow, MessageRefRow, ProviderRow
-from .messages import Delivery, InboundMessage, InState
+from .messages import Delivery, InboundMessage, InState, new_token
 
 T = TypeVar("T")
 INBOUND = InboundRow.__table__
@@ -149,9 +149,10 @@ class InboundStore:
 
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
-              deadline: timedelta, now: datetime, max_deliveries: int) -> list[Delivery]:
+              deadline: timedelta, now: datetime, max_deliveries: int, holder: str = "") -> list[Delivery]:
         """Up to `limit` messages, oldest first: queued ones and those whose lease
-        expired. Each gets a lease with a token of its own (its ack id)."""
+        expired. Each gets a lease with a token of its own (its ack id), given to
+        `holder` (see messages.new_token)."""
         if limit <= 0:
             return []
         t = INBOUND
@@ -170,7 +171,7 @@ class InboundStore:
                 state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
         until = now + deadline
         out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
-                        uuid.uuid4().hex[:16], until) for r in rows if r.delivery_count < max_deliveries]
+                        new_token(holder), until) for r in rows if r.delivery_count < max_deliveries]
         _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
                                            "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
         return out
@@ -184,6 +185,16 @@ class InboundStore:
             done += self.session.execute(update(t).where(*_held(part)).values(
                 state=InState.ACKNOWLEDGED.value, ack_time=now, lease_until=None)).rowcount
         return done
+
+    def leases(self, pairs: list[tuple[str, str]]) -> dict[str, datetime]:
+        """Message id -> lease deadline of those of these (message id, lease token)
+        pairs still delivered under that token."""
+        t = INBOUND
+        found: dict[str, datetime] = {}
+        for part in _chunks(sorted(set(pairs))):
+            found.update((mid, until) for mid, until in self.session.execute(
+                select(t.c.id, t.c.lease_until).where(*_held(part))))
+        return found
 
     def extend(self, pairs: list[tuple[str, str, int]], now: datetime) -> None:
         """New deadlines; 0 seconds gives the message back to the queue at once."""

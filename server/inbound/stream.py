@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import AsyncIterator, Iterator
 
 from ..clock import utcnow
-from .messages import Delivery, split_ack_id
+from .messages import Delivery, new_holder, split_ack_id
 from .parse import Body
-from .queue import InboundQueue, Subscription
+from .queue import InboundQueue, Subscription, holder_topic
 
 log = logging.getLogger("mailgate.inbound")
 
@@ -33,28 +33,44 @@ Batch = list[tuple[Delivery, Body | None]]  # deliveries with their bodies (None
 class Stream:
     def __init__(self, queue: InboundQueue, sub: Subscription):
         self.queue, self.sub = queue, sub
+        self.holder = new_holder()  # in every lease token this stream is given
         # message id -> (lease token, deadline) of this stream's deliveries. The window
         # counts those whose deadline has not passed: an expired lease is anyone's.
         self._held: dict[str, tuple[str, datetime]] = {}
         self._wake = asyncio.Event()
+        # Set when this stream's leases may have been acknowledged or changed elsewhere
+        # (AckInboundMail, another stream, another replica): the next claim looks
+        # which of them are still held.
+        self._elsewhere = asyncio.Event()
         self._left = False
-        queue.subscribe(sub.topics, self._wake)
+        self._topics = [*sub.topics, holder_topic(self.holder)]
+        queue.subscribe(self._topics, self._wake)
+        queue.subscribe([holder_topic(self.holder)], self._elsewhere)
         log.info("consumer %r subscribed to %s", sub.consumer, ", ".join(sub.topics))
 
     async def batches(self, until: asyncio.Future[None]) -> AsyncIterator[Batch]:
         """Batches of deliveries, in arrival order, until `until` is done (the
         consumer stops asking) or the stream is left."""
+        swept = False  # the last sleep ended without a wake-up
         while not until.done() and not self._left:
             self._wake.clear()  # before looking: a wake-up that comes while we look is not lost
             self._expire(utcnow())
             room = self.sub.max_in_flight - len(self._held)
-            deliveries = await self.queue.claim(self.sub, room) if room > 0 else []
-            if self._left:  # while claiming: nobody will release them but us
-                await self.queue.release([(d.message.id, d.token) for d in deliveries])
-                return
+            if swept and room <= 0:
+                self._elsewhere.set()  # a wake-up missed (a replica's notification lost) costs a sweep
+            recheck = [(mid, token) for mid, (token, _) in self._held.items()] if self._elsewhere.is_set() else []
+            self._elsewhere.clear()
+            deliveries: list[Delivery] = []
+            if room > 0 or recheck:
+                still, deliveries = await self.queue.claim(self.sub, room, holder=self.holder, recheck=recheck)
+                if self._left:  # while claiming: nobody will release them but us
+                    await self.queue.release([(d.message.id, d.token) for d in deliveries])
+                    return
+                self._settle(recheck, still)
             if not deliveries:
-                await self._sleep(until)
+                swept = await self._sleep(until)
                 continue
+            swept = False
             for d in deliveries:
                 self._held[d.message.id] = (d.token, d.until)
             # A message sent with its raw bytes counts twice: they come on top of its parsed parts.
@@ -74,9 +90,21 @@ class Stream:
         for mid in [mid for mid, (_, until) in self._held.items() if until <= now]:
             del self._held[mid]
 
-    async def _sleep(self, until: asyncio.Future[None]) -> None:
+    def _settle(self, recheck: list[tuple[str, str]], still: dict[str, datetime]) -> None:
+        """After a claim that rechecked these leases: those no longer held leave the
+        window; the others keep their deadline as stored."""
+        for mid, token in recheck:
+            if self._held.get(mid, ("",))[0] != token:
+                continue  # acknowledged or given back here meanwhile
+            if mid in still:
+                self._held[mid] = (token, still[mid])
+            else:
+                del self._held[mid]
+
+    async def _sleep(self, until: asyncio.Future[None]) -> bool:
         """Until a wake-up, the consumer's leaving, the first of this stream's leases
-        to expire, or the next look for leases that expired elsewhere."""
+        to expire, or the next look for leases that expired elsewhere; True when
+        nothing woke it."""
         timeout = self.queue.settings.sweep_interval
         if self._held:
             first = min(until_ for _, until_ in self._held.values())
@@ -86,9 +114,10 @@ class Stream:
             await asyncio.wait({waiter, until}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+        return not self._wake.is_set() and not until.done()
 
     async def ack(self, ack_ids: list[str]) -> None:
-        await self.queue.ack(ack_ids)
+        await self.queue.ack(ack_ids, holder=self.holder)
         for mid, token in filter(None, map(split_ack_id, ack_ids)):
             if self._held.get(mid, ("",))[0] == token:
                 del self._held[mid]
@@ -97,7 +126,7 @@ class Stream:
     async def modify_deadlines(self, ack_ids: list[str], seconds: list[int]) -> None:
         """New deadlines, from now; 0 seconds gives the message back to the queue."""
         now = utcnow()
-        await self.queue.extend(ack_ids, seconds, now=now)
+        await self.queue.extend(ack_ids, seconds, holder=self.holder, now=now)
         for ack_id, sec in zip(ack_ids, seconds):
             pair = split_ack_id(ack_id)
             if not pair or self._held.get(pair[0], ("",))[0] != pair[1]:
@@ -120,7 +149,8 @@ class Stream:
             return
         self._left = True
         self._wake.set()  # a waiting batches() ends
-        self.queue.unsubscribe(self.sub.topics, self._wake)
+        self.queue.unsubscribe(self._topics, self._wake)
+        self.queue.unsubscribe([holder_topic(self.holder)], self._elsewhere)
         leases = [(mid, token) for mid, (token, _) in self._held.items()]
         self._held.clear()
         await self.queue.release(leases)

@@ -24,11 +24,29 @@ log = logging.getLogger("mailgate.wakeups")
 CHANNEL = "mailgate_inbound"
 
 
+# PostgreSQL refuses a payload of 8000 bytes or more: more topics go in several.
+MAX_PAYLOAD = 7000
+
+
 def notify(session: Session, topics: list[str]) -> None:
-    """Within the caller's transaction: tell every replica these topics have mail."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": json.dumps(topics)})
+    """Within the caller's transaction: tell every replica these topics have news."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    batch: list[str] = []
+    size = 2
+    for topic in topics:
+        cost = len(json.dumps(topic).encode()) + 1
+        if batch and size + cost > MAX_PAYLOAD:
+            _send(session, batch)
+            batch, size = [], 2
+        batch.append(topic)
+        size += cost
+    if batch:
+        _send(session, batch)
+
+
+def _send(session: Session, topics: list[str]) -> None:
+    session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": json.dumps(topics)})
 
 
 class Listener:
