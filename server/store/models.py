@@ -77,6 +77,7 @@ class ProviderRow(Base):
     campaign: Mapped[str] = mapped_column(String(200), default="", index=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(8), index=True)
+    state_cause: Mapped[str] = mapped_column(String(32))  # state.Cause: code branches on it
     state_reason: Mapped[str] = mapped_column(Text, default="")
     state_time: Mapped[datetime]
     create_time: Mapped[datetime]
