@@ -45,7 +45,7 @@ REVOKED = ("invalid_grant", "AADSTS50173: The provided grant has expired due to 
 @pytest.fixture
 def http(mail_ca) -> requests.Session:
     """What the providers must use: trusts the test CA only. trust_env=False matters:
-    REQUESTS_CA_BUNDLE (set on this machine) would otherwise replace ``verify``."""
+    REQUESTS_CA_BUNDLE, when the environment sets it, would otherwise replace ``verify``."""
     session = requests.Session()
     session.verify = str(mail_ca.ca_path)  # the CA, not the server's cert_path
     session.trust_env = False

@@ -444,7 +444,7 @@ class Dovecot:
         if self.client_limit is not None:
             # Many sessions per imap process (service_count = 0 reuses processes;
             # the default is one process per session). Each imap process takes an
-            # inotify instance and this machine allows 128 per user; past that
+            # inotify instance, and Linux allows 128 per user by default; past that
             # Dovecot falls back to polling. The login processes go to
             # "high-performance" mode too: with implicit TLS each session keeps its
             # login process as TLS proxy, and one process per session would hit
