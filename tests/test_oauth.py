@@ -406,6 +406,23 @@ class TestOutlookConformance(DriverConformance):
                                      receive_emails=True, campaign="support",
                                      **{self.driver_type: oauth_settings(oauth_dovecot, oauth_smtp, mail_ca)})
 
+    # Receiving needs a sign-in: a server with the OAuth applications configured.
+    @pytest.fixture
+    def mailgate_server(self, mg):
+        return mg.server
+
+    @pytest.fixture
+    def activate_provider(self, mg):
+        return lambda server, name: mg.sign_in(name)
+
+    @pytest.fixture
+    def receiving_provider(self, valid_provider):
+        return valid_provider
+
+    @pytest.fixture
+    def deliver_mail(self, oauth_dovecot):
+        return lambda raw: oauth_dovecot.deliver(USER, raw)
+
 
 class TestGmailConformance(TestOutlookConformance):
     driver_type = "gmail"
