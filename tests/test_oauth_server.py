@@ -137,11 +137,11 @@ def gmail_sign_in(server, http, user: str = USER, *, verifier_sent: str | None =
 def test_oauth_dovecot_keeps_password_logins(oauth_dovecot, oauth_smtp, mail_users, mail_ca):
     for user, password in mail_users.items():
         client = IMAPClient(oauth_dovecot.host, oauth_dovecot.imap_port, ssl=False, timeout=5)
-        client.login(user, password)
+        assert b"Logged in" in client.login(user, password)
         client.logout()
     with smtplib.SMTP(oauth_smtp.host, oauth_smtp.port, timeout=5) as client:
         client.starttls(context=mail_ca.client_context())
-        client.login(USER, mail_users[USER])
+        assert client.login(USER, mail_users[USER])[0] == 235
 
 
 # -- MSAL (Outlook) ----------------------------------------------------------------------
