@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -227,14 +227,88 @@ class SendLimits:
     per_day: int = 0
 
 
+class ProviderCallbacks(ABC):
+    """What a driver tells the server about one of its providers, unasked. The
+    server implements it; drivers reach it through DriverContext (from worker
+    threads) as `save_secrets` and `authorization_lost`."""
+
+    @abstractmethod
+    async def save_secrets(self, provider_id: str, secrets: Mapping[str, str]) -> None:
+        """Stores renewed secrets (a rotated refresh token) at once."""
+
+    @abstractmethod
+    async def authorization_lost(self, provider_id: str, message: str) -> None:
+        """The OAuth provider refused to renew the tokens: only a new sign-in helps."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far a mailbox has been committed to the queue: `epoch` (IMAP's
+    UIDVALIDITY; sources without one use 0; None: nothing committed yet) and the
+    highest message number committed in that epoch."""
+
+    epoch: int | None = None
+    last: int = 0
+
+
+class InboundSink(ABC):
+    """Where a source hands the mail of its provider. One per provider; a mailbox is
+    a name the source chooses (an IMAP folder; "INBOX" when there is one).
+
+    Blocking and thread-safe: call it from the source's own threads or through
+    `ctx.run_blocking`, never from the event loop (`status` excepted). Messages are
+    numbered within an epoch, ascending; sources whose messages carry opaque ids
+    (POP3 UIDLs, file names) get stable numbers from `numbers`."""
+
+    @abstractmethod
+    def position(self, mailbox: str) -> Position:
+        """Where to resume: the position of the last `deliver` that returned."""
+
+    @abstractmethod
+    def numbers(self, mailbox: str, ids: Sequence[str]) -> dict[str, int]:
+        """A stable number for each opaque id, in the order given: ids seen before
+        keep theirs, new ones are numbered above every number given before. Ids
+        no longer given are forgotten (their messages are gone from the source)."""
+
+    @abstractmethod
+    def deliver(self, mailbox: str, epoch: int, messages: Sequence[tuple[int, bytes]]) -> None:
+        """Commits (number, exact RFC 5322 bytes), ascending, to the provider's
+        campaign queue and moves the mailbox's position to the highest number, in one
+        transaction; returns once durable. Only then may the source move its own
+        position (acknowledge, delete, mark). If it raises, nothing was committed:
+        hand the messages again later. A message handed twice is queued once."""
+
+    @abstractmethod
+    def status(self, mailbox: str, problem: CheckResult | None) -> None:
+        """The mailbox is reachable (None) or not: `problem` is the failed step (a
+        FAILED CheckResult: side, host, port, error code, the server's words). The
+        server turns the provider RED or GREEN again and words the reason. Call it
+        on changes; it never blocks."""
+
+
+class InboundSource(ABC):
+    """A provider's incoming mail, watched the driver's way (IMAP IDLE, POP3
+    polling, an API, a spool directory). The server starts it once, when the
+    provider is to be watched, and stops it once, when it is not any more or when
+    the server stops. Both return promptly; what arrives goes to the sink given to
+    `Driver.inbound`."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+
 class DriverContext(ABC):
     """What the server lends a driver: bounded pools for blocking work and defaults."""
 
     default_timeout: float = 10.0
     # how often a mailbox whose server has no IMAP IDLE is looked at, seconds
     poll_interval: float = 30.0
-    # the transport LoginThrottle shared by every login of this process (None: no throttling)
-    throttle: Any = None
+    # failed logins with the same credentials wait base * 2^(n-1) seconds, up to the cap
+    login_backoff: float = 5.0
+    login_backoff_cap: float = 900.0
 
     def driver_config(self, type_: str) -> Mapping[str, Any]:
         """The server's configuration section for a driver type (e.g. an OAuth
@@ -242,14 +316,14 @@ class DriverContext(ABC):
         return {}
 
     def save_secrets(self, provider_id: str, secrets: Mapping[str, str]) -> None:
-        """Stores changed secrets of a provider at once (a rotated refresh token),
-        without changing its version. Blocking: call it from `run_blocking` work."""
+        """ProviderCallbacks.save_secrets, without changing the provider's version.
+        Blocking: call it from `run_blocking` work."""
         raise NotImplementedError
 
     def authorization_lost(self, provider_id: str, message: str) -> None:
-        """The provider refused to renew a provider's tokens: the server turns it RED
-        ("re-authorization required: <message>"), stops watching its mailbox and
-        keeps its mail. Blocking: call it from `run_blocking` work."""
+        """ProviderCallbacks.authorization_lost: the server turns the provider RED
+        (AUTHORIZATION_LOST), stops watching its mailbox and keeps its mail.
+        Blocking: call it from `run_blocking` work."""
         raise NotImplementedError
 
     @abstractmethod
@@ -302,13 +376,10 @@ class Driver(ABC):
     def sending_limits(self, config: ProviderConfig) -> SendLimits:
         return SendLimits()
 
-    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> Any:
-        """How to watch the provider's incoming mail: a list of
-        `mailgate.drivers.transport.watch.MailboxSpec` (IMAP, one per folder, keyed by
-        `mailbox.folder_key`) or a `mailgate.drivers.transport.pop3_poll.Pop3Spec`
-        (POP3, keyed by the provider id), or None when the driver does not receive
-        that way. The server does the rest (IDLE or polling, catch-up, reconnects)
-        and queues what arrives."""
+    def inbound(self, config: ProviderConfig, ctx: DriverContext, sink: InboundSink) -> InboundSource | None:
+        """The source that watches the provider's incoming mail and hands it to
+        `sink`, not started yet; None when this provider receives nothing. Called
+        for providers with receive_emails on, by drivers with capabilities.receive."""
         return None
 
     async def release(self, provider_id: str) -> None:

@@ -1,5 +1,6 @@
 """What every driver of a mailbox reached over SMTP and IMAP (or POP3) shares:
-checking the logins, sending through pooled SMTP connections, watching the inbox.
+checking the logins, sending through pooled SMTP connections, watching the inbox
+(the built-in inbound sources: IMAP IDLE and POP3 polling).
 
 Subclasses say where the servers are (`servers`) and how to log in (`auth`): a
 password (smtp_imap) or an OAuth2 token (outlook, gmail). The transport code is
@@ -9,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from .api import (CheckResult, Driver, DriverContext, Envelope, ErrorCode, Outcome,
+from .api import (CheckResult, Driver, DriverContext, Envelope, ErrorCode, InboundSink, InboundSource, Outcome,
                   ProviderConfig, Report, SendFailure, SendLimits)
 from .transport.auth import Authenticator
 from .transport.endpoint import Endpoint
 from .transport.pool import SendError, SmtpPool
+from .transport.pop3_poll import Pop3Poller, Pop3Spec
 from .transport.probe import probe
-from .transport.pop3_poll import Pop3Spec
-from .transport.watch import MailboxSpec
+from .transport.throttle import LoginThrottle
+from .transport.watch import MailboxSpec, WatchHub
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,16 @@ class MailboxDriver(Driver):
         self._pool_keys: dict[str, set[str]] = {}  # provider id -> its pool keys
         # provider id -> (config, servers, pool key) derived from that very config object
         self._routes: dict[str, tuple[ProviderConfig, Servers, str]] = {}
+        self._lock = threading.Lock()
+        self._throttle: LoginThrottle | None = None
+        self._receivers: _Receivers | None = None
+
+    def throttle(self, ctx: DriverContext) -> LoginThrottle:
+        """Every login of this driver goes through one throttle (made on first use)."""
+        with self._lock:
+            if self._throttle is None:
+                self._throttle = LoginThrottle(base=ctx.login_backoff, cap=ctx.login_backoff_cap)
+            return self._throttle
 
     # -- what subclasses provide
     def servers(self, config: ProviderConfig) -> Servers:
@@ -58,7 +71,7 @@ class MailboxDriver(Driver):
 
         async def run(side: str, ep: Endpoint) -> list[CheckResult]:
             call = ctx.run_blocking(lambda: probe(side, ep, auth, timeout=timeout, ca_pem=srv.ca_pem,
-                                                  throttle=ctx.throttle))
+                                                  throttle=self.throttle(ctx)))
             try:
                 # Each socket operation has `timeout`; this bounds a server that drips bytes.
                 return await asyncio.wait_for(call, timeout * 4 + 1)
@@ -94,7 +107,7 @@ class MailboxDriver(Driver):
             result = await self.pool.send(
                 key, srv.smtp, auth, timeout=srv.timeout or ctx.default_timeout, ca_pem=srv.ca_pem,
                 mail_from=envelope.mail_from, recipients=list(envelope.recipients), raw=envelope.raw,
-                throttle=ctx.throttle, run_blocking=ctx.run_blocking, handover=envelope.handover)
+                throttle=self.throttle(ctx), run_blocking=ctx.run_blocking, handover=envelope.handover)
         except SendError as e:
             raise SendFailure(e.message, code=e.code, transient=e.transient, auth_failed=e.auth_failed) from None
         refused = "; ".join(f"{r} refused: {c} {m}" for r, (c, m) in result.refused.items())
@@ -105,16 +118,26 @@ class MailboxDriver(Driver):
         return SendLimits(int(limits.get("per_minute") or 0), int(limits.get("per_day") or 0))
 
     # -- receiving
-    def mailbox(self, config: ProviderConfig, ctx: DriverContext) -> list[MailboxSpec] | Pop3Spec | None:
+    def inbound(self, config: ProviderConfig, ctx: DriverContext, sink: InboundSink) -> InboundSource | None:
         srv = self.servers(config)
         if srv.inbound is None:
             return None
         common = dict(endpoint=srv.inbound, auth=self.auth(config, ctx), ca_pem=srv.ca_pem,
                       timeout=srv.timeout or ctx.default_timeout, poll_interval=ctx.poll_interval)
+        pid = str(config.id)
         if srv.inbound_side == "pop3":
-            return Pop3Spec(key=str(config.id), **common)
-        return [MailboxSpec(key=folder_key(str(config.id), folder), folder=folder, **common)
-                for folder in config.settings.get("folders") or [INBOX]]
+            watches = [(Pop3Spec(key=pid, **common), INBOX)]
+        else:
+            watches = [(MailboxSpec(key=f"{pid}/{folder}", folder=folder, **common), folder)
+                       for folder in config.settings.get("folders") or [INBOX]]
+        return _MailboxSource(self._receivers_for(ctx), watches, sink, ctx)
+
+    def _receivers_for(self, ctx: DriverContext) -> "_Receivers":
+        throttle = self.throttle(ctx)
+        with self._lock:
+            if self._receivers is None:
+                self._receivers = _Receivers(throttle)
+            return self._receivers
 
     async def release(self, provider_id: str) -> None:
         self._routes.pop(provider_id, None)
@@ -123,20 +146,93 @@ class MailboxDriver(Driver):
 
     async def release_all(self) -> None:
         self.pool.close()
+        with self._lock:
+            receivers, self._receivers = self._receivers, None
+        if receivers is not None:
+            await asyncio.to_thread(receivers.close)
 
 
 INBOX = "INBOX"
 
 
-def folder_key(provider_id: str, folder: str) -> str:
-    """The watch key of one folder of a provider: its id for the inbox, `id/folder` otherwise."""
-    return provider_id if folder == INBOX else f"{provider_id}/{folder}"
+class _Receivers:
+    """A driver's IMAP watch hub and POP3 poller (one each, for all its providers),
+    and where what they report goes: watch key -> (the provider's sink, mailbox)."""
+
+    def __init__(self, throttle: LoginThrottle) -> None:
+        self.hub = WatchHub(self, throttle=throttle)
+        self.pop3 = Pop3Poller(self, throttle=throttle)
+        self._lock = threading.Lock()
+        self._routes: dict[str, tuple[InboundSink, str]] = {}
+
+    def add(self, key: str, sink: InboundSink, mailbox: str) -> None:
+        with self._lock:
+            self._routes[key] = (sink, mailbox)
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._routes.pop(key, None)
+
+    def _route(self, key: str) -> tuple[InboundSink, str]:
+        with self._lock:
+            found = self._routes.get(key)
+        if found is None:  # a late call for a mailbox no longer watched: nothing is taken
+            raise LookupError(f"{key} is not watched")
+        return found
+
+    # -- the hub's and the poller's sink (their threads)
+    def position(self, key: str) -> tuple[int | None, int]:
+        sink, mailbox = self._route(key)
+        at = sink.position(mailbox)
+        return at.epoch, at.last
+
+    def numbers(self, key: str, uidls: Sequence[str]) -> dict[str, int]:
+        sink, mailbox = self._route(key)
+        return sink.numbers(mailbox, uidls)
+
+    def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
+        sink, mailbox = self._route(key)
+        sink.deliver(mailbox, uidvalidity, messages)
+
+    def status(self, key: str, problem: CheckResult | None) -> None:
+        with self._lock:
+            found = self._routes.get(key)
+        if found is not None:
+            found[0].status(found[1], problem)
+
+    def close(self) -> None:
+        self.hub.close()
+        self.pop3.close()
 
 
-def split_folder_key(key: str) -> tuple[str, str]:
-    """A watch key -> (provider id, folder)."""
-    provider_id, _, folder = key.partition("/")
-    return provider_id, folder or INBOX
+class _MailboxSource(InboundSource):
+    """One provider's folders on the IMAP hub, or its POP3 mailbox on the poller."""
+
+    def __init__(self, receivers: _Receivers, watches: list[tuple[MailboxSpec | Pop3Spec, str]],
+                 sink: InboundSink, ctx: DriverContext) -> None:
+        self._receivers, self._watches, self._sink, self._ctx = receivers, watches, sink, ctx
+
+    def _start(self) -> None:
+        for spec, mailbox in self._watches:
+            self._receivers.add(spec.key, self._sink, mailbox)
+            if isinstance(spec, Pop3Spec):
+                self._receivers.pop3.watch(spec)
+            else:
+                self._receivers.hub.watch(spec)
+
+    def _stop(self) -> None:
+        for spec, _ in self._watches:
+            if isinstance(spec, Pop3Spec):
+                self._receivers.pop3.unwatch(spec.key)
+            else:
+                self._receivers.hub.unwatch(spec.key)
+            self._receivers.remove(spec.key)
+
+    async def start(self) -> None:  # watch and unwatch may wait on the hub's locks: off the loop
+        await self._ctx.run_blocking(self._start)
+
+    async def stop(self) -> None:
+        await self._ctx.run_blocking(self._stop)
 
 
 def endpoint(tree: dict[str, Any]) -> Endpoint:

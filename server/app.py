@@ -13,23 +13,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.drivers.transport.throttle import LoginThrottle
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc)
 
 from .config import Settings, load_drivers_config
 from .inbound.queue import InboundQueue, InboundSettings
 from .inbound.servicer import InboundServicer
+from .inbound.sources import Sources
+from .inbound.wakeups import Listener
+from .outbound.outbox import Outbox, OutboxSettings
 from .outbound.servicer import MailServicer
 from .providers.callback import CallbackListener
-from .outbound.outbox import Outbox, OutboxSettings
+from .providers.events import ProviderEvents
 from .providers.lifecycle import Providers
+from .providers.records import ProviderRecords
+from .providers.servicer import ProviderServicer
 from .rpc_errors import ErrorInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
-from .providers.servicer import ProviderServicer
-from .inbound.wakeups import Listener
-from .inbound.sources import Watchers
 from .store.db import Database
 
 log = logging.getLogger("mailgate.server")
@@ -50,7 +51,8 @@ class App:
     providers: Providers
     outbox: Outbox
     inbound: InboundQueue
-    watchers: Watchers
+    sources: Sources
+    drivers: DriverRegistry
     callback: CallbackListener | None = None
     wakeups: Listener | None = None
 
@@ -66,12 +68,12 @@ class App:
         await self.server.stop(self.settings.grace if grace is None else grace)
         await self.inbound.drain()  # consumers cut off by the stop give their leases back
         await self.outbox.stop()  # attempts under way record their result first
-        await self.watchers.close()
+        await self.sources.close()
+        for driver in self.drivers:  # their connections and the threads that watch mailboxes
+            await driver.release_all()
         await asyncio.to_thread(self.inbound.parsers.close)
         if self.wakeups:
             await asyncio.to_thread(self.wakeups.close)
-        for driver in self.providers.drivers:
-            await driver.release_all()
         self.runtime.close()
         self.db.close()
         log.info("stopped")
@@ -87,18 +89,22 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if callback:  # OAuth applications without a redirect URI of their own use the listener
         for section in configs.values():
             section.setdefault("redirect_uri", callback.redirect_uri)
-    runtime = Runtime(settings.io_workers, settings.timeout,
-                      LoginThrottle(base=settings.login_backoff, cap=settings.login_backoff_cap),
+    events = ProviderEvents()
+    records = ProviderRecords(db, box, events)
+    runtime = Runtime(records, io_workers=settings.io_workers, default_timeout=settings.timeout,
+                      login_backoff=settings.login_backoff, login_backoff_cap=settings.login_backoff_cap,
                       poll_interval=settings.poll_interval, driver_configs=configs)
-    providers = Providers(db, box, drivers, runtime, authorization_ttl=settings.authorization_ttl)
-    runtime.bind(providers, asyncio.get_running_loop())
+    providers = Providers(db, box, records, events, drivers, runtime, authorization_ttl=settings.authorization_ttl)
     outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
                                               retry_base=settings.retry_base,
                                               first_attempt_wait=settings.first_attempt_wait,
                                               commit_delay=settings.commit_delay))
-
     inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(parse_workers=settings.parse_workers),
                            asyncio.get_running_loop())
+    sources = Sources(records, drivers, runtime, inbound)
+    # Told of every provider created, changed or deleted, after the store.
+    events.listen(outbox.provider_changed)  # mail that waited for a provider now GREEN
+    events.listen(sources.provider_changed)  # its mailbox watched, or no longer
     listener = None
     if db.engine.dialect.name == "postgresql":  # other replicas may commit mail: hear of it
         listener = Listener(db.engine, inbound.wake)
@@ -123,14 +129,13 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()
     outbox.start()
-    watchers = Watchers(providers, inbound, asyncio.get_running_loop())
-    await watchers.start()
+    await sources.start()
     for name in SERVICE_NAMES + [""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if callback:
         callback.start(providers, asyncio.get_running_loop())
-    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, watchers,
-              callback, listener)
+    app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, sources,
+              drivers, callback, listener)
     log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
     return app

@@ -39,7 +39,7 @@ class Settings:
                                                                  str(default_parse_workers()))))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))
     # drivers' server-side configuration (OAuth applications): a TOML file, one
-    # [section] per driver type; see README › OAuth
+    # [section] per driver type; see docs/providers.md, Configuration
     drivers_config: str = field(default_factory=lambda: _env("MAILGATE_DRIVERS_CONFIG", ""))
     # host:port of the small HTTP listener that receives OAuth redirects; empty: off
     oauth_callback_listen: str = field(default_factory=lambda: _env("MAILGATE_OAUTH_CALLBACK_LISTEN", ""))

@@ -199,6 +199,7 @@ def test_cli_get_says_set_and_never_shows_the_secret(cli, mg):
     code, out, _ = cli("providers", "get", "support line")
     assert code == 0
     assert re.search(r"^name:\s+Support line$", out, re.M) and re.search(r"^state:\s+GREEN", out, re.M)
+    assert re.search(r"^cause:\s+CHECKS_PASSED$", out, re.M)
     assert re.search(r"^  api_key:\s+set$", out, re.M) and re.search(r"^  greeting:\s+hello$", out, re.M)
     assert KEY not in out
 

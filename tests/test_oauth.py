@@ -120,12 +120,21 @@ def wait_state(mg, name, state, timeout=15) -> provider_pb2.Provider:
         time.sleep(0.1)
 
 
-def wait_idling(mg, timeout=15) -> None:
-    """Until the watcher is logged in and in IDLE (its own token renewal done)."""
+def wait_until(predicate, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
-    while mg.server.app.watchers.hub.stats()["idling"] < 1 and time.monotonic() < deadline:
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    assert mg.server.app.watchers.hub.stats()["idling"] >= 1
+    return True
+
+
+def wait_watched(dovecot, timeout=15) -> None:
+    """Until the watcher is logged in (its own token renewal done), as Dovecot sees it."""
+    deadline = time.monotonic() + timeout
+    while dovecot.sessions(USER) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dovecot.sessions(USER) == 1
 
 
 def refreshes(oauth) -> list[dict]:
@@ -326,12 +335,13 @@ def test_a_refused_renewal_turns_red_keeps_the_mail_and_signing_in_again_restore
     mg.oauth.access_token_lifetime = SHORT_LIVED
     p = mg.create(type_, oauth_dovecot, oauth_smtp)
     assert mg.sign_in(p.name).provider.state == GREEN
-    wait_idling(mg)  # the send below, not the watcher's first login, meets the refusal
+    wait_watched(oauth_dovecot)  # the send below, not the watcher's first login, meets the refusal
     mg.oauth.refuse_refresh = ("invalid_grant", "AADSTS50173: the grant was revoked")
     waiting = mg.send(p.name, "waits for the sign-in")
     red = wait_state(mg, p.name, RED)
     assert red.state_reason == "re-authorization required: invalid_grant: AADSTS50173: the grant was revoked"
-    assert mg.server.app.watchers.watching() == 0  # nothing left to log in with
+    assert red.state_cause == provider_pb2.Provider.STATE_CAUSE_AUTHORIZATION_LOST
+    assert wait_until(lambda: oauth_dovecot.sessions(USER) == 0)  # nothing left to log in with
     oauth_dovecot.deliver(USER, b"Subject: sent while signed out\r\nMessage-ID: <so@example.test>\r\n\r\nHi\r\n")
     time.sleep(0.5)
     m = mg.mail.GetOutboundMessage(mpb.GetOutboundMessageRequest(name=waiting.name))
@@ -356,8 +366,9 @@ def test_changing_the_account_drops_the_tokens_and_returns_to_grey(mg, oauth_dov
         update_mask={"paths": ["account"]}))
     assert changed.state == GREY
     assert changed.state_reason == "account changed to support@example.test: sign in again (ActivateProvider)"
+    assert changed.state_cause == provider_pb2.Provider.STATE_CAUSE_AUTHORIZATION_PENDING
     assert mg.stored(p.name).config.secrets == {}
-    assert mg.server.app.watchers.watching() == 0
+    assert wait_until(lambda: oauth_dovecot.sessions(USER) == 0)  # the old account's session ended
 
 
 # -- app-only access -----------------------------------------------------------------------
@@ -394,6 +405,23 @@ class TestOutlookConformance(DriverConformance):
         return provider_pb2.Provider(display_name="Outlook desk", type=self.driver_type, account=USER,
                                      receive_emails=True, campaign="support",
                                      **{self.driver_type: oauth_settings(oauth_dovecot, oauth_smtp, mail_ca)})
+
+    # Receiving needs a sign-in: a server with the OAuth applications configured.
+    @pytest.fixture
+    def mailgate_server(self, mg):
+        return mg.server
+
+    @pytest.fixture
+    def activate_provider(self, mg):
+        return lambda server, name: mg.sign_in(name)
+
+    @pytest.fixture
+    def receiving_provider(self, valid_provider):
+        return valid_provider
+
+    @pytest.fixture
+    def deliver_mail(self, oauth_dovecot):
+        return lambda raw: oauth_dovecot.deliver(USER, raw)
 
 
 class TestGmailConformance(TestOutlookConformance):

@@ -45,7 +45,7 @@ REVOKED = ("invalid_grant", "AADSTS50173: The provided grant has expired due to 
 @pytest.fixture
 def http(mail_ca) -> requests.Session:
     """What the providers must use: trusts the test CA only. trust_env=False matters:
-    REQUESTS_CA_BUNDLE (set on this machine) would otherwise replace ``verify``."""
+    REQUESTS_CA_BUNDLE, when the environment sets it, would otherwise replace ``verify``."""
     session = requests.Session()
     session.verify = str(mail_ca.ca_path)  # the CA, not the server's cert_path
     session.trust_env = False
@@ -137,11 +137,11 @@ def gmail_sign_in(server, http, user: str = USER, *, verifier_sent: str | None =
 def test_oauth_dovecot_keeps_password_logins(oauth_dovecot, oauth_smtp, mail_users, mail_ca):
     for user, password in mail_users.items():
         client = IMAPClient(oauth_dovecot.host, oauth_dovecot.imap_port, ssl=False, timeout=5)
-        client.login(user, password)
+        assert b"Logged in" in client.login(user, password)
         client.logout()
     with smtplib.SMTP(oauth_smtp.host, oauth_smtp.port, timeout=5) as client:
         client.starttls(context=mail_ca.client_context())
-        client.login(USER, mail_users[USER])
+        assert client.login(USER, mail_users[USER])[0] == 235
 
 
 # -- MSAL (Outlook) ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailgate.drivers.api import ProviderConfig
 from mailgate.server.outbound.compose import Draft
-from mailgate.server.providers.state import State
+from mailgate.server.providers.state import Cause, State, Status
 from mailgate.server.outbound.outbox import GroupCommit
 from mailgate.server.secrets import SecretBox
 from mailgate.server.store.db import Database
@@ -43,7 +43,7 @@ def store(mailgate_database_url):
     config = ProviderConfig(id=str(uuid.uuid4()), type="smtp_imap", display_name="Desk", account=USER,
                             settings={"smtp": {"host": "127.0.0.1", "port": 25, "security": "NONE"}},
                             secrets={"password": "x"})
-    db.transaction(lambda s: ProviderStore(s, box).insert(config, State.GREEN, "ok"))
+    db.transaction(lambda s: ProviderStore(s, box).insert(config, Status(State.GREEN, Cause.CHECKS_PASSED, "ok")))
     _, fingerprint = db.transaction(lambda s: ProviderStore(s, box).get_with_fingerprint(config.id))
     yield db, config.id, fingerprint
     db.close()

@@ -84,11 +84,11 @@ def test_dovecot_restart_turns_the_provider_red_then_green_and_nothing_is_lost(
         consumer.ack(first)
         dovecot.stop()
         red = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_RED)
-        assert red.state == provider_pb2.Provider.STATE_RED
+        assert red.state_cause == provider_pb2.Provider.STATE_CAUSE_MAILBOX_UNREACHABLE
         assert red.state_reason.startswith("receiving stopped: ") and "connect" in red.state_reason
         dovecot.start()
         green = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_GREEN)
-        assert green.state == provider_pb2.Provider.STATE_GREEN
+        assert green.state_cause == provider_pb2.Provider.STATE_CAUSE_RECOVERED
         dovecot.deliver(USER, customer_mail("after the restart"))
         [second] = consumer.take(timeout=10)
         assert second.message.subject == "after the restart"
@@ -219,6 +219,7 @@ def test_a_folder_that_does_not_exist_turns_the_provider_red_with_its_name(
     mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
         provider=p, update_mask={"paths": ["smtp_imap.folders", "smtp_imap.password"]}))
     red = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_RED)
+    assert red.state_cause == provider_pb2.Provider.STATE_CAUSE_MAILBOX_UNREACHABLE
     assert red.state_reason.startswith("receiving stopped: IMAP folder 'Escalations' cannot be opened")
     clean_dovecot.append(USER, customer_mail("first escalation"), folder="Escalations")  # creates it
     green = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_GREEN, timeout=20)

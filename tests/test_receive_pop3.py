@@ -115,12 +115,12 @@ def test_a_pop3_server_that_goes_away_turns_the_provider_red_then_green(
     p = pop3_provider(mailgate_server, dovecot, smtp_server("STARTTLS"), mail_ca)
     dovecot.stop()
     red = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_RED)
-    assert red.state == provider_pb2.Provider.STATE_RED
-    assert red.state_reason.startswith("receiving stopped: POP3 connection to ")
+    assert red.state_cause == provider_pb2.Provider.STATE_CAUSE_MAILBOX_UNREACHABLE
+    assert red.state_reason.startswith("receiving stopped: cannot connect to the POP3 server ")
     dovecot.start()
     dovecot.deliver(USER, customer_mail("after the outage"))
     green = wait_provider(mailgate_server, p.name, provider_pb2.Provider.STATE_GREEN, timeout=20)
-    assert green.state == provider_pb2.Provider.STATE_GREEN
+    assert green.state_cause == provider_pb2.Provider.STATE_CAUSE_RECOVERED
     consumer = Consumer(mailgate_server, campaign="support")
     try:
         assert subjects(consumer.take(timeout=10)) == ["after the outage"]

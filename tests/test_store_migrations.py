@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from mailgate.server.store.db import Database, alembic_config
+from mailgate.server.inbound.numbers import MailboxIds
 from mailgate.server.inbound.store import InboundStore
 
 
@@ -34,4 +35,74 @@ def test_inbound_bytes_move_to_a_table_of_their_own_and_back(mailgate_database_u
         t = sa.Table("inbound_messages", sa.MetaData(), autoload_with=c)
         assert dict(c.execute(sa.select(t.c.id, t.c.raw)).all()) == raws
         assert "inbound_raw" not in sa.inspect(c).get_table_names()
+    db.close()
+
+
+def test_existing_providers_get_the_cause_their_reason_was_written_for(mailgate_database_url):
+    db = Database(mailgate_database_url)
+    config = alembic_config(db.engine)
+    command.upgrade(config, "0007")
+    now = datetime.now(timezone.utc)
+    written = {  # (state, reason) -> the cause it must get
+        ("GREEN", "credentials checked at creation"): "CHECKS_PASSED",
+        ("GREEN", "mailbox reachable again"): "RECOVERED",
+        ("GREY", "waiting for authorization: call ActivateProvider"): "AUTHORIZATION_PENDING",
+        ("RED", "re-authorization required: invalid_grant: revoked"): "AUTHORIZATION_LOST",
+        ("RED", "receiving stopped: IMAP authentication failed at imap.example.test:993"): "MAILBOX_UNREACHABLE",
+        ("RED", "sending failed: the SMTP server refused the login: 535 no"): "LOGIN_REFUSED",
+        ("RED", "sign-in refused: access_denied"): "AUTHORIZATION_FAILED",
+        ("RED", "signed in as b@example.test, the provider's account is a@example.test: sign in as a@example.test"):
+            "AUTHORIZATION_FAILED",
+        ("RED", "signed in as a@example.test, but: IMAP authentication failed at x:1"): "CHECKS_FAILED",
+        ("RED", "activation failed: cannot connect to the SMTP server x:1"): "CHECKS_FAILED",
+    }
+    ids = {}
+    with db.engine.begin() as c:
+        t = sa.Table("providers", sa.MetaData(), autoload_with=c)
+        for i, (state, reason) in enumerate(written):
+            ids[(state, reason)] = pid = str(uuid.uuid4())
+            c.execute(t.insert().values(
+                id=pid, display_name=f"p{i}", name_key=f"p{i}", type="smtp_imap", account="a@example.test",
+                from_name="", receive_emails=False, active_reference=False, reply_to=[], campaign="", settings={},
+                state=state, state_reason=reason, state_time=now, create_time=now, update_time=now, version=1))
+
+    command.upgrade(config, "head")
+    with db.engine.connect() as c:
+        t = sa.Table("providers", sa.MetaData(), autoload_with=c)
+        causes = dict(c.execute(sa.select(t.c.id, t.c.state_cause)).all())
+    assert {key: causes[pid] for key, pid in ids.items()} == written
+
+    command.downgrade(config, "0007")
+    with db.engine.connect() as c:
+        assert "state_cause" not in {col["name"] for col in sa.inspect(c).get_columns("providers")}
+    db.close()
+
+
+def test_pop3_uidl_numbers_move_to_mailbox_ids_and_back(mailgate_database_url):
+    db = Database(mailgate_database_url)
+    config = alembic_config(db.engine)
+    command.upgrade(config, "0008")
+    now = datetime.now(timezone.utc)
+    pid = str(uuid.uuid4())
+    numbered = {"uidl-a": 1, "uidl-b": 2, "x" * 70: 5}
+    with db.engine.begin() as c:
+        providers = sa.Table("providers", sa.MetaData(), autoload_with=c)
+        c.execute(providers.insert().values(
+            id=pid, display_name="p", name_key="p", type="smtp_imap", account="a@example.test", from_name="",
+            receive_emails=True, active_reference=False, reply_to=[], campaign="", settings={}, state="GREEN",
+            state_cause="CHECKS_PASSED", state_reason="", state_time=now, create_time=now, update_time=now,
+            version=1))
+        uidls = sa.Table("pop3_uidls", sa.MetaData(), autoload_with=c)
+        c.execute(uidls.insert(), [dict(provider_id=pid, uidl=u, uid=n) for u, n in numbered.items()])
+
+    command.upgrade(config, "head")
+    # The numbers a POP3 source gets are the ones it had; a new id comes after them.
+    assert db.transaction(lambda s: MailboxIds(s).numbers(pid, "INBOX", [*numbered, "uidl-new"])) == {
+        **numbered, "uidl-new": 6}
+
+    command.downgrade(config, "0008")
+    with db.engine.connect() as c:
+        uidls = sa.Table("pop3_uidls", sa.MetaData(), autoload_with=c)
+        assert dict(c.execute(sa.select(uidls.c.uidl, uidls.c.uid)).all()) == {**numbered, "uidl-new": 6}
+        assert "mailbox_ids" not in sa.inspect(c).get_table_names()
     db.close()

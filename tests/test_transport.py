@@ -63,7 +63,8 @@ def assert_passed(trace, side, security):
     tls = "SKIPPED" if security == "NONE" else "PASSED"
     assert [(c.id, c.outcome.value) for c in trace] == [
         (f"{side}.connect", "PASSED"), (f"{side}.tls", tls), (f"{side}.auth", "PASSED")]
-    assert all(c.duration >= 0 and c.error_code is ErrorCode.NONE for c in trace)
+    assert all(c.error_code is ErrorCode.NONE for c in trace)
+    assert all(c.duration > 0 for c in trace if c.outcome is Outcome.PASSED)  # each step timed
     if security == "NONE":
         assert trace[1].server_message == "security NONE: no TLS"
 
@@ -205,7 +206,9 @@ def test_throttle_is_thread_safe(clock):
         th.start()
     for th in threads:
         th.join()
-    assert sum(f.count for f in t._failures.values()) == 7000
+    for k in set(keys):  # no failure lost to a race: each of the 7 keys counted 1000
+        with pytest.raises(TransportError, match="these credentials failed 1000 times"):
+            t.check(k)
 
 
 def test_default_throttle_exists():
@@ -439,7 +442,7 @@ def test_imap_connects(security, dovecot, mail_ca, mail_users, throttle):
                           PasswordAuth(AGENT, mail_users[AGENT]), timeout=5, ca_pem=mail_ca.ca_pem,
                           throttle=throttle, trace=trace)
     try:
-        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] >= 0
+        assert b"EXISTS" in client.select_folder("INBOX", readonly=True)  # logged in: the folder opens
         assert client.socket().gettimeout() == 5
         if security != "NONE":
             assert client.socket().version() in ("TLSv1.2", "TLSv1.3")

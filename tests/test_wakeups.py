@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session
 
 from mailgate.server.inbound.wakeups import Listener, notify
@@ -55,8 +55,11 @@ def test_more_topics_than_one_notification_holds_all_arrive(engine):
 
 def test_notify_is_a_no_op_on_sqlite(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
     with Session(engine) as s, s.begin():
         notify(s, ["campaign:support"])  # one process: nobody else to tell
+    assert statements == []
     engine.dispose()
 
 

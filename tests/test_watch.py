@@ -15,9 +15,12 @@ import uuid
 import pytest
 from imapclient import IMAPClient
 
+from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 from mailgate.drivers.transport import (
     Endpoint, LoginThrottle, MailboxSpec, PasswordAuth, WatchHub,
 )
+from mailgate.drivers.transport.pop3_poll import Pop3Poller
+from mailgate.drivers.transport.reconnect import Reconnect
 from mailgate.testing.servers import Dovecot
 
 AGENT = "agent@example.test"
@@ -36,7 +39,7 @@ class Sink:
         self.cv = threading.Condition()
         self.positions: dict[str, tuple[int | None, int]] = {}
         self.messages: list[tuple[str, int, int, bytes, float]] = []  # key, validity, uid, raw, when
-        self.statuses: list[tuple[str, bool, str]] = []
+        self.statuses: list[tuple[str, CheckResult | None]] = []  # key, problem
         self.deliver_calls = 0
         self.fail_deliveries = fail_deliveries
 
@@ -60,9 +63,10 @@ class Sink:
             self.positions[key] = (uidvalidity, top if validity != uidvalidity else max(last, top))
             self.cv.notify_all()
 
-    def status(self, key, up, reason):
+    def status(self, key, problem):
+        assert problem is None or problem.outcome is Outcome.FAILED
         with self.cv:
-            self.statuses.append((key, up, reason))
+            self.statuses.append((key, problem))
             self.cv.notify_all()
 
     def wait(self, predicate, timeout: float = 5.0) -> bool:
@@ -86,7 +90,7 @@ class Sink:
 
     def states(self, key) -> list[bool]:
         with self.cv:
-            return [s[1] for s in self.statuses if s[0] == key]
+            return [s[1] is None for s in self.statuses if s[0] == key]
 
 
 def message(subject: str) -> bytes:
@@ -162,7 +166,7 @@ def make_hub():
 
     def make(sink, **kwargs) -> WatchHub:
         kwargs.setdefault("throttle", LoginThrottle())  # never the process-wide one
-        kwargs.setdefault("reconnect_base", 0.1)
+        kwargs.setdefault("reconnect", Reconnect(base=0.1))
         hub = WatchHub(sink, **kwargs)
         hubs.append(hub)
         return hub
@@ -245,7 +249,7 @@ def test_new_mail_arrives_over_idle_within_milliseconds_of_dovecot(clean_dovecot
     hub = make_hub(sink)
     hub.watch(spec_for(clean_dovecot, AGENT, mail_users[AGENT], ca=mail_ca))
     assert wait_until(lambda: hub.stats()["idling"] == 1)
-    assert sink.statuses == [(AGENT, True, "")]
+    assert sink.statuses == [(AGENT, None)]
     with imap(clean_dovecot, AGENT, mail_users[AGENT]) as client:
         validity = client.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"]
 
@@ -376,14 +380,15 @@ def test_changed_uidvalidity_delivers_every_message_again(clean_dovecot, mail_ca
 def test_dovecot_restart_is_reported_and_recovered(dovecot_factory, mail_ca, mail_users, make_hub):
     server = dovecot_factory()
     sink = Sink()
-    hub = make_hub(sink, reconnect_base=0.2)
+    hub = make_hub(sink, reconnect=Reconnect(base=0.2))
     hub.watch(spec_for(server, AGENT, mail_users[AGENT], ca=mail_ca))
     assert wait_until(lambda: hub.stats()["idling"] == 1)
 
     server.stop()
     assert sink.wait(lambda: sink.states(AGENT) == [True, False])
-    reason = sink.statuses[-1][2]
-    assert reason == f"IMAP connection to {server.host}:{server.imaps_port} failed: connection refused"
+    problem = sink.statuses[-1][1]
+    assert (problem.id, problem.host, problem.port) == ("imap.connect", server.host, server.imaps_port)
+    assert (problem.error_code, problem.server_message) == (ErrorCode.CONNECT_FAILED, "connection refused")
     time.sleep(0.5)  # a few refused reconnects while it is down: reported once
     assert sink.states(AGENT) == [True, False]
     assert hub.stats()["down"] == 1
@@ -395,7 +400,7 @@ def test_dovecot_restart_is_reported_and_recovered(dovecot_factory, mail_ca, mai
     start = time.monotonic()
     server.deliver(AGENT, raw)
     _, uid, got, when = sink.wait_message(AGENT, raw, timeout=5)
-    print(f"\nafter a restart: reason {reason!r}; delivered in {(when - start) * 1000:.0f} ms")
+    print(f"\nafter a restart: {problem.server_message!r}; delivered in {(when - start) * 1000:.0f} ms")
     assert got == RETURN_PATH + raw and uid == 1 and when - start < 2.0
 
 
@@ -403,15 +408,15 @@ def test_wrong_password_is_reported_once_and_not_hammered(clean_dovecot, mail_ca
     caplog.set_level(logging.DEBUG, logger="mailgate")
     sink = Sink()
     # Our own backoff is tiny: the login throttle (5 s after a failure) must hold it back.
-    hub = make_hub(sink, reconnect_base=0.05, reconnect_cap=0.1, throttle=LoginThrottle(base=5))
+    hub = make_hub(sink, reconnect=Reconnect(base=0.05, cap=0.1), throttle=LoginThrottle(base=5))
     before = auth_failures(clean_dovecot)
     wrong = "not-the-password-9f1c"
     spec = spec_for(clean_dovecot, AGENT, wrong, ca=mail_ca)
     hub.watch(spec)
     assert sink.wait(lambda: sink.statuses)
-    key, up, reason = sink.statuses[0]
-    assert not up and "IMAP authentication failed at 127.0.0.1:" in reason
-    assert "AUTHENTICATIONFAILED" in reason
+    key, problem = sink.statuses[0]
+    assert (problem.id, problem.error_code, problem.host) == ("imap.auth", ErrorCode.AUTH_FAILED, "127.0.0.1")
+    assert "AUTHENTICATIONFAILED" in problem.server_message
     time.sleep(2.0)
     assert auth_failures(clean_dovecot) - before == 1  # one login in 2 s, not a tight loop
     assert sink.states(AGENT) == [False]  # reported once
@@ -520,15 +525,15 @@ def test_a_server_stalling_mid_message_costs_one_reconnect(clean_dovecot, mail_c
         raw += (b"y" * 998 + b"\r\n") * 300
         start = time.monotonic()
         clean_dovecot.append(AGENT, raw)
-        assert wait_until(lambda: "did not answer in time" in caplog.text, timeout=5)
+        assert wait_until(lambda: "timed out after 0.5 s" in caplog.text, timeout=5)
         stalled = time.monotonic() - start
         _, uid, got, when = sink.wait_message(AGENT, b"Subject: large", timeout=5)
         assert got == raw and sink.uids(AGENT) == [uid]
         # One reconnect, which worked: a lost session alone does not turn the provider RED.
         assert sink.states(AGENT) == [True]
         assert hub.stats()["reconnects"] == 1
-        reason = next(r.getMessage() for r in caplog.records if "did not answer" in r.getMessage())
-        assert "timed out after 0.5 s" in reason
+        reason = next(r.getMessage() for r in caplog.records if "timed out after" in r.getMessage())
+        assert "reconnecting" in reason
         print(f"\nstall noticed after {stalled:.2f} s ({reason}); delivered after {when - start:.2f} s")
     finally:
         proxy.close()
@@ -593,3 +598,39 @@ def test_two_hundred_mailboxes_on_one_selector_thread(tmp_path, mail_ca, make_hu
         hub.close()
         assert time.monotonic() - start < 2.0
         assert connections_to(server.imaps_port) == 0
+
+
+def test_the_hub_delivers_byte_for_byte_what_imapclient_fetches(clean_dovecot, mail_ca, mail_users, make_hub):
+    """The hub speaks IDLE and FETCH below imapclient (transport/imap_wire.py): what it
+    delivers must be exactly what imapclient's own fetch of BODY.PEEK[] returns."""
+    bodies = [
+        message("plain"),
+        message("8bit") + "Grüße, Ünïcödé\r\n".encode() + bytes(range(128, 256)) + b"\r\n",
+        message("long lines") + (b"z" * 990 + b"\r\n") * 50,
+        message("large") + b"".join(b"line %06d of a large message\r\n" % i for i in range(4000)),
+        message("no final newline").rstrip(b"\r\n"),
+    ]
+    for raw in bodies:
+        clean_dovecot.append(AGENT, raw)
+    sink = Sink()
+    hub = make_hub(sink, max_batch=2)  # several pipelined FETCHes
+    hub.watch(spec_for(clean_dovecot, AGENT, mail_users[AGENT], ca=mail_ca))
+    assert sink.wait(lambda: len(sink.messages) == len(bodies), timeout=10)
+    with imap(clean_dovecot, AGENT, mail_users[AGENT]) as client:
+        client.select_folder("INBOX", readonly=True)
+        fetched = {uid: data[b"BODY[]"] for uid, data in client.fetch(client.search(), ["BODY.PEEK[]"]).items()}
+    assert {uid: raw for _, _, uid, raw, _ in sink.messages} == fetched
+    assert sorted(fetched.values(), key=len) == sorted(bodies, key=len)
+
+
+def test_a_mailbox_down_for_long_is_tried_again_at_least_every_30_s():
+    """After an outage receiving comes back within half a minute, however long it lasted
+    (failed logins wait on the login throttle instead)."""
+    hub, poller = WatchHub(Sink()), Pop3Poller(Sink())
+    try:
+        for watcher in (hub, poller):
+            assert max(watcher.reconnect.delay(n) for n in range(1, 200)) <= 30
+            assert watcher.reconnect.delay(1) <= 1  # a blip is retried at once
+    finally:
+        hub.close()
+        poller.close()

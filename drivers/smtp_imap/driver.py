@@ -116,7 +116,7 @@ class SmtpImapDriver(MailboxDriver):
         srv, folder = self.servers(config), config.settings["sent_folder"]
         try:
             client = connect_imap(srv.inbound, self.auth(config), timeout=srv.timeout or ctx.default_timeout,
-                                  ca_pem=srv.ca_pem, throttle=ctx.throttle)
+                                  ca_pem=srv.ca_pem, throttle=self.throttle(ctx))
             try:
                 if not client.folder_exists(folder):
                     client.create_folder(folder)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import imaplib
 import poplib
-import random
 import re
 import smtplib
 import socket
@@ -18,8 +17,7 @@ import ssl
 
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 
-__all__ = ["TransportError", "AuthUnavailable", "TokenError", "classify", "down_reason", "where",
-           "reconnect_delay"]
+__all__ = ["TransportError", "AuthUnavailable", "TokenError", "classify", "where"]
 
 
 class TransportError(Exception):
@@ -207,34 +205,3 @@ def where(endpoint) -> str:
     """`host:port`, IPv6 hosts in brackets."""
     host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
     return f"{host}:{endpoint.port}"
-
-
-def down_reason(err: TransportError, protocol: str, endpoint, folder: str | None = None) -> str:
-    """Why a watched mailbox is down, in words an administrator acts on (the IMAP
-    watch hub's and the POP3 poller's status reason)."""
-    at, msg, code = where(endpoint), err.message, err.code
-    if code is ErrorCode.AUTH_FAILED:
-        return f"{protocol} authentication failed at {at}: {msg}"
-    if code is ErrorCode.AUTH_UNAVAILABLE:
-        return f"{protocol} login impossible at {at}: {msg}"
-    if code is ErrorCode.AUTHORIZATION_REQUIRED:
-        return f"re-authorization required: {msg}"
-    if code is ErrorCode.TOKEN_UNAVAILABLE:
-        return f"cannot renew the access token for {protocol} at {at}: {msg}"
-    if code is ErrorCode.BACKOFF:
-        return f"{protocol} login at {at} {msg}"
-    if code is ErrorCode.TLS_FAILED:
-        return f"{protocol} TLS with {at} failed: {msg}"
-    if code is ErrorCode.TIMEOUT:
-        return f"{protocol} server {at} did not answer in time: {msg}"
-    if err.step == "connect" or code is ErrorCode.CONNECT_FAILED:
-        return f"{protocol} connection to {at} failed: {msg}"
-    if err.step == "select" and folder is not None:
-        return f"{protocol} folder {folder!r} cannot be opened at {at}: {msg}"
-    return f"{protocol} connection to {at} lost: {msg}"
-
-
-def reconnect_delay(failures: int, base: float, cap: float) -> float:
-    """Exponential backoff with jitter after `failures` failures in a row, so that
-    mailboxes that failed together do not retry in step."""
-    return min(cap, base * 2 ** min(failures - 1, 30)) * random.uniform(0.5, 1.0)

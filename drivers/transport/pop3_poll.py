@@ -20,12 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailgate.drivers.api import ErrorCode
+from mailgate.drivers.api import CheckResult, ErrorCode
 
 from .auth import Authenticator
 from .endpoint import Endpoint
-from .errors import TransportError, classify, down_reason, reconnect_delay
+from .errors import TransportError, classify, where
 from .pop3 import connect_pop3
+from .reconnect import Reconnect
 from .throttle import LoginThrottle
 
 log = logging.getLogger("mailgate.pop3")
@@ -56,7 +57,8 @@ class Pop3Sink(Protocol):
     def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
         """Commits (number, exact bytes); returns when durable."""
 
-    def status(self, key: str, up: bool, reason: str) -> None: ...
+    def status(self, key: str, problem: CheckResult | None) -> None:
+        """Reachable (None) or not (the failed step); on changes only."""
 
 
 class _Box:
@@ -64,15 +66,13 @@ class _Box:
         self.spec = spec
         self.stopped = False
         self.failures = 0
-        self.up: bool | None = None
-        self.reason = ""
+        self.problem: CheckResult | None | bool = False  # last status reported (False: none yet)
 
 
 class Pop3Poller:
-    def __init__(self, sink: Pop3Sink, *, workers: int = 8, reconnect_base: float = 1.0,
-                 reconnect_cap: float = 300.0, throttle: LoginThrottle | None = None,
-                 name: str = "mailgate-pop3") -> None:
-        self._sink, self._base, self._cap, self._throttle = sink, reconnect_base, reconnect_cap, throttle
+    def __init__(self, sink: Pop3Sink, *, workers: int = 8, reconnect: Reconnect = Reconnect(),
+                 throttle: LoginThrottle | None = None, name: str = "mailgate-pop3") -> None:
+        self._sink, self.reconnect, self._throttle = sink, reconnect, throttle
         self._boxes: dict[str, _Box] = {}
         self._due: list[tuple[float, int, _Box]] = []
         self._seq = itertools.count()
@@ -94,7 +94,7 @@ class Pop3Poller:
             box = _Box(spec)
             if old is not None:
                 old.stopped = True
-                box.up, box.reason = old.up, old.reason
+                box.problem = old.problem
             self._boxes[spec.key] = box
             self._at(time.monotonic(), box)
 
@@ -120,7 +120,7 @@ class Pop3Poller:
     def stats(self) -> dict:
         with self._cond:
             boxes = list(self._boxes.values())
-        return {"watching": len(boxes), "down": sum(1 for b in boxes if b.up is False)}
+        return {"watching": len(boxes), "down": sum(1 for b in boxes if isinstance(b.problem, CheckResult))}
 
     # -- scheduling
     def _at(self, when: float, box: _Box) -> None:  # self._cond held
@@ -145,7 +145,7 @@ class Pop3Poller:
             delay = self._failed(box, e)
         else:
             box.failures = 0
-            self._status(box, True, "")
+            self._status(box, None)
             delay = spec.poll_interval
         with self._cond:
             if not box.stopped and not self._closed:
@@ -184,26 +184,25 @@ class Pop3Poller:
         if not isinstance(exc, (TransportError, OSError, EOFError, poplib.error_proto)):
             log.warning("pop3 %s: unexpected error", spec.key, exc_info=exc)  # a bug of ours, or the sink's
         box.failures += 1
+        base = self.reconnect.base
         if err.code is ErrorCode.BACKOFF:  # the throttle said when: no login was attempted
-            delay = (err.retry_after or self._base) + random.uniform(0, self._base)
+            delay = (err.retry_after or base) + random.uniform(0, base)
         else:
-            delay = reconnect_delay(box.failures, self._base, self._cap)
+            delay = self.reconnect.delay(box.failures)
+        problem = err.check(spec.endpoint.host, spec.endpoint.port)
         # One failed poll may be a blip: down is said when the next attempt fails too.
         # An unreachable token endpoint says nothing about the mailbox.
         if box.failures > 1 and err.code is not ErrorCode.TOKEN_UNAVAILABLE:
-            self._status(box, False, _reason(err, spec))
-        log.info("pop3 %s: %s; next attempt in %.1f s", spec.key, _reason(err, spec), delay)
+            self._status(box, problem)
+        log.info("pop3 %s: %s at %s: %s; next attempt in %.1f s", spec.key, problem.id, where(spec.endpoint),
+                 problem.server_message, delay)
         return delay
 
-    def _status(self, box: _Box, up: bool, reason: str) -> None:
-        if box.stopped or (box.up, box.reason) == (up, reason):
+    def _status(self, box: _Box, problem: CheckResult | None) -> None:
+        if box.stopped or box.problem == problem:
             return
-        box.up, box.reason = up, reason
+        box.problem = problem
         try:
-            self._sink.status(box.spec.key, up, reason)
+            self._sink.status(box.spec.key, problem)
         except Exception:  # noqa: BLE001 - polling goes on; the sink logs its own trouble
             log.warning("pop3 %s: sink.status failed", box.spec.key, exc_info=True)
-
-
-def _reason(err: TransportError, spec: Pop3Spec) -> str:
-    return down_reason(err, "POP3", spec.endpoint)

@@ -13,14 +13,10 @@ and UID. Blocking code, thread-safe; no thread per mailbox:
   with the selector, waiting on a timer, or in one pool job. Jobs hand it back through
   the selector's queue, so one connection is never used by two threads.
 
-The IDLE conversation is spoken here rather than with imapclient's idle()/idle_check():
-idle_check(timeout=0) polls the kernel socket only, so a response already sitting in
-imaplib's read buffer (or decrypted in the TLS layer) right after "+ idling" would never
-wake the selector and the message would wait for the next renewal; and it reads in
-non-blocking mode, where half a line is an error. Here a job reads with the normal
-socket timeout, and before a socket goes back to the selector :func:`_ready` checks
-imaplib's buffer, the TLS layer and the kernel, so nothing already received is missed.
-imapclient still does the connection (connect_imap), EXAMINE and FETCH BODY.PEEK[].
+The IDLE conversation and the pipelined FETCH are spoken through
+:class:`~.imap_wire.ImapWire` (imaplib's private calls, in one place; it says why
+imapclient's idle()/fetch() do not serve here); imapclient still does the connection
+(connect_imap) and EXAMINE.
 
 Guarantees:
 
@@ -57,10 +53,8 @@ import imaplib
 import itertools
 import logging
 import random
-import select
 import selectors
 import socket
-import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,28 +63,25 @@ from dataclasses import dataclass, replace
 from typing import Iterator, Protocol
 
 import imapclient
-from imapclient.response_parser import parse_fetch_response
 
-from mailgate.drivers.api import ErrorCode
+from mailgate.drivers.api import CheckResult, ErrorCode
 
 from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
-from .errors import TransportError, classify, down_reason, reconnect_delay, where
+from .errors import TransportError, classify, where
 from .imap import connect_imap
+from .imap_wire import ImapWire
+from .reconnect import Reconnect
 from .throttle import LoginThrottle
 
 __all__ = ["MailboxSink", "MailboxSpec", "WatchHub"]
 
 log = logging.getLogger("mailgate.watch")
-_IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")  # where imapclient sends imaplib's protocol trace
 
 # Like SmtpPool: a large body gets time for its size, assuming the link moves at least
 # this many bytes per second.
 _MIN_BYTES_PER_SECOND = 50_000
-# A connection that worked this long resets the backoff: a server that drops every
-# session right after login is not retried at full speed forever.
-_HEALTHY_AFTER = 30.0
 # IDLE rounds (fetch, IDLE again) one job does before it yields its worker to others.
 _ROUNDS_PER_JOB = 20
 _hub_ids = itertools.count(1)
@@ -106,9 +97,9 @@ class MailboxSink(Protocol):
         """Commits (uid, exact RFC822 bytes) durably before returning, in UID order;
         raising means not committed (they are fetched again later)."""
 
-    def status(self, key: str, up: bool, reason: str) -> None:
-        """The mailbox became reachable (True, "") or not (False, words for an admin);
-        called on changes only."""
+    def status(self, key: str, problem: CheckResult | None) -> None:
+        """The mailbox became reachable (None) or not (the failed step); called on
+        changes only."""
 
 
 @dataclass(frozen=True)
@@ -139,13 +130,14 @@ class _SinkFailed(Exception):
 class _Mailbox:
     """One watched mailbox. Small on purpose: the connection is most of it."""
 
-    __slots__ = ("spec", "lock", "client", "sock", "stopped", "where", "due", "phase", "step", "idle",
-                 "idle_tag", "validity", "last", "exists", "examined", "failures", "ok_since", "up", "reason")
+    __slots__ = ("spec", "lock", "client", "wire", "sock", "stopped", "where", "due", "phase", "step", "idle",
+                 "idle_tag", "validity", "last", "exists", "examined", "failures", "ok_since", "problem")
 
     def __init__(self, spec: MailboxSpec) -> None:
         self.spec = spec
         self.lock = threading.Lock()  # guards `client` against close/abort races
         self.client: imapclient.IMAPClient | None = None
+        self.wire: ImapWire | None = None  # the same connection, below imapclient
         self.sock: socket.socket | None = None  # registered with the selector
         self.stopped = False
         self.where = "pool"  # pool | socket | timer | gone: who owns it now
@@ -160,24 +152,22 @@ class _Mailbox:
         self.examined = 0.0  # when the folder was last EXAMINEd (monotonic)
         self.failures = 0
         self.ok_since: float | None = None
-        self.up: bool | None = None  # last status reported
-        self.reason = ""
+        self.problem: CheckResult | None | bool = False  # last status reported (False: none yet)
 
 
 class WatchHub:
     """Watches mailboxes; see the module docstring."""
 
     def __init__(self, sink: MailboxSink, *, workers: int = 16, idle_renew: float = 25 * 60,
-                 reconnect_base: float = 1.0, reconnect_cap: float = 300.0,
-                 throttle: LoginThrottle | None = None, max_batch: int = 100,
-                 max_batch_bytes: int = 20 * 1024 * 1024) -> None:
+                 reconnect: Reconnect = Reconnect(), throttle: LoginThrottle | None = None,
+                 max_batch: int = 100, max_batch_bytes: int = 20 * 1024 * 1024) -> None:
         if workers < 1 or max_batch < 1 or max_batch_bytes < 1:
             raise ValueError("workers, max_batch and max_batch_bytes must be positive")
-        if idle_renew <= 0 or reconnect_base <= 0 or reconnect_cap < reconnect_base:
-            raise ValueError("idle_renew and reconnect_base must be positive, reconnect_cap >= reconnect_base")
+        if idle_renew <= 0:
+            raise ValueError("idle_renew must be positive")
         self._sink = sink
         self._idle_renew = idle_renew
-        self._base, self._cap = reconnect_base, reconnect_cap
+        self.reconnect = reconnect
         self._throttle = throttle
         self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
         self._lock = threading.Lock()  # _boxes, _closed, _counts
@@ -210,7 +200,7 @@ class WatchHub:
                 return
             mb = _Mailbox(spec)
             if old is not None:
-                mb.up, mb.reason = old.up, old.reason  # status is reported on changes only
+                mb.problem = old.problem  # status is reported on changes only
                 self._stop(old)
             self._boxes[spec.key] = mb
         self._submit(mb, "connect")
@@ -259,7 +249,7 @@ class WatchHub:
         out = {"watching": len(boxes)}
         for phase in ("connecting", "fetching", "idling", "polling", "backoff"):
             out[phase] = phases.get(phase, 0)
-        out["down"] = sum(1 for mb in boxes if mb.up is False)
+        out["down"] = sum(1 for mb in boxes if isinstance(mb.problem, CheckResult))
         out["reconnects"] = counts.get("reconnects", 0)
         out["delivered"] = counts.get("delivered", 0)
         out["renewals"] = counts.get("renewals", 0)
@@ -408,16 +398,12 @@ class WatchHub:
         mb.phase, mb.step, mb.idle_tag = "connecting", "connect", None
         client = connect_imap(spec.endpoint, spec.auth, timeout=spec.timeout, ca_pem=spec.ca_pem,
                               throttle=self._throttle)
-        if not _IMAPLIB_LOG.isEnabledFor(logging.DEBUG):
-            # imapclient sets imaplib's debug level to 5: every response is then formatted
-            # (repr of each message's bytes, of each FETCH's whole answer) for a debug log
-            # line that is dropped; ~40 % of a FETCH's CPU time.
-            client._imap.debug = 0
+        wire = ImapWire(client)
         with mb.lock:
             if mb.stopped:
-                _shutdown(client)
+                wire.shutdown()
                 return self._post(("gone", mb))
-            mb.client = client
+            mb.client, mb.wire = client, wire
         with self._deadline(mb, 3 * spec.timeout):
             mb.idle = client.has_capability("IDLE")
         validity = self._examine(mb)
@@ -431,8 +417,8 @@ class WatchHub:
                          spec.key, spec.folder, stored, validity)
             last = 0
         mb.validity, mb.last = validity, last
-        recovered = mb.up is False
-        self._status(mb, True, "")
+        recovered = isinstance(mb.problem, CheckResult)
+        self._status(mb, None)
         log.info("watch %s: %s %s folder %r (uidvalidity %d, from uid %d, %s)", spec.key,
                  "recovered, connected to" if recovered else "connected to", where(spec.endpoint),
                  spec.folder, validity, last, "IDLE" if mb.idle else f"polling every {spec.poll_interval:g} s")
@@ -448,22 +434,21 @@ class WatchHub:
         """IDLE is running (or the server just ended it): handle what the server sent,
         fetch and IDLE again when there is new mail, and give the socket back to the
         selector when nothing more is waiting."""
-        client = mb.client
-        if client is None:
+        wire = mb.wire
+        if wire is None:
             raise TransportError("imap", "session", ErrorCode.PROTOCOL_ERROR, "connection closed")
-        imap = client._imap
         for _ in range(_ROUNDS_PER_JOB):
             reopen = False
-            if not _announced(imap, mb.exists) and mb.idle_tag is not None:
-                if not _ready(client, mb.spec.timeout):
+            if not wire.announced(mb.exists) and mb.idle_tag is not None:
+                if not wire.ready(mb.spec.timeout):
                     mb.phase = "idling"
                     return self._post(("idle", mb))
                 self._read_idle(mb)
-                reopen = _suspicious(imap)
-                if not reopen and not _announced(imap, mb.exists) and mb.idle_tag is not None:
+                reopen = wire.suspicious()
+                if not reopen and not wire.announced(mb.exists) and mb.idle_tag is not None:
                     # Keep-alives, flag changes, expunges: nothing to fetch.
-                    mb.exists = max(0, mb.exists - len(imap.untagged_responses.get("EXPUNGE", ())))
-                    imap.untagged_responses.clear()
+                    mb.exists = max(0, mb.exists - wire.expunged())
+                    wire.clear()
                     continue
             if mb.idle_tag is not None:
                 self._idle_done(mb)
@@ -487,7 +472,7 @@ class WatchHub:
     def _poll(self, mb: _Mailbox) -> None:
         with self._deadline(mb, 3 * mb.spec.timeout):
             mb.client.noop()
-        if _suspicious(mb.client._imap) or time.monotonic() - mb.examined >= self._idle_renew:
+        if mb.wire.suspicious() or time.monotonic() - mb.examined >= self._idle_renew:
             self._reopen(mb)
         self._sync(mb)
         self._park_poll(mb)
@@ -502,7 +487,7 @@ class WatchHub:
         validity = info.get(b"UIDVALIDITY")
         if not isinstance(validity, int):
             raise TransportError("imap", "select", ErrorCode.PROTOCOL_ERROR,
-                                 f"the server gave no UIDVALIDITY for {spec.folder!r}")
+                                 f"the server gave no UIDVALIDITY for folder {spec.folder!r}")
         mb.step = "session"
         mb.examined = time.monotonic()
         return validity
@@ -524,61 +509,29 @@ class WatchHub:
     # -- IMAP conversation (pool threads, the mailbox's owner) ---------------------------
 
     def _idle_start(self, mb: _Mailbox) -> None:
-        imap = mb.client._imap
         with self._deadline(mb, 3 * mb.spec.timeout):
-            tag = imap._command("IDLE")
-            while imap._get_response() is not None:  # None: the "+ idling" continuation
-                _check_bye(imap)
-                done = imap.tagged_commands.get(tag)
-                if done is not None:
-                    imap.tagged_commands.pop(tag, None)
-                    raise imaplib.IMAP4.error(f"IDLE refused: {_text(done[1])}")
-        mb.idle_tag = tag
+            mb.idle_tag = mb.wire.start_idle()
 
     def _read_idle(self, mb: _Mailbox) -> None:
         """Reads what the server sent during IDLE (at least one byte is waiting)."""
-        client = mb.client
-        imap = client._imap
         with self._deadline(mb, 3 * mb.spec.timeout):
-            while True:
-                imap._get_response()
-                _check_bye(imap)
-                if not _ready(client, mb.spec.timeout):
-                    break
-        done = imap.tagged_commands.get(mb.idle_tag)
-        if done is not None:  # the server ended IDLE by itself
-            imap.tagged_commands.pop(mb.idle_tag, None)
-            mb.idle_tag = None
-            if done[0] != "OK":
-                raise imaplib.IMAP4.error(f"IDLE ended: {done[0]} {_text(done[1])}")
+            if not mb.wire.read_idle(mb.idle_tag, mb.spec.timeout):
+                mb.idle_tag = None  # the server ended IDLE by itself
 
     def _idle_done(self, mb: _Mailbox) -> None:
-        imap = mb.client._imap
         tag, mb.idle_tag = mb.idle_tag, None
         with self._deadline(mb, 3 * mb.spec.timeout):
-            imap.send(b"DONE\r\n")
-            while imap.tagged_commands.get(tag) is None:
-                imap._get_response()
-                _check_bye(imap)
-        typ, data = imap.tagged_commands.pop(tag)
-        if typ != "OK":
-            raise imaplib.IMAP4.error(f"IDLE failed: {typ} {_text(data)}")
+            mb.wire.end_idle(tag)
 
     def _sync(self, mb: _Mailbox) -> None:
         """Fetches and delivers every message with a UID above mb.last, in batches;
         again while the server announces more (EXISTS) during the fetch."""
         mb.phase = "fetching"
-        client, spec = mb.client, mb.spec
-        imap = client._imap
+        wire, spec = mb.wire, mb.spec
         empty_rounds = 0
         while True:
-            imap.untagged_responses.clear()
             with self._deadline(mb, 3 * spec.timeout):
-                # "n:*" always matches the highest UID, even below n: filtered below.
-                typ, data = imap.uid("FETCH", f"{mb.last + 1}:*", "(UID RFC822.SIZE)")
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"UID FETCH failed: {_text(data)}")
-            sizes = parse_fetch_response(data, True, True) if data and data != [None] else {}
+                sizes = wire.sizes_from(mb.last + 1)
             # The highest UID is the last message: its sequence number is the count.
             mb.exists = max((info.get(b"SEQ", 0) for info in sizes.values()), default=0)
             new = sorted((uid, info.get(b"RFC822.SIZE") or 0) for uid, info in sizes.items()
@@ -586,8 +539,8 @@ class WatchHub:
             self._fetch_and_deliver(mb, list(self._batches(new)))
             # Dovecot, for one, notices new mail at the end of a command: mail that
             # arrived during this round is announced now and fetched by another round.
-            more = _announced(imap, mb.exists)
-            imap.untagged_responses.clear()
+            more = wire.announced(mb.exists)
+            wire.clear()
             empty_rounds = 0 if new else empty_rounds + 1
             if not more or empty_rounds >= 3:  # 3: a server announcing what it does not show
                 return
@@ -616,15 +569,9 @@ class WatchHub:
         for i, batch in enumerate(batches):
             size = sum(s for _, s in batch)
             with self._deadline(mb, 3 * spec.timeout + size / _MIN_BYTES_PER_SECOND):
-                typ, data = mb.client._imap._command_complete("FETCH", tag)
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"UID FETCH failed: {_text(data)}")
-            # Every FETCH response read so far, whichever command it answered: a server
-            # may run the pipelined FETCHes side by side.
-            _, data = mb.client._imap._untagged_response(typ, data, "FETCH")
-            if data and data != [None]:
-                for uid, info in parse_fetch_response(data, True, True).items():
-                    fetched.setdefault(uid, {}).update(info)
+                answers = mb.wire.finish_fetch(tag)
+            for uid, info in answers.items():
+                fetched.setdefault(uid, {}).update(info)
             tag = self._send_fetch(mb, batches[i + 1]) if i + 1 < len(batches) else None
             messages = []
             for uid, _ in batch:
@@ -646,7 +593,7 @@ class WatchHub:
     def _send_fetch(self, mb: _Mailbox, batch: list[tuple[int, int]]) -> str:
         """Sends UID FETCH BODY.PEEK[] for the batch without waiting for the answer."""
         with self._deadline(mb, 3 * mb.spec.timeout):
-            return mb.client._imap._command("UID", "FETCH", _uid_set([uid for uid, _ in batch]), "(BODY.PEEK[])")
+            return mb.wire.send_fetch([uid for uid, _ in batch])
 
     @contextmanager
     def _deadline(self, mb: _Mailbox, seconds: float) -> Iterator[None]:
@@ -673,36 +620,45 @@ class WatchHub:
         spec = mb.spec
         now = time.monotonic()
         lost = mb.ok_since is not None  # an established session failed (not a connect attempt)
-        if lost and now - mb.ok_since >= _HEALTHY_AFTER:
+        if lost and now - mb.ok_since >= self.reconnect.healthy_after:
             mb.failures = 0
         mb.ok_since = None
         if isinstance(exc, _SinkFailed):
             mb.failures += 1
-            delay = self._backoff(mb.failures)
+            delay = self.reconnect.delay(mb.failures)
             log.warning("watch %s: the queue failed to take mail (%s: %s); fetching it again in %.1f s",
                         spec.key, type(exc.__cause__).__name__, exc.__cause__, delay,
                         exc_info=exc.__cause__)
         else:
             err = self._classify(mb, exc)
+            problem = self._problem(mb, err)
             if err.code is ErrorCode.BACKOFF:  # the throttle said when: no login attempt was made
-                delay = (err.retry_after or self._base) + random.uniform(0, self._base)
-                if mb.up is not False:
-                    self._status(mb, False, _reason(err, spec))
+                delay = (err.retry_after or self.reconnect.base) + random.uniform(0, self.reconnect.base)
+                if not isinstance(mb.problem, CheckResult):
+                    self._status(mb, problem)
             else:
                 # Servers and middleboxes drop idle sessions routinely: the first loss in a
                 # row is retried at once without turning the provider RED; the status
-                # says down when getting back in fails too (with that attempt's reason).
+                # says down when getting back in fails too (with that attempt's problem).
                 # An unreachable token endpoint says nothing about the mailbox: retried
                 # with backoff, never reported down.
                 quiet = (lost and mb.failures == 0) or err.code is ErrorCode.TOKEN_UNAVAILABLE
                 mb.failures += 1
-                delay = self._backoff(mb.failures)
+                delay = self.reconnect.delay(mb.failures)
                 if not quiet:
-                    self._status(mb, False, _reason(err, spec))
-            log.info("watch %s: %s; reconnecting in %.1f s", spec.key, _reason(err, spec), delay)
+                    self._status(mb, problem)
+            log.info("watch %s: %s at %s: %s; reconnecting in %.1f s", spec.key, problem.id,
+                     where(spec.endpoint), problem.server_message, delay)
         mb.phase = "backoff"
         self._count("reconnects")
         self._post(("timer", mb, delay, "connect"))
+
+    @staticmethod
+    def _problem(mb: _Mailbox, err: TransportError) -> CheckResult:
+        if err.step == "select":  # the folder, not the mailbox, is the trouble
+            err = TransportError(err.side, err.step, err.code, f"folder {mb.spec.folder!r}: {err.message}",
+                                 err.retry_after)
+        return err.check(mb.spec.endpoint.host, mb.spec.endpoint.port)
 
     def _classify(self, mb: _Mailbox, exc: Exception) -> TransportError:
         if isinstance(exc, TransportError):
@@ -713,24 +669,21 @@ class WatchHub:
             log.warning("watch %s: unexpected error", mb.spec.key, exc_info=exc)  # a bug of ours
         return classify(exc, "imap", mb.step, timeout=mb.spec.timeout)
 
-    def _backoff(self, failures: int) -> float:
-        return reconnect_delay(failures, self._base, self._cap)
-
-    def _status(self, mb: _Mailbox, up: bool, reason: str) -> None:
-        if mb.stopped or (mb.up, mb.reason) == (up, reason):
+    def _status(self, mb: _Mailbox, problem: CheckResult | None) -> None:
+        if mb.stopped or mb.problem == problem:
             return
-        mb.up, mb.reason = up, reason
+        mb.problem = problem
         try:
-            self._sink.status(mb.spec.key, up, reason)
+            self._sink.status(mb.spec.key, problem)
         except Exception:  # noqa: BLE001 - the watcher goes on; the sink logs its own trouble
             log.warning("watch %s: sink.status failed", mb.spec.key, exc_info=True)
 
     def _close_client(self, mb: _Mailbox) -> None:
         with mb.lock:
-            client, mb.client = mb.client, None
+            wire, mb.client, mb.wire = mb.wire, None, None
         mb.idle_tag = None
-        if client is not None:
-            _shutdown(client)
+        if wire is not None:
+            wire.shutdown()
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -747,34 +700,6 @@ def _same(a: MailboxSpec, b: MailboxSpec) -> bool:
         return False
 
 
-def _ready(client: imapclient.IMAPClient, timeout: float) -> bool:
-    """True when the server's next bytes can be read without waiting: already in
-    imaplib's buffer, decrypted in the TLS layer, or in the kernel (end of file counts:
-    reading it reports the closed connection). The selector sees only the kernel."""
-    imap = client._imap
-    sock = client.socket()
-    readbuf = getattr(imap, "_readbuf", None)  # Python >= 3.14: imaplib's own buffer
-    if readbuf:
-        return True
-    tls = isinstance(sock, ssl.SSLSocket)
-    if tls and sock.pending():
-        return True
-    if readbuf is None:  # Python <= 3.13: a BufferedReader (imap.file) over the socket
-        sock.settimeout(0)
-        try:
-            if imap.file.peek(1):
-                return True
-            if tls:
-                return True  # TLS reads b"" only at the end of the connection
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return False
-        finally:
-            sock.settimeout(timeout)
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def _abort(mb: _Mailbox) -> None:
     """Interrupts whatever thread reads mb's connection (it sees end of file). Under
     mb.lock: the connection is closed only with that lock, so the descriptor cannot
@@ -789,64 +714,6 @@ def _abort(mb: _Mailbox) -> None:
                 pass
 
 
-def _shutdown(client: imapclient.IMAPClient) -> None:
-    try:
-        client._imap.shutdown()  # imaplib's: IMAPClient.shutdown() adds an INFO log line per close
-    except Exception:  # noqa: BLE001 - the connection is abandoned either way
-        pass
-
-
-def _uid_set(uids: list[int]) -> str:
-    """Ascending UIDs as an IMAP sequence set, runs as ranges: [1, 2, 3, 7] -> "1:3,7"."""
-    runs: list[str] = []
-    first = prev = uids[0]
-    for uid in uids[1:] + [0]:
-        if uid != prev + 1:
-            runs.append(f"{first}:{prev}" if prev > first else str(first))
-            first = uid
-        prev = uid
-    return ",".join(runs)
-
-
-def _announced(imap: imaplib.IMAP4, known: int) -> bool:
-    """The server announced more messages (EXISTS) than the `known` count, less the
-    expunges it announced with them: new mail. A repeated EXISTS is not."""
-    responses = imap.untagged_responses
-    exists = responses.get("EXISTS")
-    if not exists:
-        return False
-    try:
-        count = max(int(value) for value in exists)
-    except (TypeError, ValueError):
-        return True  # cannot tell: look
-    return count > known - len(responses.get("EXPUNGE", ()))
-
-
-def _suspicious(imap: imaplib.IMAP4) -> bool:
-    """Untagged NO/BAD (Dovecot: "Internal error" when the folder was replaced) or a
-    UIDVALIDITY outside EXAMINE: the session's view of the folder may be stale."""
-    responses = imap.untagged_responses
-    return "NO" in responses or "BAD" in responses or "UIDVALIDITY" in responses
-
-
-def _check_bye(imap: imaplib.IMAP4) -> None:
-    bye = imap.untagged_responses.get("BYE")
-    if bye:
-        raise imaplib.IMAP4.abort(_text(bye[-1]))
-
-
-def _text(data) -> str:
-    if isinstance(data, list):
-        data = data[-1] if data else b""
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    return " ".join(str(data or "").split())
-
-
 def _overall_timeout(seconds: float) -> TransportError:
     return TransportError("imap", "session", ErrorCode.TIMEOUT,
                           f"no complete answer within {seconds:g} s (overall limit)")
-
-
-def _reason(err: TransportError, spec: MailboxSpec) -> str:
-    return down_reason(err, "IMAP", spec.endpoint, spec.folder)

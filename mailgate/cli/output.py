@@ -125,6 +125,7 @@ def provider_details(out: Stream, p: Provider) -> None:
         ("receive emails", "yes" if p.receive_emails else "no"),
         ("active reference", "yes" if p.active_reference else "no"),
         ("state", (f"{state}" + (f"  since {since}" if since else ""), state)),
+        ("cause", enum_word(Provider.StateCause.DESCRIPTOR, p.state_cause)),
         ("reason", p.state_reason),
         ("created", when(p.create_time)),
         ("updated", when(p.update_time)),

@@ -1,7 +1,8 @@
 """The driver conformance suite. A driver's tests subclass `DriverConformance`, set
 `driver_type`, override the `valid_provider` fixture (and `bad_credentials_provider`
-when the driver checks credentials), and inherit every test of the contract, run
-through the gRPC API of a real mailgate server:
+when the driver checks credentials; `receiving_provider` and `deliver_mail` when it
+receives), and inherit every test of the contract, run through the gRPC API of a
+real mailgate server:
 
     class TestMyDriver(DriverConformance):
         driver_type = "mine"
@@ -12,12 +13,18 @@ through the gRPC API of a real mailgate server:
 """
 from __future__ import annotations
 
+import uuid
+from typing import Callable
+
 import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from mailgate.v1 import driver_pb2, provider_pb2, provider_service_pb2 as pb, validation_pb2
+from mailgate.v1 import driver_pb2, inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2
+from mailgate.v1 import provider_service_pb2 as pb, validation_pb2
 
+from .consumer import Consumer
+from .harness import ServerThread
 from .rpc import expect_error
 
 Provider = provider_pb2.Provider
@@ -167,3 +174,95 @@ class DriverConformance:
         created = stub.CreateProvider(pb.CreateProviderRequest(provider=valid_provider))
         resp = stub.ActivateProvider(pb.ActivateProviderRequest(name=created.name))
         assert resp.provider.state == Provider.STATE_GREEN and resp.report.ok
+
+    # -- receiving (drivers with capabilities.receive)
+    @pytest.fixture
+    def receiving_provider(self) -> Provider | None:
+        """A provider with receive_emails on and a campaign, whose mailbox
+        `deliver_mail` fills. Drivers that receive must override it."""
+        return None
+
+    @pytest.fixture
+    def deliver_mail(self) -> Callable[[bytes], None]:
+        """Puts one message (its exact bytes) where `receiving_provider` receives mail."""
+        pytest.fail("override the deliver_mail fixture")
+
+    @pytest.fixture
+    def activate_provider(self) -> Callable[[ServerThread, str], None]:
+        """Makes a created provider (its resource name) GREEN: ActivateProvider by
+        default; an OAuth driver's tests sign in."""
+        def activate(server: ServerThread, name: str) -> None:
+            resp = server.stub.ActivateProvider(pb.ActivateProviderRequest(name=name))
+            assert resp.provider.state == Provider.STATE_GREEN, resp.provider.state_reason
+        return activate
+
+    @pytest.fixture
+    def receiving(self, driver, receiving_provider, mailgate_server, activate_provider) -> Provider:
+        """The receiving provider, created and GREEN."""
+        if not driver.capabilities.receive:
+            pytest.skip("the driver does not receive")
+        assert receiving_provider is not None, "a driver that receives must override receiving_provider"
+        assert receiving_provider.receive_emails and receiving_provider.campaign
+        created = mailgate_server.stub.CreateProvider(pb.CreateProviderRequest(provider=receiving_provider))
+        if created.state != Provider.STATE_GREEN:
+            activate_provider(mailgate_server, created.name)
+        return created
+
+    def test_inbound_mail_is_queued_once_and_streamed_to_the_campaign(self, mailgate_server, receiving,
+                                                                      deliver_mail):
+        sent = [_customer_mail(receiving.account, f"first contact {n}") for n in range(3)]
+        for raw, _ in sent:
+            deliver_mail(raw)
+        consumer = Consumer(mailgate_server, campaign=receiving.campaign)
+        try:
+            got = consumer.take(len(sent), timeout=_ARRIVAL)
+            consumer.ack_committed(*got)
+            assert sorted(r.message.message_id for r in got) == sorted(mid for _, mid in sent)
+            assert {r.message.provider for r in got} == {receiving.name}
+            assert consumer.nothing(1.0), "a message was delivered twice"
+        finally:
+            consumer.close()
+        assert _queued(mailgate_server, receiving) == sorted(mid for _, mid in sent)
+
+    def test_inbound_nothing_is_lost_across_a_restart_and_the_position_is_kept(
+            self, mailgate_server, receiving, deliver_mail, mailgate_plugins):
+        before, _ = first = _customer_mail(receiving.account, "before the restart")
+        deliver_mail(before)
+        consumer = Consumer(mailgate_server, campaign=receiving.campaign)
+        try:
+            consumer.ack_committed(*consumer.take(timeout=_ARRIVAL))
+        finally:
+            consumer.close()
+        mailgate_server.stop()
+        during = [_customer_mail(receiving.account, f"while stopped {n}") for n in range(2)]
+        for raw, _ in during:
+            deliver_mail(raw)
+        with ServerThread(mailgate_server.settings, mailgate_plugins) as again:
+            consumer = Consumer(again, campaign=receiving.campaign)
+            try:
+                got = consumer.take(len(during), timeout=_ARRIVAL)
+                consumer.ack_committed(*got)
+                assert sorted(r.message.message_id for r in got) == sorted(mid for _, mid in during)
+                assert consumer.nothing(1.0), "mail committed before the restart came again"
+            finally:
+                consumer.close()
+            assert _queued(again, receiving) == sorted(mid for _, mid in [first, *during])
+
+
+_ARRIVAL = 20.0  # seconds for delivered mail to reach the stream, polling sources included
+
+
+def _customer_mail(account: str, subject: str) -> tuple[bytes, str]:
+    """A message to `account`, and its Message-ID."""
+    mid = f"<{uuid.uuid4()}@customer.example.test>"
+    raw = (f"From: Customer <customer@customer.example.test>\r\nTo: {account}\r\nSubject: {subject}\r\n"
+           f"Message-ID: {mid}\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n\r\nHello about {subject}.\r\n")
+    return raw.encode(), mid
+
+
+def _queued(server: ServerThread, provider: Provider) -> list[str]:
+    """The Message-IDs queued from `provider`, each as often as it was queued."""
+    stub = inbound_service_pb2_grpc.InboundServiceStub(server.channel)
+    listed = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter=f'provider = "{provider.name}"',
+                                                                    page_size=100))
+    return sorted(m.message_id for m in listed.inbound_messages)

@@ -12,15 +12,25 @@ from .harness import ServerThread, database_urls, make_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--mailgate-db", action="append", choices=["sqlite", "postgresql"],
+    parser.addoption("--mailgate-db", action="append", choices=ENGINES,
                      help="store engine(s) every test using mailgate_server runs against; "
-                          "repeat for several (default: sqlite)")
+                          "repeat for several (default: --mailgate-db-default)")
+    parser.addoption("--mailgate-db-default", default="sqlite",
+                     help="the engines, comma-separated, when no --mailgate-db is given (default: sqlite); "
+                          "a project sets it in its pytest addopts")
+
+
+ENGINES = ["sqlite", "postgresql"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mailgate_db_engine" in metafunc.fixturenames:
-        engines = list(dict.fromkeys(metafunc.config.getoption("--mailgate-db") or ["sqlite"]))
-        metafunc.parametrize("mailgate_db_engine", engines)
+        chosen = metafunc.config.getoption("--mailgate-db") or \
+            metafunc.config.getoption("--mailgate-db-default").split(",")
+        unknown = set(chosen) - set(ENGINES)
+        if unknown:
+            raise pytest.UsageError(f"--mailgate-db-default: unknown engine(s) {', '.join(sorted(unknown))}")
+        metafunc.parametrize("mailgate_db_engine", list(dict.fromkeys(chosen)))
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amailgate/v1/provider.proto\x12\x0bmailgate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x06\n\x08Provider\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x04type\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x07\x61\x63\x63ount\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tfrom_name\x18\x05 \x01(\t\x12\x16\n\x0ereceive_emails\x18\x06 \x01(\x08\x12\x18\n\x10\x61\x63tive_reference\x18\x07 \x01(\x08\x12\x10\n\x08reply_to\x18\x08 \x03(\t\x12\x10\n\x08\x63\x61mpaign\x18\t \x01(\t\x12\x30\n\x05state\x18\n \x01(\x0e\x32\x1b.mailgate.v1.Provider.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\nstate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12*\n\x07notices\x18\x10 \x03(\x0b\x32\x13.mailgate.v1.NoticeB\x04\xe2\x41\x01\x03\x12\x32\n\tsmtp_imap\x18\x14 \x01(\x0b\x32\x1d.mailgate.v1.SmtpImapSettingsH\x00\x12\x34\n\x07outlook\x18\x15 \x01(\x0b\x32!.mailgate.v1.OAuthMailboxSettingsH\x00\x12\x32\n\x05gmail\x18\x16 \x01(\x0b\x32!.mailgate.v1.OAuthMailboxSettingsH\x00\x12\x32\n\x0fplugin_settings\x18\x63 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\"N\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_GREY\x10\x01\x12\x0f\n\x0bSTATE_GREEN\x10\x02\x12\r\n\tSTATE_RED\x10\x03:E\xea\x41\x42\n\x15mailgate.dev/Provider\x12\x14providers/{provider}*\tproviders2\x08providerB\n\n\x08settings\"O\n\x08\x45ndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\'\n\x08security\x18\x03 \x01(\x0e\x32\x15.mailgate.v1.Security\"\xed\x02\n\x10SmtpImapSettings\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x04\x12\x1a\n\x0cpassword_set\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12#\n\x04smtp\x18\x04 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x36\n\x10inbound_protocol\x18\x05 \x01(\x0e\x32\x1c.mailgate.v1.InboundProtocol\x12&\n\x07inbound\x18\x06 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x1b\n\x13\x63\x61_certificates_pem\x18\x07 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x05\x12\x32\n\x0esending_limits\x18\t \x01(\x0b\x32\x1a.mailgate.v1.SendingLimits\x12\x13\n\x0bsent_folder\x18\n \x01(\t\x12\x0f\n\x07\x66olders\x18\x0b \x03(\t\"\xe2\x02\n\x14OAuthMailboxSettings\x12\x38\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0e\x32(.mailgate.v1.OAuthMailboxSettings.Access\x12#\n\x04smtp\x18\x02 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12#\n\x04imap\x18\x03 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x05\x12\x32\n\x0esending_limits\x18\x05 \x01(\x0b\x32\x1a.mailgate.v1.SendingLimits\x12\x1b\n\x13\x63\x61_certificates_pem\x18\x06 \x01(\t\x12\x0f\n\x07\x66olders\x18\x07 \x03(\t\"K\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43\x45SS_DELEGATED\x10\x01\x12\x13\n\x0f\x41\x43\x43\x45SS_APP_ONLY\x10\x02\"4\n\rSendingLimits\x12\x12\n\nper_minute\x18\x01 \x01(\x05\x12\x0f\n\x07per_day\x18\x02 \x01(\x05\"6\n\x06Notice\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t*`\n\x08Security\x12\x18\n\x14SECURITY_UNSPECIFIED\x10\x00\x12\x15\n\x11SECURITY_STARTTLS\x10\x01\x12\x10\n\x0cSECURITY_TLS\x10\x02\x12\x11\n\rSECURITY_NONE\x10\x03*i\n\x0fInboundProtocol\x12 \n\x1cINBOUND_PROTOCOL_UNSPECIFIED\x10\x00\x12\x19\n\x15INBOUND_PROTOCOL_IMAP\x10\x01\x12\x19\n\x15INBOUND_PROTOCOL_POP3\x10\x02\x42O\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amailgate/v1/provider.proto\x12\x0bmailgate.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\t\n\x08Provider\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x04type\x18\x03 \x01(\tB\x05\xe2\x41\x02\x02\x05\x12\x15\n\x07\x61\x63\x63ount\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tfrom_name\x18\x05 \x01(\t\x12\x16\n\x0ereceive_emails\x18\x06 \x01(\x08\x12\x18\n\x10\x61\x63tive_reference\x18\x07 \x01(\x08\x12\x10\n\x08reply_to\x18\x08 \x03(\t\x12\x10\n\x08\x63\x61mpaign\x18\t \x01(\t\x12\x30\n\x05state\x18\n \x01(\x0e\x32\x1b.mailgate.v1.Provider.StateB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cstate_reason\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x0bstate_cause\x18\x11 \x01(\x0e\x32 .mailgate.v1.Provider.StateCauseB\x04\xe2\x41\x01\x03\x12\x34\n\nstate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12*\n\x07notices\x18\x10 \x03(\x0b\x32\x13.mailgate.v1.NoticeB\x04\xe2\x41\x01\x03\x12\x32\n\tsmtp_imap\x18\x14 \x01(\x0b\x32\x1d.mailgate.v1.SmtpImapSettingsH\x00\x12\x34\n\x07outlook\x18\x15 \x01(\x0b\x32!.mailgate.v1.OAuthMailboxSettingsH\x00\x12\x32\n\x05gmail\x18\x16 \x01(\x0b\x32!.mailgate.v1.OAuthMailboxSettingsH\x00\x12\x32\n\x0fplugin_settings\x18\x63 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\"N\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nSTATE_GREY\x10\x01\x12\x0f\n\x0bSTATE_GREEN\x10\x02\x12\r\n\tSTATE_RED\x10\x03\"\xb7\x02\n\nStateCause\x12\x1b\n\x17STATE_CAUSE_UNSPECIFIED\x10\x00\x12\x1d\n\x19STATE_CAUSE_CHECKS_PASSED\x10\x01\x12\x19\n\x15STATE_CAUSE_RECOVERED\x10\x02\x12%\n!STATE_CAUSE_AUTHORIZATION_PENDING\x10\x03\x12\x1d\n\x19STATE_CAUSE_CHECKS_FAILED\x10\x04\x12$\n STATE_CAUSE_AUTHORIZATION_FAILED\x10\x05\x12\"\n\x1eSTATE_CAUSE_AUTHORIZATION_LOST\x10\x06\x12\x1d\n\x19STATE_CAUSE_LOGIN_REFUSED\x10\x07\x12#\n\x1fSTATE_CAUSE_MAILBOX_UNREACHABLE\x10\x08:E\xea\x41\x42\n\x15mailgate.dev/Provider\x12\x14providers/{provider}*\tproviders2\x08providerB\n\n\x08settings\"O\n\x08\x45ndpoint\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\'\n\x08security\x18\x03 \x01(\x0e\x32\x15.mailgate.v1.Security\"\xed\x02\n\x10SmtpImapSettings\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x04\x12\x1a\n\x0cpassword_set\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12#\n\x04smtp\x18\x04 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x36\n\x10inbound_protocol\x18\x05 \x01(\x0e\x32\x1c.mailgate.v1.InboundProtocol\x12&\n\x07inbound\x18\x06 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x1b\n\x13\x63\x61_certificates_pem\x18\x07 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x05\x12\x32\n\x0esending_limits\x18\t \x01(\x0b\x32\x1a.mailgate.v1.SendingLimits\x12\x13\n\x0bsent_folder\x18\n \x01(\t\x12\x0f\n\x07\x66olders\x18\x0b \x03(\t\"\xe2\x02\n\x14OAuthMailboxSettings\x12\x38\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0e\x32(.mailgate.v1.OAuthMailboxSettings.Access\x12#\n\x04smtp\x18\x02 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12#\n\x04imap\x18\x03 \x01(\x0b\x32\x15.mailgate.v1.Endpoint\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x05\x12\x32\n\x0esending_limits\x18\x05 \x01(\x0b\x32\x1a.mailgate.v1.SendingLimits\x12\x1b\n\x13\x63\x61_certificates_pem\x18\x06 \x01(\t\x12\x0f\n\x07\x66olders\x18\x07 \x03(\t\"K\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43\x45SS_DELEGATED\x10\x01\x12\x13\n\x0f\x41\x43\x43\x45SS_APP_ONLY\x10\x02\"4\n\rSendingLimits\x12\x12\n\nper_minute\x18\x01 \x01(\x05\x12\x0f\n\x07per_day\x18\x02 \x01(\x05\"6\n\x06Notice\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t*`\n\x08Security\x12\x18\n\x14SECURITY_UNSPECIFIED\x10\x00\x12\x15\n\x11SECURITY_STARTTLS\x10\x01\x12\x10\n\x0cSECURITY_TLS\x10\x02\x12\x11\n\rSECURITY_NONE\x10\x03*i\n\x0fInboundProtocol\x12 \n\x1cINBOUND_PROTOCOL_UNSPECIFIED\x10\x00\x12\x19\n\x15INBOUND_PROTOCOL_IMAP\x10\x01\x12\x19\n\x15INBOUND_PROTOCOL_POP3\x10\x02\x42O\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDER'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_PROVIDER'].fields_by_name['state_reason']._loaded_options = None
   _globals['_PROVIDER'].fields_by_name['state_reason']._serialized_options = b'\342A\001\003'
+  _globals['_PROVIDER'].fields_by_name['state_cause']._loaded_options = None
+  _globals['_PROVIDER'].fields_by_name['state_cause']._serialized_options = b'\342A\001\003'
   _globals['_PROVIDER'].fields_by_name['state_time']._loaded_options = None
   _globals['_PROVIDER'].fields_by_name['state_time']._serialized_options = b'\342A\001\003'
   _globals['_PROVIDER'].fields_by_name['create_time']._loaded_options = None
@@ -62,24 +64,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SMTPIMAPSETTINGS'].fields_by_name['password']._serialized_options = b'\342A\001\004'
   _globals['_SMTPIMAPSETTINGS'].fields_by_name['password_set']._loaded_options = None
   _globals['_SMTPIMAPSETTINGS'].fields_by_name['password_set']._serialized_options = b'\342A\001\003'
-  _globals['_SECURITY']._serialized_start=1965
-  _globals['_SECURITY']._serialized_end=2061
-  _globals['_INBOUNDPROTOCOL']._serialized_start=2063
-  _globals['_INBOUNDPROTOCOL']._serialized_end=2168
+  _globals['_SECURITY']._serialized_start=2340
+  _globals['_SECURITY']._serialized_end=2436
+  _globals['_INBOUNDPROTOCOL']._serialized_start=2438
+  _globals['_INBOUNDPROTOCOL']._serialized_end=2543
   _globals['_PROVIDER']._serialized_start=167
-  _globals['_PROVIDER']._serialized_end=1047
-  _globals['_PROVIDER_STATE']._serialized_start=886
-  _globals['_PROVIDER_STATE']._serialized_end=964
-  _globals['_ENDPOINT']._serialized_start=1049
-  _globals['_ENDPOINT']._serialized_end=1128
-  _globals['_SMTPIMAPSETTINGS']._serialized_start=1131
-  _globals['_SMTPIMAPSETTINGS']._serialized_end=1496
-  _globals['_OAUTHMAILBOXSETTINGS']._serialized_start=1499
-  _globals['_OAUTHMAILBOXSETTINGS']._serialized_end=1853
-  _globals['_OAUTHMAILBOXSETTINGS_ACCESS']._serialized_start=1778
-  _globals['_OAUTHMAILBOXSETTINGS_ACCESS']._serialized_end=1853
-  _globals['_SENDINGLIMITS']._serialized_start=1855
-  _globals['_SENDINGLIMITS']._serialized_end=1907
-  _globals['_NOTICE']._serialized_start=1909
-  _globals['_NOTICE']._serialized_end=1963
+  _globals['_PROVIDER']._serialized_end=1422
+  _globals['_PROVIDER_STATE']._serialized_start=947
+  _globals['_PROVIDER_STATE']._serialized_end=1025
+  _globals['_PROVIDER_STATECAUSE']._serialized_start=1028
+  _globals['_PROVIDER_STATECAUSE']._serialized_end=1339
+  _globals['_ENDPOINT']._serialized_start=1424
+  _globals['_ENDPOINT']._serialized_end=1503
+  _globals['_SMTPIMAPSETTINGS']._serialized_start=1506
+  _globals['_SMTPIMAPSETTINGS']._serialized_end=1871
+  _globals['_OAUTHMAILBOXSETTINGS']._serialized_start=1874
+  _globals['_OAUTHMAILBOXSETTINGS']._serialized_end=2228
+  _globals['_OAUTHMAILBOXSETTINGS_ACCESS']._serialized_start=2153
+  _globals['_OAUTHMAILBOXSETTINGS_ACCESS']._serialized_end=2228
+  _globals['_SENDINGLIMITS']._serialized_start=2230
+  _globals['_SENDINGLIMITS']._serialized_end=2282
+  _globals['_NOTICE']._serialized_start=2284
+  _globals['_NOTICE']._serialized_end=2338
 # @@protoc_insertion_point(module_scope)

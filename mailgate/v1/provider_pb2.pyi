@@ -34,7 +34,7 @@ INBOUND_PROTOCOL_IMAP: InboundProtocol
 INBOUND_PROTOCOL_POP3: InboundProtocol
 
 class Provider(_message.Message):
-    __slots__ = ("name", "display_name", "type", "account", "from_name", "receive_emails", "active_reference", "reply_to", "campaign", "state", "state_reason", "state_time", "create_time", "update_time", "etag", "notices", "smtp_imap", "outlook", "gmail", "plugin_settings")
+    __slots__ = ("name", "display_name", "type", "account", "from_name", "receive_emails", "active_reference", "reply_to", "campaign", "state", "state_reason", "state_cause", "state_time", "create_time", "update_time", "etag", "notices", "smtp_imap", "outlook", "gmail", "plugin_settings")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Provider.State]
@@ -45,6 +45,26 @@ class Provider(_message.Message):
     STATE_GREY: Provider.State
     STATE_GREEN: Provider.State
     STATE_RED: Provider.State
+    class StateCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_CAUSE_UNSPECIFIED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_CHECKS_PASSED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_RECOVERED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_AUTHORIZATION_PENDING: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_CHECKS_FAILED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_AUTHORIZATION_FAILED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_AUTHORIZATION_LOST: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_LOGIN_REFUSED: _ClassVar[Provider.StateCause]
+        STATE_CAUSE_MAILBOX_UNREACHABLE: _ClassVar[Provider.StateCause]
+    STATE_CAUSE_UNSPECIFIED: Provider.StateCause
+    STATE_CAUSE_CHECKS_PASSED: Provider.StateCause
+    STATE_CAUSE_RECOVERED: Provider.StateCause
+    STATE_CAUSE_AUTHORIZATION_PENDING: Provider.StateCause
+    STATE_CAUSE_CHECKS_FAILED: Provider.StateCause
+    STATE_CAUSE_AUTHORIZATION_FAILED: Provider.StateCause
+    STATE_CAUSE_AUTHORIZATION_LOST: Provider.StateCause
+    STATE_CAUSE_LOGIN_REFUSED: Provider.StateCause
+    STATE_CAUSE_MAILBOX_UNREACHABLE: Provider.StateCause
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +76,7 @@ class Provider(_message.Message):
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_CAUSE_FIELD_NUMBER: _ClassVar[int]
     STATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +97,7 @@ class Provider(_message.Message):
     campaign: str
     state: Provider.State
     state_reason: str
+    state_cause: Provider.StateCause
     state_time: _timestamp_pb2.Timestamp
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
@@ -85,7 +107,7 @@ class Provider(_message.Message):
     outlook: OAuthMailboxSettings
     gmail: OAuthMailboxSettings
     plugin_settings: _struct_pb2.Struct
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., account: _Optional[str] = ..., from_name: _Optional[str] = ..., receive_emails: _Optional[bool] = ..., active_reference: _Optional[bool] = ..., reply_to: _Optional[_Iterable[str]] = ..., campaign: _Optional[str] = ..., state: _Optional[_Union[Provider.State, str]] = ..., state_reason: _Optional[str] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., smtp_imap: _Optional[_Union[SmtpImapSettings, _Mapping]] = ..., outlook: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., gmail: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., plugin_settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., account: _Optional[str] = ..., from_name: _Optional[str] = ..., receive_emails: _Optional[bool] = ..., active_reference: _Optional[bool] = ..., reply_to: _Optional[_Iterable[str]] = ..., campaign: _Optional[str] = ..., state: _Optional[_Union[Provider.State, str]] = ..., state_reason: _Optional[str] = ..., state_cause: _Optional[_Union[Provider.StateCause, str]] = ..., state_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., smtp_imap: _Optional[_Union[SmtpImapSettings, _Mapping]] = ..., outlook: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., gmail: _Optional[_Union[OAuthMailboxSettings, _Mapping]] = ..., plugin_settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("host", "port", "security")

@@ -1,6 +1,6 @@
 """Reading mail that arrives: pure functions, no I/O, and none of them ever raises.
 
-Two levels, because parsing costs real CPU (figures from bench/parse.py in the README):
+Two levels, because parsing costs real CPU (figures from bench/parse.py in docs/performance.md):
 
 - `parse_envelope` runs on the hot path, before a message is committed to the queue.
   It reads the header section only (up to the first empty line), with a hand-rolled

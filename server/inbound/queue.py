@@ -22,7 +22,7 @@ from ..clock import utcnow
 from .messages import Delivery, InboundMessage, InState, holder_of, split_ack_id
 from .parse_workers import ParseWorkers
 from .store import Arrival, InboundStore
-from .numbers import Pop3Store
+from .numbers import MailboxIds
 from ..store.db import Database
 
 log = logging.getLogger("mailgate.inbound")
@@ -71,7 +71,7 @@ class InboundQueue:
 
     def pop3_numbers(self, provider_id: str, folder: str, uidls: list[str]) -> dict[str, int]:
         """The numbers POP3 messages are queued under (see transport.pop3_poll)."""
-        return self.db.run_sync(lambda s: Pop3Store(s).numbers(provider_id, folder, uidls))
+        return self.db.run_sync(lambda s: MailboxIds(s).numbers(provider_id, folder, uidls))
 
     def commit(self, provider_id: str, folder: str, uidvalidity: int,
                messages: list[tuple[int, bytes]]) -> list[str]:

@@ -1,117 +1,137 @@
-"""Keeps the mailbox of every receiving provider watched, and is the watch hub's
-sink: what arrives is committed to the campaign queue before the hub treats it as
-fetched; a mailbox that goes down turns its provider RED, and GREEN again when it
-comes back."""
+"""Keeps a driver's inbound source running for every provider that receives mail,
+and is each source's sink: what arrives is committed to the campaign queue before
+the source moves its position; a mailbox that goes down turns its provider RED
+(MAILBOX_UNREACHABLE), and GREEN again when it comes back.
+
+Which providers are watched: receive_emails on, activated (not GREY), and not
+waiting for a new sign-in (AUTHORIZATION_LOST, AUTHORIZATION_FAILED). A RED
+provider stays watched otherwise: its source is how it recovers."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from typing import Sequence
 
-from mailgate.drivers.mailbox import split_folder_key
-from mailgate.drivers.transport.pop3_poll import Pop3Poller, Pop3Spec
-from mailgate.drivers.transport.watch import MailboxSpec, WatchHub
+from mailgate.drivers.api import CheckResult, DriverContext, InboundSink, InboundSource, Position
+from mailgate.drivers.registry import DriverRegistry
 
-from ..providers.state import State, StoredProvider
+from ..providers import reasons
+from ..providers.events import ProviderChange
+from ..providers.records import ProviderRecords
+from ..providers.state import Cause, State, StoredProvider
 from .queue import InboundQueue
-from ..providers.lifecycle import REAUTHORIZE, Providers
 
 log = logging.getLogger("mailgate.watchers")
 
-MAILBOX_DOWN = "receiving stopped: "  # the prefix of every RED reason the watchers set
+
+def should_watch(stored: StoredProvider) -> bool:
+    return (stored.config.receive_emails and stored.state is not State.GREY
+            and not stored.cause.needs_sign_in)
 
 
-class Watchers:
-    def __init__(self, providers: Providers, queue: InboundQueue, loop: asyncio.AbstractEventLoop,
-                 *, reconnect_base: float = 1.0):
-        self.providers, self.queue, self.loop = providers, queue, loop
-        self.hub = WatchHub(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
-        self.pop3 = Pop3Poller(self, throttle=providers.ctx.throttle, reconnect_base=reconnect_base)
-        self._lock = threading.Lock()
-        self._keys: dict[str, set[str]] = {}  # provider id -> its watch keys
-        self._down: dict[str, dict[str, str]] = {}  # provider id -> {key: reason} of folders down
-        providers.listeners.append(self.provider_changed)
+class Sources:
+    def __init__(self, records: ProviderRecords, drivers: DriverRegistry, ctx: DriverContext, queue: InboundQueue):
+        self.records, self.drivers, self.ctx, self.queue = records, drivers, ctx, queue
+        self._running: dict[str, InboundSource] = {}  # provider id -> its started source
+        self._lock = asyncio.Lock()  # one change at a time: a start never overtakes a stop
 
     async def start(self) -> None:
-        """Watches every receiving provider that has been activated."""
-        rows, token = [], ""
-        while True:
-            page, token = await self.providers.list("receive_emails = true", token, 1000)
-            rows += page
-            if not token:
-                break
-        for stored in rows:
-            await self.provider_changed(stored.id, stored)
-        log.info("watching %d mailbox(es)", self.watching())
-
-    async def provider_changed(self, provider_id: str, stored: StoredProvider | None) -> None:
-        specs = self._specs(stored) if stored else []
-        keep = {spec.key for spec in specs}
-        with self._lock:
-            gone = self._keys.pop(provider_id, set()) - keep
-            if specs:
-                self._keys[provider_id] = keep
-            down = self._down.get(provider_id, {})
-            for key in gone:
-                down.pop(key, None)
-        def apply() -> None:  # one hop to a thread: watch and unwatch may wait on the hubs' locks
-            for key in gone:  # folders no longer watched, or the protocol changed
-                self.hub.unwatch(key)
-                self.pop3.unwatch(key)
-            for spec in specs:
-                target, other = (self.pop3, self.hub) if isinstance(spec, Pop3Spec) else (self.hub, self.pop3)
-                other.unwatch(spec.key)  # the protocol may have changed
-                target.watch(spec)
-        await asyncio.to_thread(apply)
+        """Watches every receiving provider that should be."""
+        for stored in await self.records.receiving():
+            await self.provider_changed(ProviderChange(stored.id, stored, config_changed=True))
+        log.info("watching %d provider(s)", len(self._running))
 
     def watching(self) -> int:
-        """Mailboxes (folders) watched."""
-        return self.hub.stats()["watching"] + self.pop3.stats()["watching"]
+        return len(self._running)
 
-    def _specs(self, stored: StoredProvider) -> list[MailboxSpec | Pop3Spec]:
-        # GREY: never activated. RED stays watched: the watcher is how it recovers;
-        # unless its tokens were refused: only a new sign-in helps then.
-        if not stored.config.receive_emails or stored.state is State.GREY or (
-                stored.state is State.RED and stored.state_reason.startswith(REAUTHORIZE)):
-            return []
-        driver = self.providers.drivers.get(stored.config.type)
-        found = driver.mailbox(stored.config, self.providers.ctx) if driver else None
-        return [] if found is None else found if isinstance(found, list) else [found]
+    async def provider_changed(self, change: ProviderChange) -> None:
+        """A new config restarts the provider's source; a new state starts or stops it."""
+        async with self._lock:
+            pid, stored = change.provider_id, change.stored
+            wanted = stored is not None and should_watch(stored)
+            running = self._running.get(pid)
+            if running is not None and (change.config_changed or not wanted):
+                del self._running[pid]
+                await self._stop(pid, running)
+                running = None
+            if wanted and running is None:
+                assert stored is not None
+                source = self._source(stored)
+                if source is not None:
+                    await source.start()
+                    self._running[pid] = source
+
+    def _source(self, stored: StoredProvider) -> InboundSource | None:
+        driver = self.drivers.get(stored.config.type)
+        if driver is None or not driver.capabilities.receive:
+            return None
+        sink = ProviderSink(stored.id, self.queue, self.records, asyncio.get_running_loop())
+        return driver.inbound(stored.config, self.ctx, sink)
+
+    async def _stop(self, provider_id: str, source: InboundSource) -> None:
+        try:
+            await source.stop()
+        except Exception:  # a driver's trouble stopping must not keep others from changing
+            log.exception("provider %s: its inbound source failed to stop", provider_id)
 
     async def close(self) -> None:
-        await asyncio.gather(asyncio.to_thread(self.hub.close), asyncio.to_thread(self.pop3.close))
+        async with self._lock:
+            running, self._running = self._running, {}
+        await asyncio.gather(*(self._stop(pid, source) for pid, source in running.items()))
 
-    # -- the hub's and the poller's sink (their threads); keys are mailbox.folder_key
-    def position(self, key: str) -> tuple[int | None, int]:
-        return self.queue.position(*split_folder_key(key))
 
-    def numbers(self, key: str, uidls: list[str]) -> dict[str, int]:
-        return self.queue.pop3_numbers(*split_folder_key(key), uidls)
+class ProviderSink(InboundSink):
+    """One provider's sink (drivers.api.InboundSink): the queue's store for
+    positions and mail, and the provider's state for reachability. A provider is
+    down while any of its mailboxes is."""
 
-    def deliver(self, key: str, uidvalidity: int, messages: list[tuple[int, bytes]]) -> None:
-        self.queue.commit(*split_folder_key(key), uidvalidity, messages)
+    def __init__(self, provider_id: str, queue: InboundQueue, records: ProviderRecords,
+                 loop: asyncio.AbstractEventLoop):
+        self.provider_id, self.queue, self.records, self.loop = provider_id, queue, records, loop
+        self._lock = threading.Lock()
+        self._down: dict[str, CheckResult] = {}  # mailbox -> its problem
+        self._settling: asyncio.Lock | None = None
 
-    def status(self, key: str, up: bool, reason: str) -> None:
-        """A provider is down while any of its folders is."""
-        provider_id, _ = split_folder_key(key)
+    def position(self, mailbox: str) -> Position:
+        epoch, last = self.queue.position(self.provider_id, mailbox)
+        return Position(epoch, last)
+
+    def numbers(self, mailbox: str, ids: Sequence[str]) -> dict[str, int]:
+        return self.queue.pop3_numbers(self.provider_id, mailbox, list(ids))
+
+    def deliver(self, mailbox: str, epoch: int, messages: Sequence[tuple[int, bytes]]) -> None:
+        self.queue.commit(self.provider_id, mailbox, epoch, list(messages))
+
+    def status(self, mailbox: str, problem: CheckResult | None) -> None:
         with self._lock:
-            down = self._down.setdefault(provider_id, {})
-            if up:
-                down.pop(key, None)
+            if problem is None:
+                self._down.pop(mailbox, None)
             else:
-                down[key] = reason
-            first = next(iter(down.values()), None)
-        call = self._set_state(provider_id, first is None, first or "")
-        asyncio.run_coroutine_threadsafe(call, self.loop).result(30)
+                self._down[mailbox] = problem
+        try:
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._settle()))
+        except RuntimeError:  # the server's loop is closed: it is shutting down
+            pass
 
-    async def _set_state(self, provider_id: str, up: bool, reason: str) -> None:
-        """RED while the mailbox is down; GREEN again when it is back, but only if it
-        was the mailbox that made it RED (not, say, a refused SMTP login)."""
-        stored = await self.providers.get(provider_id)
-        if stored.state is State.GREY or stored.state_reason.startswith(REAUTHORIZE):
-            return
-        if not up:
-            await self.providers.set_state(provider_id, State.RED, MAILBOX_DOWN + reason)
-        elif stored.state is State.RED and stored.state_reason.startswith(MAILBOX_DOWN):
-            await self.providers.set_state(provider_id, State.GREEN, "mailbox reachable again")
-
+    async def _settle(self) -> None:
+        """Brings the provider's state in line with its mailboxes (in order: one at a time)."""
+        if self._settling is None:
+            self._settling = asyncio.Lock()
+        async with self._settling:
+            with self._lock:
+                first = next(iter(self._down.items()), None)
+            try:
+                if first is not None:
+                    mailbox, problem = first
+                    # Not for a provider waiting for activation or a sign-in.
+                    await self.records.set_state(self.provider_id, reasons.mailbox_down(problem, mailbox),
+                                                 only_if=lambda state, cause: state is not State.GREY
+                                                 and not cause.needs_sign_in)
+                else:
+                    # GREEN again only if it was the mailbox that made it RED (not, say,
+                    # a login refused while sending).
+                    await self.records.set_state(self.provider_id, reasons.RECOVERED,
+                                                 only_if=lambda state, cause: cause is Cause.MAILBOX_UNREACHABLE)
+            except Exception:  # deleted meanwhile, or the store is down: the next change settles it
+                log.warning("provider %s: its state could not follow its mailbox", self.provider_id, exc_info=True)

@@ -21,6 +21,8 @@ from mailgate.drivers.api import Envelope, SendFailure
 
 from . import compose
 from .. import paging
+from ..providers import reasons
+from ..providers.events import ProviderChange
 from ..providers.state import State, StoredProvider
 from ..clock import utcnow
 from ..errors import InvalidArgument, NotFound, Violation, Violations
@@ -208,7 +210,6 @@ def _stored_check(writing: asyncio.Future[Any]) -> Callable[[], Awaitable[None]]
 class Outbox:
     def __init__(self, providers: Providers, settings: OutboxSettings):
         self.providers = providers
-        providers.listeners.append(self.provider_changed)
         self.db = providers.db
         self.settings = settings
         self._wake = asyncio.Event()
@@ -374,8 +375,9 @@ class Outbox:
             lambda after, limit: self.db.run(lambda s: OutboxStore(s).list(filters, after, limit)),
             lambda r: (r.create_time, r.id), filter_text, page_token, size)
 
-    async def provider_changed(self, provider_id: str, stored: Any) -> None:
+    async def provider_changed(self, change: ProviderChange) -> None:
         """A provider that is GREEN after a change: what waited for it goes now."""
+        provider_id, stored = change.provider_id, change.stored
         self._senders.pop(provider_id, None)
         if stored is None or stored.state is not State.GREEN:
             return
@@ -478,8 +480,7 @@ class Outbox:
         except SendFailure as f:
             await stored_row()
             if f.auth_failed:
-                reason = f"sending failed: the SMTP server refused the login: {f.message}"
-                await self.providers.set_state(m.provider_id, State.RED, reason)
+                await self.providers.records.set_state(m.provider_id, reasons.login_refused(f.message))
                 return await self._record(m, OutState.RETRYING, code=f.code, error=f.message, transient=True,
                                           delay=self.settings.not_ready_delay)
             if not f.transient:

@@ -29,7 +29,7 @@ from .validation import copy_tree, get_path, set_path
 PLUGIN_SETTINGS = "plugin_settings"
 _SETTINGS_ONEOF = provider_pb2.Provider.DESCRIPTOR.oneofs_by_name["settings"]
 TYPED_SETTINGS = {f.name for f in _SETTINGS_ONEOF.fields} - {PLUGIN_SETTINGS}
-OUTPUT_ONLY_FIELDS = {"name", "state", "state_reason", "state_time", "create_time", "update_time",
+OUTPUT_ONLY_FIELDS = {"name", "state", "state_cause", "state_reason", "state_time", "create_time", "update_time",
                       "notices", "etag"}
 
 
@@ -124,6 +124,7 @@ def to_proto(p: StoredProvider, drivers: DriverRegistry,
         from_name=c.from_name, receive_emails=c.receive_emails,
         active_reference=c.active_reference, reply_to=list(c.reply_to), campaign=c.campaign,
         state=provider_pb2.Provider.State.Value(f"STATE_{p.state.value}"),
+        state_cause=provider_pb2.Provider.StateCause.Value(f"STATE_CAUSE_{p.cause.value}"),
         state_reason=p.state_reason, state_time=timestamp(p.state_time), create_time=timestamp(p.create_time),
         update_time=timestamp(p.update_time), etag=p.etag,
         notices=notices_to_proto(notices, c.type, drivers))

@@ -1,7 +1,8 @@
-"""The provider lifecycle: create, read, change, check, activate, delete.
+"""The provider lifecycle: create, read, change, check, activate, sign in, delete.
 
-Knows nothing of gRPC (server/servicer.py translates). Every rule about *when*
-credentials are checked and *what* state follows lives here.
+Knows nothing of gRPC (servicer.py translates). Every rule about *when*
+credentials are checked and *what* state follows lives here; the words for each
+state are in reasons.py.
 """
 from __future__ import annotations
 
@@ -9,21 +10,22 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from mailgate.drivers.api import (AuthorizationFailed, CheckResult, Driver, DriverContext, ErrorCode,
-                                  Notice, NotConfigured, ProviderConfig, Report)
+from mailgate.drivers.api import (AuthorizationFailed, Driver, DriverContext, Notice, NotConfigured,
+                                  ProviderConfig, Report)
 from mailgate.drivers.registry import DriverRegistry
 
 from .. import paging
-from . import validation
-from .state import State, StoredProvider
 from ..clock import utcnow
-from ..errors import (ChecksFailed, FailedPrecondition, InvalidArgument, Violation, Violations,
-                     etag_mismatch, name_taken)
+from ..errors import FailedPrecondition, InvalidArgument, Violation, Violations, etag_mismatch, name_taken
 from ..secrets import SecretBox
 from ..store.db import Database
+from . import reasons, validation
 from .authorizations import AuthorizationStore
+from .events import ProviderChange, ProviderEvents
+from .records import ProviderRecords
+from .state import State, Status, StoredProvider
 from .store import ProviderStore
 
 log = logging.getLogger("mailgate.providers")
@@ -32,13 +34,6 @@ log = logging.getLogger("mailgate.providers")
 WRITABLE = ("display_name", "account", "from_name", "receive_emails", "active_reference",
             "reply_to", "campaign")
 
-_SIDES = {"smtp": "SMTP", "imap": "IMAP", "pop3": "POP3"}
-
-# The prefix of the RED reason of a provider whose OAuth tokens were refused: it
-# stays RED (unwatched, its mail waiting) until someone signs in again.
-REAUTHORIZE = "re-authorization required: "
-
-
 @dataclass(frozen=True)
 class PendingAuthorization:
     uri: str
@@ -46,56 +41,19 @@ class PendingAuthorization:
     expire_time: datetime
 
 
-def describe(c: CheckResult) -> str:
-    """One sentence an administrator can act on."""
-    side = _SIDES.get(c.side, c.side.upper())
-    where = f"{c.host}:{c.port}"
-    said = f": {c.server_message}" if c.server_message else ""
-    return {
-        ErrorCode.AUTH_FAILED: f"{side} authentication failed at {where}{said}",
-        ErrorCode.CONNECT_FAILED: f"cannot connect to the {side} server {where}{said}",
-        ErrorCode.TLS_FAILED: f"TLS with the {side} server {where} failed{said}",
-        ErrorCode.TIMEOUT: f"the {side} server {where} did not answer in time{said}",
-        ErrorCode.PROTOCOL_ERROR: f"the {side} server {where} answered unexpectedly{said}",
-        ErrorCode.AUTH_UNAVAILABLE: f"the {side} server {where} offers no usable login{said}",
-        ErrorCode.BACKOFF: f"{side} login at {where} not retried yet{said}",
-        ErrorCode.AUTHORIZATION_REQUIRED: f"{REAUTHORIZE.rstrip(': ')}{said}",
-        ErrorCode.TOKEN_UNAVAILABLE: f"cannot renew the access token for {side} at {where}{said}",
-    }.get(c.error_code, f"{c.id} failed at {where}{said}")
-
-
-def checks_failed(report: Report, doing: str) -> ChecksFailed:
-    failures = report.failures
-    first = failures[0]
-    reason = f"{first.side}_{first.error_code.value}".upper()
-    message = f"{doing}: " + "; ".join(describe(c) for c in failures)
-    metadata = {"side": first.side, "check": first.id, "host": first.host, "port": str(first.port),
-                "error_code": first.error_code.value,
-                "failed_checks": ",".join(c.id for c in failures)}
-    return ChecksFailed(message, reason=reason, report=report, metadata=metadata,
-                        retry_after=first.retry_after)
-
-
 def not_configured(e: NotConfigured, driver: Driver) -> FailedPrecondition:
     return FailedPrecondition(str(e), reason="DRIVER_NOT_CONFIGURED", metadata={"type": driver.type})
 
 
 class Providers:
-    def __init__(self, db: Database, box: SecretBox, drivers: DriverRegistry, ctx: DriverContext,
-                 authorization_ttl: float = 600):
-        self.db, self.box, self.drivers, self.ctx = db, box, drivers, ctx
+    def __init__(self, db: Database, box: SecretBox, records: ProviderRecords, events: ProviderEvents,
+                 drivers: DriverRegistry, ctx: DriverContext, authorization_ttl: float = 600):
+        self.db, self.box, self.records, self.events = db, box, records, events
+        self.drivers, self.ctx = drivers, ctx
         self.authorization_ttl = authorization_ttl
-        # Told of every provider created, changed or deleted (None), after the store:
-        # the outbox sends what waited for a provider that turned GREEN, the
-        # watchers start or stop watching its mailbox.
-        self.listeners: list[Callable[[str, StoredProvider | None], Awaitable[None]]] = []
 
-    async def _changed(self, provider_id: str, stored: StoredProvider | None) -> None:
-        for listener in self.listeners:
-            try:
-                await listener(provider_id, stored)
-            except Exception:  # a listener's trouble must not fail the change itself
-                log.exception("listener %r failed for provider %s", listener, provider_id)
+    async def _changed(self, provider_id: str, stored: StoredProvider | None, config_changed: bool = True) -> None:
+        await self.events.publish(ProviderChange(provider_id, stored, config_changed))
 
     def _store(self, session: Any) -> ProviderStore:
         return ProviderStore(session, self.box)
@@ -121,19 +79,19 @@ class Providers:
         if taken:
             raise name_taken(config.display_name)
         if driver.capabilities.oauth:
-            state, reason = State.GREY, "waiting for authorization: call ActivateProvider"
+            status = reasons.sign_in_pending("waiting for authorization: call ActivateProvider")
         else:
             report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("create %r refused: %s", config.display_name, _summary(report))
-                raise checks_failed(report, "not created")
-            state, reason = State.GREEN, "credentials checked at creation"
+                raise reasons.checks_failed(report, "not created")
+            status = reasons.checked("credentials checked at creation")
         config = config.with_(id=str(uuid.uuid4()))
         if validate_only:
             now = utcnow()
-            return StoredProvider(config, state, reason, now, now, now, 0), notices
-        stored = await self.db.run(lambda s: self._store(s).insert(config, state, reason))
-        log.info("created provider %s %r (%s) %s", stored.id, config.display_name, config.type, state.value)
+            return StoredProvider(config, status.state, status.cause, status.reason, now, now, now, 0), notices
+        stored = await self.db.run(lambda s: self._store(s).insert(config, status))
+        log.info("created provider %s %r (%s) %s", stored.id, config.display_name, config.type, status.state.value)
         await self._changed(stored.id, stored)
         return stored, notices
 
@@ -161,29 +119,32 @@ class Providers:
         config, notices = self.prepare(driver, merged)
         # A secret typed in again counts as changed: the admin wants it tried.
         changed = changed_paths(current.config, config) | {p for p in paths if p.startswith("secrets.")}
-        state = None
+        status = None
         signed_out = driver.capabilities.oauth and "account" in changed
         if signed_out:  # the tokens are the old account's
             config = config.with_(secrets={})
-            state = (State.GREY, f"account changed to {config.account}: sign in again (ActivateProvider)")
+            status = reasons.sign_in_pending(f"account changed to {config.account}: sign in again (ActivateProvider)")
         elif changed and current.state is not State.GREY and driver.needs_recheck(changed):
             report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("update of %s refused: %s", provider_id, _summary(report))
-                raise checks_failed(report, "not updated")
-            state = (State.GREEN, "credentials checked after update")
+                raise reasons.checks_failed(report, "not updated")
+            status = reasons.checked("credentials checked after update")
         if validate_only:
-            s = state or (current.state, current.state_reason)
-            return replace(current, config=config, state=s[0], state_reason=s[1]), notices
+            if status is None:
+                return replace(current, config=config), notices
+            return replace(current, config=config, state=status.state, cause=status.cause,
+                           state_reason=status.reason), notices
+
         def write(s: Any) -> StoredProvider:
             if signed_out:
                 AuthorizationStore(s, self.box).drop_for(provider_id)
-            return self._store(s).update(config, version or current.version, state)
+            return self._store(s).update(config, version or current.version, status)
 
         stored = await self.db.run(write)
         await driver.release(provider_id)  # pooled connections use the old settings
         log.info("updated provider %s: %s", provider_id, ", ".join(sorted(changed)) or "no change")
-        await self._changed(provider_id, stored)
+        await self._changed(provider_id, stored, config_changed=bool(changed))
         return stored, notices
 
     # -- delete
@@ -226,13 +187,10 @@ class Providers:
             log.info("provider %s: sign-in started, valid until %s", provider_id, f"{expires:%H:%M:%S}")
             return current, Report(), PendingAuthorization(auth.uri, auth.state, expires)
         report = activation.report or Report()
-        if report.ok:
-            state, reason = State.GREEN, "activated"
-        else:
-            state, reason = State.RED, checks_failed(report, "activation failed").message
-        stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
-        log.info("activated provider %s: %s %s", provider_id, state.value, reason)
-        await self._changed(provider_id, stored)
+        status = reasons.checked("activated") if report.ok else reasons.activation_failed(report)
+        stored, _ = await self.db.run(lambda s: self._store(s).set_state(provider_id, status))
+        log.info("activated provider %s: %s %s", provider_id, status.state.value, status.reason)
+        await self._changed(provider_id, stored, config_changed=False)
         return stored, report, None
 
     async def complete_authorization(self, state: str, response: Mapping[str, str]
@@ -262,37 +220,22 @@ class Providers:
         await driver.release(provider_id)
         if failure:  # no tokens kept: the provider waits for a sign-in that works
             log.info("provider %s: %s", provider_id, failure)
-            stored = await self._write(current.config.with_(secrets={}), (State.RED, failure))
+            stored = await self._write(current.config.with_(secrets={}), reasons.sign_in_failed(failure))
             return stored, Report()
         # Stored before they are used: a refresh token rotated by the checks is saved over them.
         config = current.config.with_(secrets=dict(done.secrets))
-        await self._write(config, None, notify=False)
+        await self.db.run(lambda s: self._store(s).update(config, None))
         report = await driver.validate(config, self.ctx)
-        if report.ok:
-            new_state, reason = State.GREEN, f"signed in as {done.account}; mailbox checked"
+        return await self._write(config, reasons.signed_in(done.account, report), reread=True), report
+
+    async def _write(self, config: ProviderConfig, status: Status, reread: bool = False) -> StoredProvider:
+        """Stores the config (or, `reread`, keeps what is stored: secrets renewed
+        meanwhile) with a new status; the listeners hear of it as a new config."""
+        if reread:
+            stored, _ = await self.db.run(lambda s: self._store(s).set_state(config.id, status))
         else:
-            new_state, reason = State.RED, checks_failed(report, f"signed in as {done.account}, but").message
-        return await self.set_state(provider_id, new_state, reason), report
-
-    async def _write(self, config: ProviderConfig, state: tuple[State, str] | None,
-                     notify: bool = True) -> StoredProvider:
-        stored = await self.db.run(lambda s: self._store(s).update(config, None, state))
-        if notify:
-            await self._changed(stored.id, stored)
-        return stored
-
-    async def save_secrets(self, provider_id: str, secrets: Mapping[str, str]) -> None:
-        await self.db.run(lambda s: self._store(s).save_secrets(provider_id, secrets))
-        log.info("provider %s: renewed %s stored", provider_id, ", ".join(sorted(secrets)))
-
-    async def authorization_lost(self, provider_id: str, message: str) -> None:
-        await self.set_state(provider_id, State.RED, REAUTHORIZE + message)
-
-    async def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
-        """For the services that find a mailbox broken (sending, watching) or mended."""
-        stored = await self.db.run(lambda s: self._store(s).set_state(provider_id, state, reason))
-        log.info("provider %s is %s: %s", provider_id, state.value, reason)
-        await self._changed(provider_id, stored)
+            stored = await self.db.run(lambda s: self._store(s).update(config, None, status))
+        await self._changed(stored.id, stored)
         return stored
 
     # -- helpers

@@ -3,7 +3,7 @@ commits: the caller's transaction (Database.run) decides."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailgate.drivers.api import ProviderConfig
 
-from .state import State, StoredProvider
+from .state import Cause, State, Status, StoredProvider
 from ..clock import utcnow
 from ..errors import NotFound, etag_mismatch, name_taken
 from ..secrets import Sealed, SecretBox
@@ -78,13 +78,13 @@ class ProviderStore:
         return [self._load(row) for row in self.session.scalars(q).unique()]
 
     # -- writes
-    def insert(self, config: ProviderConfig, state: State, reason: str) -> StoredProvider:
+    def insert(self, config: ProviderConfig, status: Status) -> StoredProvider:
         assert config.id
         if self.is_name_taken(config.display_name):
             raise name_taken(config.display_name)
         now = utcnow()
-        row = ProviderRow(id=config.id, state=state.value, state_reason=reason, state_time=now,
-                          create_time=now, update_time=now, version=1)
+        row = ProviderRow(id=config.id, state=status.state.value, state_cause=status.cause.value,
+                          state_reason=status.reason, state_time=now, create_time=now, update_time=now, version=1)
         self._write(row, config)
         self.session.add(row)
         try:
@@ -94,26 +94,32 @@ class ProviderStore:
         return self._load(row)
 
     def update(self, config: ProviderConfig, expected_version: int | None,
-               state: tuple[State, str] | None = None) -> StoredProvider:
+               status: Status | None = None) -> StoredProvider:
         assert config.id
         row = self._row(config.id, expected_version)
         if self.is_name_taken(config.display_name, except_id=config.id):
             raise name_taken(config.display_name)
         self._write(row, config)
-        if state:
-            self._set_state(row, *state)
+        if status:
+            self._set_state(row, status)
         row.version += 1
         row.update_time = utcnow()
         self.session.flush()
         return self._load(row)
 
-    def set_state(self, provider_id: str, state: State, reason: str) -> StoredProvider:
-        row = self._row(provider_id)
-        if (row.state, row.state_reason) != (state.value, reason):
-            self._set_state(row, state, reason)
+    def set_state(self, provider_id: str, status: Status,
+                  only_if: Callable[[State, Cause], bool] | None = None) -> tuple[StoredProvider, bool]:
+        """The provider with its new status, and whether it changed. `only_if(state,
+        cause)` of the stored provider decides, in this transaction, whether to change."""
+        row = self._row(provider_id, lock=only_if is not None)
+        current = (row.state, row.state_cause, row.state_reason)
+        allowed = only_if is None or only_if(State(row.state), Cause(row.state_cause))
+        changed = allowed and current != (status.state.value, status.cause.value, status.reason)
+        if changed:
+            self._set_state(row, status)
             row.version += 1
             self.session.flush()
-        return self._load(row)
+        return self._load(row), changed
 
     def save_secrets(self, provider_id: str, changes: Mapping[str, str]) -> None:
         """Stores secrets the server itself renewed (a rotated refresh token). Not a
@@ -127,10 +133,10 @@ class ProviderStore:
         self.session.flush()
 
     # -- helpers
-    def _row(self, provider_id: str, expected_version: int | None = None) -> ProviderRow:
+    def _row(self, provider_id: str, expected_version: int | None = None, lock: bool = False) -> ProviderRow:
         # Lock the provider row only (its secrets come through an outer join).
-        lock = {"of": ProviderRow} if expected_version is not None else None
-        row = self.session.get(ProviderRow, provider_id, with_for_update=lock)
+        locking = {"of": ProviderRow} if expected_version is not None or lock else None
+        row = self.session.get(ProviderRow, provider_id, with_for_update=locking)
         if row is None:
             raise NotFound(f"provider {provider_id!r} does not exist", metadata={"provider": provider_id})
         if expected_version is not None and row.version != expected_version:
@@ -138,8 +144,9 @@ class ProviderStore:
         return row
 
     @staticmethod
-    def _set_state(row: ProviderRow, state: State, reason: str) -> None:
-        row.state, row.state_reason, row.state_time = state.value, reason, utcnow()
+    def _set_state(row: ProviderRow, status: Status) -> None:
+        row.state, row.state_cause, row.state_reason = status.state.value, status.cause.value, status.reason
+        row.state_time = utcnow()
 
     def _write(self, row: ProviderRow, c: ProviderConfig) -> None:
         row.display_name = c.display_name.strip()
@@ -173,6 +180,7 @@ class ProviderStore:
             from_name=row.from_name, receive_emails=row.receive_emails,
             active_reference=row.active_reference, reply_to=tuple(row.reply_to),
             campaign=row.campaign, settings=row.settings, secrets=secrets)
-        return StoredProvider(config=config, state=State(row.state), state_reason=row.state_reason,
+        return StoredProvider(config=config, state=State(row.state), cause=Cause(row.state_cause),
+                              state_reason=row.state_reason,
                               state_time=row.state_time, create_time=row.create_time,
                               update_time=row.update_time, version=row.version)

@@ -77,6 +77,7 @@ class ProviderRow(Base):
     campaign: Mapped[str] = mapped_column(String(200), default="", index=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(8), index=True)
+    state_cause: Mapped[str] = mapped_column(String(32))  # state.Cause: code branches on it
     state_reason: Mapped[str] = mapped_column(Text, default="")
     state_time: Mapped[datetime]
     create_time: Mapped[datetime]
@@ -226,13 +227,14 @@ class AuthorizationRow(Base):
     use_time: Mapped[datetime | None]
 
 
-class Pop3UidlRow(Base):
-    """A POP3 message's unique id (UIDL) and the number it is queued under: the
-    queue's mailbox position (folder INBOX, UIDVALIDITY 0) counts in these numbers,
-    so a message is fetched again after a crash until its number is committed."""
+class MailboxIdRow(Base):
+    """A number for a message that its source knows by an opaque id (a POP3 UIDL, a
+    file name): the queue's mailbox position counts in these numbers, so a message is
+    handed again after a crash until its number is committed, and never after."""
 
-    __tablename__ = "pop3_uidls"
+    __tablename__ = "mailbox_ids"
 
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True)
-    uidl: Mapped[str] = mapped_column(String(70), primary_key=True)  # RFC 1939: 1 to 70 characters
-    uid: Mapped[int] = mapped_column(BigInteger)
+    folder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # RFC 1939 UIDLs: 1 to 70 characters
+    number: Mapped[int] = mapped_column(BigInteger)

@@ -263,6 +263,17 @@ class Dovecot:
         if done.returncode not in (0, 68):  # 68: nobody to kick
             raise DovecotError(f"doveadm kick {user} failed: {done.stderr.strip()}")
 
+    def sessions(self, user: str | None = None, protocol: str = "imap") -> int:
+        """Sessions logged in now (of `user`, or of everyone), as Dovecot counts them
+        (doveadm who): the server's view, not the client's."""
+        doveadm = shutil.which("doveadm") or "/usr/bin/doveadm"
+        done = subprocess.run([doveadm, "-c", str(self.config_path), "who", "-1", *([user] if user else [])],
+                              capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise DovecotError(f"doveadm who failed: {done.stderr.strip()}")
+        rows = [line.split() for line in done.stdout.splitlines()[1:]]  # the first line is a header
+        return sum(1 for row in rows if len(row) >= 2 and row[1] == protocol)
+
     def restart(self) -> None:
         """Stop and start again on the same ports (clients see their connections
         drop, as with a server restart); mail and users are kept."""
@@ -433,7 +444,7 @@ class Dovecot:
         if self.client_limit is not None:
             # Many sessions per imap process (service_count = 0 reuses processes;
             # the default is one process per session). Each imap process takes an
-            # inotify instance and this machine allows 128 per user; past that
+            # inotify instance, and Linux allows 128 per user by default; past that
             # Dovecot falls back to polling. The login processes go to
             # "high-performance" mode too: with implicit TLS each session keeps its
             # login process as TLS proxy, and one process per session would hit
