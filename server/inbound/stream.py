@@ -1,13 +1,15 @@
 """One consumer's subscription to a campaign queue: the leases it holds and the
 batches of deliveries it is given.
 
-A stream claims its whole free window in one transaction, sends what it took in
-batches of about RESPONSE_BYTES (one bigger message goes alone; the raw bytes, when
-the subscription asks for them, count too), their bodies parsed
-side by side in ParseWorkers, and sleeps until a commit, an acknowledgement or a
-give-back wakes it, or it is time to look for leases that expired elsewhere. A
-consumer that leaves (its stream ends, or its call is cancelled) gives back at once
-whatever it did not acknowledge.
+A stream claims its whole free window in one transaction and sends what it took in
+batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
+subscription asks for them, count too), their bodies parsed side by side in
+ParseWorkers. Its window counts the leases it still holds: those acknowledged
+anywhere (AckInboundMail, another stream, another replica: each lease token names
+its stream, which is told) or past their deadline no longer count. It sleeps until a
+commit, an acknowledgement or a give-back wakes it, its first lease expires, or it
+is time to look for leases that expired elsewhere. A consumer that leaves (its
+stream ends, or its call is cancelled) gives back at once whatever it holds.
 """
 from __future__ import annotations
 
