@@ -116,7 +116,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         ("grpc.max_receive_message_length", 2 * settings.max_message_bytes + (1 << 20)),
         ("grpc.max_send_message_length", -1),
     ])
-    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers), server)
+    provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers, drivers), server)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
     inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound), server)
     health_servicer = health.aio.HealthServicer()

@@ -29,9 +29,8 @@ def request_paths(type_: str, drivers: DriverRegistry) -> Iterator[None]:
 
 
 class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
-    def __init__(self, providers: Providers):
-        self.providers = providers
-        self.drivers = providers.drivers
+    def __init__(self, providers: Providers, drivers: DriverRegistry):
+        self.providers, self.drivers = providers, drivers
 
     def _provider_out(self, stored, notices=()) -> provider_pb2.Provider:
         return conv.to_proto(stored, self.drivers, notices)
