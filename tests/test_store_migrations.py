@@ -42,7 +42,6 @@ def test_existing_providers_get_the_cause_their_reason_was_written_for(mailgate_
     db = Database(mailgate_database_url)
     config = alembic_config(db.engine)
     command.upgrade(config, "0007")
-    now = datetime.now(timezone.utc)
     written = {  # (state, reason) -> the cause it must get
         ("GREEN", "credentials checked at creation"): "CHECKS_PASSED",
         ("GREEN", "mailbox reachable again"): "RECOVERED",
@@ -56,15 +55,8 @@ def test_existing_providers_get_the_cause_their_reason_was_written_for(mailgate_
         ("RED", "signed in as a@example.test, but: IMAP authentication failed at x:1"): "CHECKS_FAILED",
         ("RED", "activation failed: cannot connect to the SMTP server x:1"): "CHECKS_FAILED",
     }
-    ids = {}
     with db.engine.begin() as c:
-        t = sa.Table("providers", sa.MetaData(), autoload_with=c)
-        for i, (state, reason) in enumerate(written):
-            ids[(state, reason)] = pid = str(uuid.uuid4())
-            c.execute(t.insert().values(
-                id=pid, display_name=f"p{i}", name_key=f"p{i}", type="smtp_imap", account="a@example.test",
-                from_name="", receive_emails=False, active_reference=False, reply_to=[], campaign="", settings={},
-                state=state, state_reason=reason, state_time=now, create_time=now, update_time=now, version=1))
+        ids = {(state, reason): _provider_row(c, state=state, state_reason=reason) for state, reason in written}
 
     command.upgrade(config, "head")
     with db.engine.connect() as c:
@@ -82,16 +74,9 @@ def test_pop3_uidl_numbers_move_to_mailbox_ids_and_back(mailgate_database_url):
     db = Database(mailgate_database_url)
     config = alembic_config(db.engine)
     command.upgrade(config, "0008")
-    now = datetime.now(timezone.utc)
-    pid = str(uuid.uuid4())
     numbered = {"uidl-a": 1, "uidl-b": 2, "x" * 70: 5}
     with db.engine.begin() as c:
-        providers = sa.Table("providers", sa.MetaData(), autoload_with=c)
-        c.execute(providers.insert().values(
-            id=pid, display_name="p", name_key="p", type="smtp_imap", account="a@example.test", from_name="",
-            receive_emails=True, active_reference=False, reply_to=[], campaign="", settings={}, state="GREEN",
-            state_cause="CHECKS_PASSED", state_reason="", state_time=now, create_time=now, update_time=now,
-            version=1))
+        pid = _provider_row(c, state="GREEN", state_cause="CHECKS_PASSED", state_reason="")
         uidls = sa.Table("pop3_uidls", sa.MetaData(), autoload_with=c)
         c.execute(uidls.insert(), [dict(provider_id=pid, uidl=u, uid=n) for u, n in numbered.items()])
 
@@ -106,3 +91,14 @@ def test_pop3_uidl_numbers_move_to_mailbox_ids_and_back(mailgate_database_url):
         assert dict(c.execute(sa.select(uidls.c.uidl, uidls.c.uid)).all()) == {**numbered, "uidl-new": 6}
         assert "mailbox_ids" not in sa.inspect(c).get_table_names()
     db.close()
+
+
+def _provider_row(c: sa.Connection, **values) -> str:
+    """Inserts a provider row as the schema of the moment has it; its id."""
+    pid, now = str(uuid.uuid4()), datetime.now(timezone.utc)
+    t = sa.Table("providers", sa.MetaData(), autoload_with=c)
+    c.execute(t.insert().values(
+        id=pid, display_name=pid, name_key=pid, type="smtp_imap", account="a@example.test", from_name="",
+        receive_emails=True, active_reference=False, reply_to=[], campaign="", settings={}, state_time=now,
+        create_time=now, update_time=now, version=1, **values))
+    return pid
