@@ -57,20 +57,21 @@ class Prepared:
             return [tuple(p(row[n]) if p else row[n] for n, p in processors) for row in rows]
         return [{n: p(row[n]) if p else row[n] for n, p in processors} for row in rows]
 
-    def executemany(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Runs the statement once per row (each row: bind name -> value)."""
+    def executemany(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Runs the statement once per row (each row: bind name -> value); the number
+        of rows matched, all runs together."""
         if not rows:
-            return
+            return 0
         conn = session.connection()
         compiled = self._for(conn.dialect)
         if compiled is None:
-            conn.execute(self.statement, list(rows))
-            return
+            return conn.execute(self.statement, list(rows)).rowcount
         sql, positional, processors = compiled
         params = self._params(positional, processors, rows)
         cursor = conn.connection.cursor()
         try:
             cursor.executemany(sql, params)
+            return cursor.rowcount
         except conn.dialect.loaded_dbapi.Error as e:
             raise _wrapped(conn.dialect, sql, e) from e
         finally:
