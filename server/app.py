@@ -98,7 +98,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
                                               retry_base=settings.retry_base,
                                               first_attempt_wait=settings.first_attempt_wait,
-                                              commit_delay=settings.commit_delay))
+                                              commit_delay=settings.commit_delay, lease=settings.outbox_lease))
     inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(parse_workers=settings.parse_workers),
                            asyncio.get_running_loop())
     sources = Sources(records, drivers, runtime, inbound)

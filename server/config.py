@@ -32,6 +32,8 @@ class Settings:
     first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
     # how long an outbox commit waits for writes on their way (under load only); 0: never
     commit_delay: float = field(default_factory=lambda: float(_env("MAILGATE_COMMIT_DELAY", "0.001")))
+    # seconds a message under an attempt is that attempt's (renewed while it runs); then another may take it
+    outbox_lease: float = field(default_factory=lambda: float(_env("MAILGATE_OUTBOX_LEASE", "120")))
     # receiving: how often a mailbox without IMAP IDLE is looked at
     poll_interval: float = field(default_factory=lambda: float(_env("MAILGATE_POLL_INTERVAL", "30")))
     # processes parsing mail (headers when queued, bodies when streamed); 0: in the server's threads

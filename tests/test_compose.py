@@ -366,7 +366,7 @@ def test_compose_writes_exactly_what_an_email_message_would(seed):
     compose_reference is the plain EmailMessage + generator way. Same bytes, always."""
     import random
 
-    from mailgate.server.outbound.compose import compose_reference
+    from mailgate.testing.oracles import compose_reference
     rnd = random.Random(seed)
     subjects = ["", "Hola", "Estimado señor Núñez", "=?utf-8?q?caf=C3=A9?=", "two  spaces", " leading",
                 "trailing ", "x" * 200, "Re: Pedido 7", "tab\there", "Reclamación número 12345 " * 10, "a" * 69]

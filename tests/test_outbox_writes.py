@@ -24,8 +24,8 @@ from mailgate.server.outbound.outbox import GroupCommit
 from mailgate.server.secrets import SecretBox
 from mailgate.server.store.db import Database
 from mailgate.server.store.models import OutboundRow, ProviderRow
-from mailgate.server.outbound.store import (STALE, Claimed, Duplicate, Finish, NewOutbound, OutboxStore,
-                                          OutState)
+from mailgate.server.outbound.store import (STALE, Claimed, Duplicate, Finish, LeaseLost, NewOutbound,
+                                            OutboxStore, OutState)
 from mailgate.server.providers.store import ProviderStore
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error
@@ -57,8 +57,8 @@ def new(provider_id: str, fingerprint, request_id: str | None = None, **changes)
         mail_from=USER, to=["jane@example.test"], cc=[], bcc=["hidden@example.test"], subject="s",
         attachments=[{"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 3}],
         raw=b"Subject: s\r\n\r\nx\r\n", size_bytes=17, attempts=0, next_attempt_time=now,
-        lease_until=now + timedelta(seconds=120), last_code=0, last_error="", last_transient=False,
-        create_time=now, update_time=now, sent_time=None)
+        lease_until=now + timedelta(seconds=120), lease_token=str(uuid.uuid4()), last_code=0, last_error="",
+        last_transient=False, create_time=now, update_time=now, sent_time=None)
     values.update(changes)
     return NewOutbound(values, ["<root@example.test>"], (provider_id, fingerprint))
 
@@ -160,13 +160,14 @@ def test_a_message_composed_from_a_changed_provider_is_not_stored(store):
 def test_results_recorded_together_are_what_is_stored(store):
     db, pid, fingerprint = store
     writer = GroupCommit(db)
-    a, b, c = (r.message for r in together(writer, [new(pid, fingerprint) for _ in range(3)]))
+    ca, cb, cc = together(writer, [new(pid, fingerprint) for _ in range(3)])
+    a, b, c = ca.message, cb.message, cc.message
     now = datetime.now(timezone.utc)
     later = now + timedelta(seconds=30)
     sent, retrying, held = together(writer, [
-        Finish(a, now, OutState.SENT, code=250),
-        Finish(b, now, OutState.RETRYING, next_attempt=later, code=451, error="try later", transient=True),
-        Finish(c, now, OutState.RETRYING, counted=False, next_attempt=later, error="provider deleted")])
+        Finish(a, ca.lease, now, OutState.SENT, code=250),
+        Finish(b, cb.lease, now, OutState.RETRYING, next_attempt=later, code=451, error="try later", transient=True),
+        Finish(c, cc.lease, now, OutState.RETRYING, counted=False, next_attempt=later, error="provider deleted")])
     assert writer.batches == 2
     for got in (sent, retrying, held):
         assert got == stored(db, got.id)
@@ -178,6 +179,39 @@ def test_results_recorded_together_are_what_is_stored(store):
     # The lease is given back: the worker may claim what is due.
     due = db.transaction(lambda s: OutboxStore(s).claim_due(later, 10, timedelta(seconds=60)))
     assert sorted(c.message.id for c in due) == sorted([b.id, c.id])
+
+
+def test_a_result_is_recorded_only_under_the_lease_that_made_the_attempt(store):
+    """An attempt that outlived its lease (the message claimed again meanwhile) records
+    nothing, renews nothing and gives nothing back, beside results of others in the
+    same transaction; the attempt holding the lease does."""
+    db, pid, fingerprint = store
+    writer = GroupCommit(db)
+    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+    first, other = together(writer, [new(pid, fingerprint), new(pid, fingerprint, next_attempt_time=tomorrow)])
+    expired = first.lease_until + timedelta(seconds=1)
+    [second] = db.transaction(lambda s: OutboxStore(s).claim_due(expired, 10, timedelta(seconds=60)))
+    assert second.message.id == first.message.id
+    assert second.lease != first.lease and second.lease_until == expired + timedelta(seconds=60)
+
+    now = datetime.now(timezone.utc)
+    assert db.transaction(lambda s: OutboxStore(s).renew([(first.message.id, first.lease)], expired)) == set()
+    db.transaction(lambda s: OutboxStore(s).postpone(first.message.id, first.lease, now + timedelta(days=1)))
+    late, alongside = together(writer, [Finish(first.message, first.lease, now, OutState.FAILED, code=550,
+                                               error="refused"),
+                                        Finish(other.message, other.lease, now, OutState.SENT, code=250)])
+    assert isinstance(late, LeaseLost) and late.current == stored(db, first.message.id)
+    assert late.current.state is OutState.QUEUED and late.current.attempts == 0
+    assert late.current.next_attempt_time == first.message.next_attempt_time  # not postponed either
+    assert alongside == stored(db, other.message.id) and alongside.state is OutState.SENT
+
+    later = second.lease_until - timedelta(seconds=1)
+    assert db.transaction(lambda s: OutboxStore(s).renew([(second.message.id, second.lease)], later)) == {
+        second.message.id}
+    [done] = together(writer, [Finish(second.message, second.lease, now, OutState.SENT, code=250)])
+    assert done == stored(db, first.message.id) and (done.state, done.attempts) == (OutState.SENT, 1)
+    # A result recorded gives the lease back: renewing it now keeps nothing.
+    assert db.transaction(lambda s: OutboxStore(s).renew([(second.message.id, second.lease)], later)) == set()
 
 
 # --- through the server ----------------------------------------------------------------

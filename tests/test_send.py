@@ -295,3 +295,31 @@ def test_a_large_attachment_is_accepted_and_an_oversized_message_refused_in_word
         provider=p.name, to=["jane@example.test"], subject="huge", text_body="x",
         attachments=[mpb.Attachment(filename="huge.bin", data=big * 3)])))
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "size" in err.violations
+
+
+def test_a_send_that_outlives_its_lease_goes_out_once(tmp_path, mailgate_database_url, mail_ca, mail_users):
+    """The SMTP server holds its reply to the data longer than the outbox lease
+    (a large message on a slow link does): the attempt keeps its message, the worker
+    does not take it for a second attempt, and the message is received once."""
+    from mailgate.server.outbound.store import OutboxStore, OutState
+    from mailgate.server.store.db import Database
+
+    # The worker looks for due mail at least every 5 s: a hold of 7 s outlives a
+    # 1 s lease and the worker's next look.
+    settings = make_settings(tmp_path, mailgate_database_url, outbox_lease=1.0, first_attempt_wait=0.2)
+    with SmtpServer("STARTTLS", dict(mail_users), mail_ca) as smtp:
+        with ServerThread(settings) as server:
+            p = make_provider(server, smtp, mail_ca)
+            smtp.handler.data_reply_delay = 7.0
+            m = mail(server).SendEmail(mpb.SendEmailRequest(
+                provider=p.name, to=["jane@example.test"], subject="slow and large", text_body="x"))
+            assert m.state == Out.STATE_QUEUED  # the attempt is still waiting for the reply
+            assert wait_state(server, m.name, Out.STATE_SENT, timeout=20).state == Out.STATE_SENT
+        # Stopping waits for every attempt under way: a second one would have landed by now.
+        assert [parse(x.content)["Message-ID"] for x in smtp.messages] == [m.message_id]
+    db = Database(mailgate_database_url)
+    try:
+        stored = db.transaction(lambda s: OutboxStore(s).get(m.name.removeprefix("outboundMessages/")))
+    finally:
+        db.close()
+    assert (stored.state, stored.attempts) == (OutState.SENT, 1)

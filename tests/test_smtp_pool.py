@@ -18,6 +18,7 @@ from mailgate.drivers.transport import (
     Endpoint, LoginThrottle, PasswordAuth, SendError, SendResult, SmtpPool)
 from mailgate.testing.servers import SmtpServer, free_ports
 from mailgate.testing.clock import FakeClock
+from mailgate.testing.oracles import smtplib_send
 
 AGENT = "agent@example.test"
 MODES = ("NONE", "STARTTLS", "TLS")
@@ -272,6 +273,95 @@ def test_utf8_address_without_smtputf8_is_permanent(mail_ca, throttle):
     finally:
         pool.close()
         controller.stop()
+
+
+# --------------------------------------------------------------------------------------
+# the same transactions through smtplib: the pool's own client must behave as it does
+
+
+def outcome(call) -> tuple:
+    """What a send came to: the result, or the error as classified."""
+    try:
+        r = call()
+    except SendError as e:
+        return ("error", e.code, e.message, e.transient, e.auth_failed, e.error_code, e.refused)
+    return ("sent", r.code, r.message, r.refused)
+
+
+def what_the_server_got(server: SmtpServer) -> list[tuple]:
+    """Accepted and refused messages: envelope, exact bytes, login, ESMTP parameters
+    (keywords in one case: smtplib writes size=, the pool SIZE=; RFC 5321 2.4)."""
+    def options(opts: list[str]) -> list[str]:
+        return sorted(o.split("=", 1)[0].upper() + ("=" + o.split("=", 1)[1] if "=" in o else "") for o in opts)
+    return [(kind, m.mail_from, m.rcpt_tos, m.content, m.login, options(m.mail_options), m.rcpt_options)
+            for kind, received in (("accepted", server.messages), ("refused", server.handler.rejected))
+            for m in received]
+
+
+def through_both(server: SmtpServer, mail_ca, *, recipients=("rcpt@example.test",), raw: bytes,
+                 fail: tuple[int, str] | None = None) -> dict[str, tuple]:
+    """{"smtplib" | "pool": (outcome, what the server got)}, each on a fresh connection."""
+    seen = {}
+    for via in ("smtplib", "pool"):
+        server.reset()
+        server.fail_next = [fail] if fail else []
+        if via == "smtplib":
+            got = outcome(lambda: smtplib_send(
+                server.host, server.port, server.mode, AGENT, "s3cret-agent", context=mail_ca.client_context(),
+                mail_from=AGENT, recipients=list(recipients), raw=raw))
+        else:
+            pool = SmtpPool()
+            try:
+                got = outcome(lambda: send(pool, server, mail_ca, recipients=recipients, raw=raw))
+            finally:
+                pool.close()
+        seen[via] = (got, what_the_server_got(server))
+    return seen
+
+
+TRANSACTIONS = {
+    "dot-stuffing": dict(raw=raw_message(1)),
+    "no line end at the end": dict(raw=b"Subject: x\r\n\r\nends without CRLF"),
+    "8-bit body": dict(raw=raw_message(2, body="Grüße")),
+    "UTF-8 header": dict(raw="Subject: Grüße\r\n\r\nx\r\n".encode()),
+    "UTF-8 address": dict(recipients=("jürgen@example.test",), raw=raw_message(3, body="Grüße")),
+    "several recipients": dict(recipients=("a@example.test", "b@example.test", "A@example.test"), raw=raw_message(7)),
+    "larger than the socket buffers": dict(
+        raw=raw_message(4, body="\r\n".join(f".line {i:07d} " + "x" * 60 for i in range(20_000)))),
+    "data refused, temporarily": dict(raw=raw_message(5), fail=(451, "4.3.0 try later")),
+    "data refused": dict(raw=raw_message(6), fail=(554, "5.6.0 Message content rejected")),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", TRANSACTIONS)
+def test_the_pool_sends_as_smtplib_does(name, mode, smtp_server, mail_ca):
+    seen = through_both(smtp_server(mode), mail_ca, **TRANSACTIONS[name])
+    assert seen["pool"] == seen["smtplib"]
+    assert seen["pool"][1], "the server saw the transaction"
+
+
+def test_refused_recipients_are_told_as_smtplib_tells_them(refusing_rcpt, mail_ca):
+    for recipients in (("nobody@example.test", "rcpt@example.test", "later@example.test"),
+                       ("nobody@example.test", "nobody@other.test"),
+                       ("nobody@example.test", "later@example.test")):
+        seen = through_both(refusing_rcpt, mail_ca, recipients=recipients, raw=raw_message(1))
+        assert seen["pool"] == seen["smtplib"], recipients
+
+
+def test_a_server_that_hangs_up_after_the_data_is_told_as_smtplib_tells_it(smtp_server, mail_ca, monkeypatch):
+    server = smtp_server("STARTTLS")
+    real = server.handler.handle_DATA
+
+    async def handle_DATA(srv, session, envelope):
+        status = await real(srv, session, envelope)
+        srv.transport.close()  # the message is taken, the 250 never arrives
+        return status
+
+    monkeypatch.setattr(server.handler, "handle_DATA", handle_DATA)
+    seen = through_both(server, mail_ca, raw=raw_message(1))
+    assert seen["pool"] == seen["smtplib"]
+    assert seen["pool"][0][:2] == ("error", 0) and seen["pool"][0][5] is ErrorCode.PROTOCOL_ERROR
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""An open socket, plain or TLS, driven by the running event loop.
+"""An open socket, plain or TLS, driven by the running event loop: what carries the
+SMTP pool's transactions instead of smtplib's blocking socket in a worker thread (or
+aiosmtplib's asyncio streams; see pool.py for the equivalence test and benchmark).
 
 Connections are opened, secured and logged in by blocking code in a worker thread
 (the same code that checks credentials, with its trace, deadline and error

@@ -8,6 +8,15 @@ the mail transactions then run on the event loop (`LoopSocket`), so a message
 costs no thread hop. Several sends share one pool, each on a connection it has
 checked out for itself; the pool belongs to one event loop.
 
+Speed: the mail transaction (MAIL, RCPT, DATA) bypasses smtplib's sendmail (run in
+a worker thread, as blocking libraries are here) and aiosmtplib, with a small client
+of its own (`Link`, `_transact`): a thread hop, and a fight for the GIL, at each of
+~8 socket operations cost more CPU per message than the exchange on the loop
+(bench/smtp_client.py prints both side by side). It must behave as smtplib does:
+tests/test_smtp_pool.py sends the same transactions through both
+(mailgate.testing.oracles.smtplib_send) and compares what the server received and
+the outcomes.
+
 Rules:
 * A reused connection may have been closed by the server while it idled. If it
   turns out broken before any byte of the body was sent (disconnect, reset, or a

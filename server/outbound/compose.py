@@ -18,18 +18,20 @@ Choices worth knowing:
 - Bcc never appears in the headers: those addresses travel in the envelope only
   (`envelope_recipients`).
 
-Speed (SendEmail composes every message on its hot path; the plain way cost ~1 ms
-for a 10 KB message, this ~0.15 ms): the email package parses, encodes and folds
-everything that comes from a caller, but nothing it produced is made twice.
-Addresses are parsed once per distinct entry (a bounded cache); the From, To, Cc
-and Reply-To fields are folded once per distinct value (a provider's From and
-Reply-To once); the message is written header by header instead of through an
+Speed: this bypasses email.message.EmailMessage and its generator
+(email.generator.BytesGenerator) for the headers and for a single text part.
+SendEmail composes every message on its hot path, and the plain way costs several
+times more (bench/compose.py prints both). The email package still parses, encodes
+and folds everything that comes from a caller, but nothing it produced is made
+twice. Addresses are parsed once per distinct entry (a bounded cache); the From,
+To, Cc and Reply-To fields are folded once per distinct value (a provider's From
+and Reply-To once); the message is written header by header instead of through an
 EmailMessage and its generator, and a single text part is encoded by the very
 function set_content uses. The only lines written directly are Date and
 Message-ID, values mailgate made itself, and only when they are plain ASCII that
 needs no folding (what the email package would write unchanged). The result is
-byte for byte what `compose_reference` (the plain EmailMessage way, kept for the
-tests) produces.
+byte for byte the plain EmailMessage way (mailgate.testing.oracles.compose_reference;
+tests/test_compose.py compares them on a corpus of drafts).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import _header_value_parser as _hvp
 from email.headerregistry import Address, Group, HeaderRegistry, MessageIDHeader
-from email.message import EmailMessage, MIMEPart
+from email.message import MIMEPart
 from email.utils import format_datetime, make_msgid
 from typing import Callable, TypeVar
 
@@ -344,8 +346,9 @@ def compose(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
     check_draft; anything unusable (a bad address, a line break in a header value)
     raises ValueError rather than producing a broken message. `date` must be aware.
 
-    Byte for byte `compose_reference` (but for a multipart boundary, random in both),
-    written header by header from cached folds (see the module's notes on speed)."""
+    Byte for byte the EmailMessage way (mailgate.testing.oracles.compose_reference;
+    but for a multipart boundary, random in both), written header by header from
+    cached folds (see the module's notes on speed)."""
     _check_compose_input(draft, sender, message_id, date)
     head = [_from_field(sender.account, sender.from_name)]
     if draft.to:
@@ -462,47 +465,6 @@ def _text_encoder() -> Callable[..., tuple[str, str]] | None:
 
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")  # the generator's line-end rule (email.generator.NLCRE)
-
-
-def compose_reference(draft: Draft, sender: Sender, *, message_id: str, date: datetime,
-                      thread: Thread | None = None) -> bytes:
-    """`compose` the plain way: an EmailMessage, its headers set from header objects,
-    flattened by the email package's generator. Slower; what `compose` must equal."""
-    _check_compose_input(draft, sender, message_id, date)
-    msg = EmailMessage(policy=POLICY)
-    account = _header_address(sender.account)
-    msg["From"] = Address(sender.from_name.strip(), account.username, account.domain)
-    if draft.to:
-        msg["To"] = [_header_address(e) for e in draft.to]
-    elif not draft.cc:
-        msg["To"] = Group("undisclosed-recipients")
-    if draft.cc:
-        msg["Cc"] = [_header_address(e) for e in draft.cc]
-    # draft.bcc: envelope only, by design.
-    if sender.reply_to:
-        msg["Reply-To"] = [_header_address(e) for e in sender.reply_to]
-    msg["Subject"] = reply_subject(draft.subject) if thread else draft.subject
-    msg["Date"] = format_datetime(date.astimezone(timezone.utc))
-    msg["Message-ID"] = message_id
-    if thread:
-        answered = normalize_message_id(thread.message_id)
-        if answered is None:
-            raise ValueError(f"{thread.message_id!r} is not a Message-ID")
-        msg["In-Reply-To"] = answered
-        msg["References"] = " ".join(_references(thread.references, answered))
-    msg["MIME-Version"] = "1.0"
-
-    if draft.attachments:
-        msg.make_mixed()
-        if draft.text_body or draft.html_body:
-            body = MIMEPart(policy=POLICY)
-            _set_body(body, draft)
-            msg.attach(body)
-        for a in draft.attachments:
-            msg.attach(_attachment(a))
-    else:
-        _set_body(msg, draft)
-    return msg.as_bytes(policy=POLICY)
 
 
 def _references(chain: tuple[str, ...], answered: str) -> list[str]:

@@ -5,6 +5,13 @@ attempt and marked SENT only after the server's 250; a crash in between sends it
 again. Transient failures retry with exponential backoff and jitter, across
 restarts; permanent ones end FAILED. A provider that is not GREEN keeps its mail
 queued until it is; sending limits hold mail back instead of failing it.
+
+An attempt holds its message under a lease (a token and an end time on the row):
+renewed while the attempt runs, however long the SMTP exchange takes, so that no
+worker takes the message for a second attempt meanwhile; and the attempt's result
+is recorded only if the row still carries its token, so the result of an attempt
+whose lease was taken over (this process stalled, another replica claimed the
+message) never overwrites a newer one.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from ..clock import utcnow
 from ..errors import InvalidArgument, NotFound, Violation, Violations
 from ..providers.lifecycle import Providers
 from ..store.db import Database
-from .store import STALE, Claimed, Duplicate, Finish, NewOutbound, Outbound, OutboxStore, OutState
+from .store import STALE, Claimed, Duplicate, Finish, LeaseLost, NewOutbound, Outbound, OutboxStore, OutState
 from ..providers.store import ProviderStore
 
 log = logging.getLogger("mailgate.outbox")
@@ -43,7 +50,7 @@ class OutboxSettings:
     give_up_after: float = 2 * 86400.0  # transient failures for this long end FAILED
     not_ready_delay: float = 30.0      # a provider not GREEN is looked at again after this
     concurrency: int = 16              # attempts in flight
-    lease: float = 120.0               # a claimed message is someone's for this long
+    lease: float = 120.0               # a claimed message is someone's for this long, renewed while its attempt runs
     # Messages estimated smaller than this are composed on the event loop (a fraction
     # of a millisecond; a hop to a worker thread costs as much); larger ones in the pool.
     inline_compose_bytes: int = 128 * 1024
@@ -217,6 +224,9 @@ class Outbox:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Leases of the attempts waiting for a slot or under way: message id -> (token, end).
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        self._renewer: asyncio.Task[None] | None = None
         self._preparing = 0  # SendEmail calls composing a message, about to write it
         self._write = GroupCommit(self.db, settings.max_batch, delay=settings.commit_delay,
                                   expected=lambda: self._preparing + len(self._inflight))
@@ -259,8 +269,9 @@ class Outbox:
                 writing = self._write.submit(item)
                 early = self._handover_ok(stored)
                 if early:  # the first attempt starts now; it hands the message over once stored
-                    await self._start_attempt(Claimed(Outbound.of_values(item.values), item.values["mail_from"],
-                                                      item.values["raw"], stored, _stored_check(writing)))
+                    await self._start_attempt(Claimed(
+                        Outbound.of_values(item.values), item.values["mail_from"], item.values["raw"],
+                        item.values["lease_token"], item.values["lease_until"], stored, _stored_check(writing)))
                 result = await asyncio.shield(writing)
             except BaseException as e:
                 self._attempted.pop(message_id, None)
@@ -356,7 +367,7 @@ class Outbox:
             # Leased to this process at once: the first attempt starts right here,
             # and if we die before it ends, the lease runs out and the worker takes it.
             raw=raw, size_bytes=len(raw), attempts=0, next_attempt_time=now,
-            lease_until=now + timedelta(seconds=self.settings.lease),
+            lease_until=now + timedelta(seconds=self.settings.lease), lease_token=_new_id(),
             last_code=0, last_error="", last_transient=False, create_time=now, update_time=now,
             sent_time=None)
         references = [*thread.references, thread.message_id] if thread else []
@@ -388,15 +399,47 @@ class Outbox:
 
     # -- the worker
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="mailgate-outbox")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="mailgate-outbox")
+        self._renewer = loop.create_task(self._keep_leases(), name="mailgate-outbox-leases")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._inflight:  # attempts under way finish and record their result
+        if self._inflight:  # attempts under way finish and record their result (their leases kept)
             await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._write.wait_idle()
+        if self._renewer:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+
+    async def _keep_leases(self) -> None:
+        """Renews, every third of the lease, the leases that would run out before the
+        next round: an attempt may last far longer than the lease (the SMTP deadline
+        grows with the message, ~500 s for 25 MB), and one waiting for a slot too. A
+        quick attempt is never renewed: it ends before the first round finds it due."""
+        lease = timedelta(seconds=self.settings.lease)
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            now = utcnow()
+            due = [(mid, token) for mid, (token, until) in self._leases.items() if until - now < lease * 2 / 3]
+            if not due:
+                continue
+            try:
+                held = await self.db.run(lambda s: OutboxStore(s).renew(due, now + lease))
+            except Exception:
+                log.exception("renewing %d outbox lease(s) failed; trying again in %.0f s",
+                              len(due), self.settings.lease / 3)
+                continue
+            for mid, token in due:
+                if self._leases.get(mid, ("",))[0] != token:
+                    continue  # the attempt ended meanwhile
+                if mid in held:
+                    self._leases[mid] = (token, now + lease)
+                else:  # its result will not be recorded (see Finish)
+                    log.warning("the lease of outbound message %s was taken over while an attempt ran", mid)
+                    del self._leases[mid]
 
     async def _run(self) -> None:
         while True:
@@ -421,10 +464,19 @@ class Outbox:
                 await asyncio.sleep(1)
 
     async def _start_attempt(self, claimed: Claimed) -> None:
-        await self._slots.acquire()  # bounded attempts in flight; callers wait their turn
+        self._leases[claimed.message.id] = (claimed.lease, claimed.lease_until)  # kept while it waits too
+        try:
+            await self._slots.acquire()  # bounded attempts in flight; callers wait their turn
+        except BaseException:
+            self._forget_lease(claimed)
+            raise
         task = asyncio.get_running_loop().create_task(self._attempt(claimed))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    def _forget_lease(self, claimed: Claimed) -> None:
+        if self._leases.get(claimed.message.id, ("",))[0] == claimed.lease:  # not a later claim's
+            del self._leases[claimed.message.id]
 
     async def _attempt(self, claimed: Claimed) -> None:
         m = claimed.message
@@ -436,11 +488,12 @@ class Outbox:
             log.exception("delivery of %s failed unexpectedly", m.id)
             try:
                 await (claimed.stored or _nothing)()
-                result = await self._record(m, OutState.RETRYING, error="internal error", transient=True)
+                result = await self._record(claimed, OutState.RETRYING, error="internal error", transient=True)
             except _NotStored:
                 result = None
         finally:
             self._slots.release()
+            self._forget_lease(claimed)
         waiter = self._attempted.get(m.id)
         if waiter and not waiter.done():
             waiter.set_result(result)
@@ -454,21 +507,21 @@ class Outbox:
             stored = claimed.provider or await self.providers.get(m.provider_id)
         except NotFound:
             await stored_row()
-            return await self._record(m, OutState.FAILED, error="the provider was deleted", counted=False)
+            return await self._record(claimed, OutState.FAILED, error="the provider was deleted", counted=False)
         config = stored.config
         driver = self.providers.drivers.get(config.type)
         now = utcnow()
         if stored.state is not State.GREEN or driver is None:
             until = now + timedelta(seconds=self.settings.not_ready_delay)
             await stored_row()
-            await self.db.run(lambda s: OutboxStore(s).postpone([m.id], until))
+            await self.db.run(lambda s: OutboxStore(s).postpone(m.id, claimed.lease, until))
             self._wake.set()
             return await self.get(m.id)
         limits = driver.sending_limits(config)
         held = await self._over_limits(m.provider_id, limits.per_minute, limits.per_day, now)
         if held:
             await stored_row()
-            await self.db.run(lambda s: OutboxStore(s).postpone([m.id], held))
+            await self.db.run(lambda s: OutboxStore(s).postpone(m.id, claimed.lease, held))
             self._wake.set()
             log.info("provider %s at its sending limit: %s waits until %s", m.provider_id, m.id, held)
             return await self.get(m.id)
@@ -481,19 +534,20 @@ class Outbox:
             await stored_row()
             if f.auth_failed:
                 await self.providers.records.set_state(m.provider_id, reasons.login_refused(f.message))
-                return await self._record(m, OutState.RETRYING, code=f.code, error=f.message, transient=True,
+                return await self._record(claimed, OutState.RETRYING, code=f.code, error=f.message, transient=True,
                                           delay=self.settings.not_ready_delay)
             if not f.transient:
-                return await self._record(m, OutState.FAILED, code=f.code, error=f.message)
+                return await self._record(claimed, OutState.FAILED, code=f.code, error=f.message)
             if (now - m.create_time).total_seconds() > self.settings.give_up_after:
-                return await self._record(m, OutState.FAILED, code=f.code, transient=True,
+                return await self._record(claimed, OutState.FAILED, code=f.code, transient=True,
                                           error=f"gave up after {m.attempts + 1} attempts: {f.message}")
-            return await self._record(m, OutState.RETRYING, code=f.code, error=f.message, transient=True)
+            return await self._record(claimed, OutState.RETRYING, code=f.code, error=f.message, transient=True)
         log.info("sent %s (%s): %s", m.id, m.message_id, said)
-        return await self._record(m, OutState.SENT, code=250, error="")
+        return await self._record(claimed, OutState.SENT, code=250, error="")
 
-    async def _record(self, m: Outbound, state: OutState, *, code: int = 0, error: str = "",
+    async def _record(self, claimed: Claimed, state: OutState, *, code: int = 0, error: str = "",
                       transient: bool = False, counted: bool = True, delay: float | None = None) -> Outbound:
+        m = claimed.message
         now = utcnow()
         nxt = None
         if state is OutState.RETRYING:
@@ -503,8 +557,12 @@ class Outbox:
             nxt = now + timedelta(seconds=delay)
         if state is not OutState.SENT and error:
             log.info("%s %s: %s %s", m.id, state.value, code or "", error)
-        done = await self._write(Finish(m, now, state, counted=counted, next_attempt=nxt, code=code,
-                                        error=error, transient=transient))
+        done = await self._write(Finish(m, claimed.lease, now, state, counted=counted, next_attempt=nxt,
+                                        code=code, error=error, transient=transient))
+        if isinstance(done, LeaseLost):
+            log.warning("%s: the result of an attempt (%s) was not recorded: its lease was taken over",
+                        m.id, state.value)
+            return done.current
         if nxt:
             self._wake.set()  # the worker may be sleeping past the new due time
         return done

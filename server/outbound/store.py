@@ -9,6 +9,7 @@ compiled once (fast.py).
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
@@ -83,11 +84,15 @@ class Outbound:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A message leased for one delivery attempt."""
+    """A message leased for one delivery attempt: `lease` is the token the attempt's
+    result is recorded under (Finish), `lease_until` when the lease runs out unless
+    renewed (OutboxStore.renew)."""
 
     message: Outbound
     mail_from: str
     raw: bytes
+    lease: str
+    lease_until: datetime
     provider: Any = None  # the StoredProvider, when the caller has just read it
     # A first attempt made while the message is still being inserted: awaited before
     # the message is handed over or its row is touched; raises if it was not stored.
@@ -110,11 +115,13 @@ class NewOutbound:
 
 @dataclass(frozen=True)
 class Finish:
-    """The result of an attempt for `write` to record: the state, the lease given
-    back, attempts counted (unless not `counted`), the next attempt's time (None:
-    not due again), the server's code and words, and sent_time for SENT."""
+    """The result of an attempt for `write` to record, if the message is still under
+    the attempt's lease (the token of its Claimed): the state, the lease given back,
+    attempts counted (unless not `counted`), the next attempt's time (None: not due
+    again), the server's code and words, and sent_time for SENT."""
 
     message: Outbound
+    lease: str
     now: datetime
     state: OutState
     counted: bool = True
@@ -129,6 +136,14 @@ class Duplicate:
     """`write`'s answer to a NewOutbound whose request_id the provider already has."""
 
     first: Outbound
+
+
+@dataclass(frozen=True)
+class LeaseLost:
+    """`write`'s answer to a Finish whose lease was taken over (the attempt outlived
+    it, and another claimed the message): nothing recorded; the message as stored."""
+
+    current: Outbound
 
 
 class _Stale:
@@ -152,7 +167,8 @@ class OutboxStore:
     def write(self, ops: Sequence[NewOutbound | Finish]) -> list[Any]:
         """Inserts and records results, several in one go; per op, in order: the Claimed
         message inserted, a Duplicate (same provider and request_id: nothing inserted),
-        STALE (the provider changed: nothing inserted), or the Outbound recorded.
+        STALE (the provider changed: nothing inserted), the Outbound recorded, or
+        LeaseLost (a result whose lease was taken over: nothing recorded).
         Raises if any statement fails; the caller's transaction then inserts nothing."""
         results: list[Any] = [None] * len(ops)
         self._finish_many([(i, op) for i, op in enumerate(ops) if isinstance(op, Finish)], results)
@@ -181,7 +197,7 @@ class OutboxStore:
                 message = Outbound.of_values(v)
                 if v["request_id"]:
                     known[key] = message  # the same request twice in one batch: stored once
-                results[i] = Claimed(message, v["mail_from"], v["raw"])
+                results[i] = Claimed(message, v["mail_from"], v["raw"], v["lease_token"], v["lease_until"])
         _INSERT.executemany(self.session, rows)
         _INSERT_REF.executemany(self.session, refs)
         return results
@@ -192,15 +208,24 @@ class OutboxStore:
         params = []
         for i, f in ops:
             m = f.message
-            params.append({"b_id": m.id, "b_state": f.state.value, "b_counted": 1 if f.counted else 0,
-                           "b_next": f.next_attempt, "b_lease": None, "b_code": f.code, "b_error": f.error,
-                           "b_transient": f.transient, "b_now": f.now,
+            params.append({"b_id": m.id, "b_token": f.lease, "b_state": f.state.value,
+                           "b_counted": 1 if f.counted else 0, "b_next": f.next_attempt, "b_lease": None,
+                           "b_code": f.code, "b_error": f.error, "b_transient": f.transient, "b_now": f.now,
                            "b_sent": f.now if f.state is OutState.SENT else None})
             results[i] = replace(
                 m, state=f.state, attempts=m.attempts + (1 if f.counted else 0), next_attempt_time=f.next_attempt,
                 last_code=f.code, last_error=f.error, last_transient=f.transient,
                 sent_time=f.now if f.state is OutState.SENT else m.sent_time)
-        _FINISH.executemany(self.session, params)
+        if _FINISH.executemany(self.session, params) == len(params):
+            return
+        # Some leases were taken over (rare): which, and what is stored for them. A
+        # token is never cleared, so a row recorded here still carries its own.
+        ids = [f.message.id for _, f in ops]
+        rows = {r.id: r for r in self.session.scalars(select(OutboundRow).where(OutboundRow.id.in_(ids)))}
+        for i, f in ops:
+            row = rows.get(f.message.id)
+            if row is None or row.lease_token != f.lease:
+                results[i] = LeaseLost(Outbound.of(row) if row else f.message)
 
     def thread(self, message_id: str) -> tuple[str, tuple[str, ...]] | None:
         """The conversation of a known Message-ID and its References chain."""
@@ -225,8 +250,9 @@ class OutboxStore:
 
     # -- delivery
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
-        """Leases up to `limit` due messages. On PostgreSQL, SKIP LOCKED lets several
-        replicas claim side by side without waiting on each other."""
+        """Leases up to `limit` due messages, each under a token of its own. On
+        PostgreSQL, SKIP LOCKED lets several replicas claim side by side without
+        waiting on each other."""
         q = (select(OutboundRow)
              .where(OutboundRow.state.in_(WAITING), OutboundRow.next_attempt_time <= now,
                     or_(OutboundRow.lease_until.is_(None), OutboundRow.lease_until < now))
@@ -234,15 +260,25 @@ class OutboxStore:
              .with_for_update(skip_locked=True))
         rows = list(self.session.scalars(q))
         for row in rows:
-            row.lease_until = now + lease
+            row.lease_until, row.lease_token = now + lease, str(uuid.uuid4())
         self.session.flush()
-        return [Claimed(Outbound.of(r), r.mail_from, r.raw) for r in rows]
+        return [Claimed(Outbound.of(r), r.mail_from, r.raw, r.lease_token, r.lease_until) for r in rows]
 
-    def postpone(self, message_ids: list[str], until: datetime) -> None:
-        """Gives leased messages back without an attempt (provider not GREEN, over its limits)."""
-        if message_ids:
-            self.session.execute(update(OutboundRow).where(OutboundRow.id.in_(message_ids))
-                                 .values(lease_until=None, next_attempt_time=until))
+    def renew(self, leases: Sequence[tuple[str, str]], until: datetime) -> set[str]:
+        """Extends leases, (message id, token), still held to `until`; returns the ids
+        of those that were (the others were given back or taken over)."""
+        held = set()
+        for message_id, token in leases:
+            if self.session.execute(update(OutboundRow).where(
+                    OutboundRow.id == message_id, OutboundRow.lease_token == token,
+                    OutboundRow.lease_until.is_not(None)).values(lease_until=until)).rowcount:
+                held.add(message_id)
+        return held
+
+    def postpone(self, message_id: str, lease: str, until: datetime) -> None:
+        """Gives a leased message back without an attempt (provider not GREEN, over its limits)."""
+        self.session.execute(update(OutboundRow).where(OutboundRow.id == message_id, OutboundRow.lease_token == lease)
+                             .values(lease_until=None, next_attempt_time=until))
 
     def due_now(self, provider_id: str, now: datetime) -> int:
         """Makes a provider's waiting mail due at once (it turned GREEN)."""
@@ -268,7 +304,8 @@ class OutboxStore:
 _INSERT = Prepared(insert(_OUT))
 _INSERT_REF = Prepared(insert(_REFS))
 # sent_time is set for SENT only: coalesce keeps the earlier value otherwise.
-_FINISH = Prepared(update(_OUT).where(_OUT.c.id == bindparam("b_id")).values(
+_FINISH = Prepared(update(_OUT).where(_OUT.c.id == bindparam("b_id"), _OUT.c.lease_token == bindparam("b_token"))
+                   .values(
     state=bindparam("b_state"), attempts=_OUT.c.attempts + bindparam("b_counted"),
     next_attempt_time=bindparam("b_next", type_=_OUT.c.next_attempt_time.type),
     lease_until=bindparam("b_lease", type_=_OUT.c.lease_until.type),

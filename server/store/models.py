@@ -129,6 +129,9 @@ class OutboundRow(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_time: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
+    # Who holds (or last held) the lease: set anew by every claim, so the result of
+    # an attempt whose lease was taken over is never recorded (OutboxStore.write).
+    lease_token: Mapped[str | None] = mapped_column(String(36))
     last_code: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     last_transient: Mapped[bool] = mapped_column(default=False)

@@ -10,7 +10,8 @@ Modes (the security settings a provider can be configured with):
 AUTH PLAIN and LOGIN are checked against ``users`` (login -> password); wrong
 credentials get ``535 5.7.8``. XOAUTH2 is offered when an ``xoauth2(user, token)``
 validator is given. Received messages are recorded in ``messages``; tests script
-failures with ``fail_next`` and can forward accepted mail with ``deliver_to``.
+failures with ``fail_next``, slow the reply to DATA with ``data_reply_delay`` and can
+forward accepted mail with ``deliver_to``.
 Passwords are never logged (aiosmtpd masks AUTH lines in its own log).
 """
 
@@ -95,13 +96,17 @@ class SmtpHandler:
         # Replies for the next DATA commands, one popped per message, e.g.
         # [(451, "4.3.0 Try again later")] * 2 -> two refusals, then 250.
         self.fail_next: list[tuple[int, str]] = []
+        # Seconds every reply to the end of DATA is held (a slow server), the message
+        # recorded only then.
+        self.data_reply_delay = 0.0
 
     def reset(self) -> None:
-        """Forget messages and scripted failures; deliver_to and xoauth2 go back
-        to the constructor's values."""
+        """Forget messages and scripted failures, no data_reply_delay; deliver_to and
+        xoauth2 go back to the constructor's values."""
         self.messages.clear()
         self.rejected.clear()
         self.fail_next.clear()
+        self.data_reply_delay = 0.0
         self.deliver_to, self.xoauth2 = self._initial
 
     # aiosmtpd's `authenticator` callback (PLAIN and LOGIN).
@@ -138,6 +143,8 @@ class SmtpHandler:
         return AuthResult(success=False, handled=False)  # -> 535 5.7.8
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        if self.data_reply_delay:
+            await asyncio.sleep(self.data_reply_delay)
         content: bytes = envelope.original_content
         message = ReceivedMessage(
             mail_from=envelope.mail_from,
