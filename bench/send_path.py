@@ -62,7 +62,7 @@ def main() -> None:
                     provider_pb2.Endpoint(host=host, port=port, security=provider_pb2.SECURITY_NONE))))))
             provider_id = created.name.removeprefix("providers/")
             outbox = server.app.outbox
-            driver = server.app.providers.drivers.get("smtp_imap")
+            driver = server.app.drivers.get("smtp_imap")
             built = driver.capabilities
 
             @contextmanager

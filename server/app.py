@@ -94,11 +94,11 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     runtime = Runtime(records, io_workers=settings.io_workers, default_timeout=settings.timeout,
                       login_backoff=settings.login_backoff, login_backoff_cap=settings.login_backoff_cap,
                       poll_interval=settings.poll_interval, driver_configs=configs)
-    providers = Providers(db, box, records, events, drivers, runtime, authorization_ttl=settings.authorization_ttl)
-    outbox = Outbox(providers, OutboxSettings(max_message_bytes=settings.max_message_bytes,
-                                              retry_base=settings.retry_base,
-                                              first_attempt_wait=settings.first_attempt_wait,
-                                              commit_delay=settings.commit_delay, lease=settings.outbox_lease))
+    providers = Providers(db, box, events, drivers, runtime, authorization_ttl=settings.authorization_ttl)
+    outbox = Outbox(db, records, drivers, runtime, OutboxSettings(
+        max_message_bytes=settings.max_message_bytes, retry_base=settings.retry_base,
+        first_attempt_wait=settings.first_attempt_wait, commit_delay=settings.commit_delay,
+        lease=settings.outbox_lease))
     inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(parse_workers=settings.parse_workers),
                            asyncio.get_running_loop())
     sources = Sources(records, drivers, runtime, inbound)

@@ -18,7 +18,7 @@ from mailgate.drivers.api import ProviderConfig
 from mailgate.server.inbound import store as inbound
 from mailgate.server.outbound import store as outbound
 from mailgate.server.providers import store as providers
-from mailgate.server.providers.state import State
+from mailgate.server.providers.state import Cause, State, Status
 from mailgate.server.secrets import Sealed, SecretBox
 from mailgate.server.store.db import Database
 from mailgate.server.store.fast import Prepared
@@ -136,7 +136,7 @@ def test_the_fingerprint_query_reads_what_core_reads(db):
     config = ProviderConfig(id=str(uuid.uuid4()), type="smtp_imap", display_name="Desk", account="a@example.test",
                             secrets={"password": "pw", "token": "t"})
     with Session(db.engine) as session:
-        providers.ProviderStore(session, box).insert(config, State.GREEN, "ok")
+        providers.ProviderStore(session, box).insert(config, Status(State.GREEN, Cause.CHECKS_PASSED, "ok"))
         fast = providers._FINGERPRINT.fetchall(session, {"provider_id": config.id})
         plain = list(session.connection().execute(providers._FINGERPRINT.statement, {"provider_id": config.id}))
         session.rollback()

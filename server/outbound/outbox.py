@@ -24,19 +24,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable
 
-from mailgate.drivers.api import Envelope, SendFailure
+from mailgate.drivers.api import DriverContext, Envelope, SendFailure
+from mailgate.drivers.registry import DriverRegistry
 
 from . import compose
 from .. import paging
-from ..providers import reasons
-from ..providers.events import ProviderChange
-from ..providers.state import State, StoredProvider
 from ..clock import utcnow
 from ..errors import InvalidArgument, NotFound, Violation, Violations
-from ..providers.lifecycle import Providers
+from ..providers import reasons
+from ..providers.events import ProviderChange
+from ..providers.records import ProviderRecords
+from ..providers.state import State, StoredProvider
 from ..store.db import Database
 from .store import STALE, Claimed, Duplicate, Finish, LeaseLost, NewOutbound, Outbound, OutboxStore, OutState
-from ..providers.store import ProviderStore
 
 log = logging.getLogger("mailgate.outbox")
 
@@ -215,9 +215,9 @@ def _stored_check(writing: asyncio.Future[Any]) -> Callable[[], Awaitable[None]]
 
 
 class Outbox:
-    def __init__(self, providers: Providers, settings: OutboxSettings):
-        self.providers = providers
-        self.db = providers.db
+    def __init__(self, db: Database, records: ProviderRecords, drivers: DriverRegistry, ctx: DriverContext,
+                 settings: OutboxSettings):
+        self.db, self.records, self.drivers, self.ctx = db, records, drivers, ctx
         self.settings = settings
         self._wake = asyncio.Event()
         self._attempted: dict[str, asyncio.Future[Outbound | None]] = {}
@@ -303,13 +303,13 @@ class Outbox:
 
     def _handover_ok(self, stored: StoredProvider) -> bool:
         """Whether a first attempt may start before the message is stored (see api.Envelope.handover)."""
-        driver = self.providers.drivers.get(stored.config.type)
+        driver = self.drivers.get(stored.config.type)
         return driver is not None and driver.capabilities.handover
 
     async def _sender(self, provider_id: str, cached: bool) -> tuple[StoredProvider, Any]:
         hit = self._senders.get(provider_id) if cached else None
         if hit is None:
-            hit = await self.db.run(lambda s: ProviderStore(s, self.providers.box).get_with_fingerprint(provider_id))
+            hit = await self.records.get_with_fingerprint(provider_id)
             self._senders[provider_id] = hit
         return hit
 
@@ -318,7 +318,7 @@ class Outbox:
                        ) -> tuple[NewOutbound, StoredProvider]:
         stored, fingerprint = await self._sender(provider_id, cached)
         config = stored.config
-        driver = self.providers.drivers.get(config.type)
+        driver = self.drivers.get(config.type)
         v = Violations()
         if driver is None or not driver.capabilities.send:
             v.add("provider", f"providers of type {config.type!r} cannot send")
@@ -353,7 +353,7 @@ class Outbox:
         if compose.estimated_size(draft) <= self.settings.inline_compose_bytes:
             raw = build()  # a fraction of a millisecond: cheaper here than a hop to a thread
         else:  # building a large message is CPU work: in the worker pool, not on the event loop
-            raw = await self.providers.ctx.run_blocking(build)
+            raw = await self.ctx.run_blocking(build)
         if len(raw) > self.settings.max_message_bytes:
             raise InvalidArgument([Violation("size", f"the message is {len(raw):,} bytes; "
                                              f"the limit is {self.settings.max_message_bytes:,}")])
@@ -504,12 +504,12 @@ class Outbox:
         # writes the row; the SMTP exchange, through the driver's handover.
         stored_row = claimed.stored or _nothing
         try:  # the first attempt comes with the provider SendEmail just read
-            stored = claimed.provider or await self.providers.get(m.provider_id)
+            stored = claimed.provider or await self.records.get(m.provider_id)
         except NotFound:
             await stored_row()
             return await self._record(claimed, OutState.FAILED, error="the provider was deleted", counted=False)
         config = stored.config
-        driver = self.providers.drivers.get(config.type)
+        driver = self.drivers.get(config.type)
         now = utcnow()
         if stored.state is not State.GREEN or driver is None:
             until = now + timedelta(seconds=self.settings.not_ready_delay)
@@ -529,11 +529,11 @@ class Outbox:
                             compose.envelope_recipients(compose.Draft(to=m.to, cc=m.cc, bcc=m.bcc)),
                             claimed.raw, handover=claimed.stored)
         try:
-            said = await driver.send(config, envelope, self.providers.ctx)
+            said = await driver.send(config, envelope, self.ctx)
         except SendFailure as f:
             await stored_row()
             if f.auth_failed:
-                await self.providers.records.set_state(m.provider_id, reasons.login_refused(f.message))
+                await self.records.set_state(m.provider_id, reasons.login_refused(f.message))
                 return await self._record(claimed, OutState.RETRYING, code=f.code, error=f.message, transient=True,
                                           delay=self.settings.not_ready_delay)
             if not f.transient:

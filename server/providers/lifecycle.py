@@ -24,7 +24,6 @@ from ..store.db import Database
 from . import reasons, validation
 from .authorizations import AuthorizationStore
 from .events import ProviderChange, ProviderEvents
-from .records import ProviderRecords
 from .state import State, Status, StoredProvider
 from .store import ProviderStore
 
@@ -46,9 +45,9 @@ def not_configured(e: NotConfigured, driver: Driver) -> FailedPrecondition:
 
 
 class Providers:
-    def __init__(self, db: Database, box: SecretBox, records: ProviderRecords, events: ProviderEvents,
-                 drivers: DriverRegistry, ctx: DriverContext, authorization_ttl: float = 600):
-        self.db, self.box, self.records, self.events = db, box, records, events
+    def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, drivers: DriverRegistry,
+                 ctx: DriverContext, authorization_ttl: float = 600):
+        self.db, self.box, self.events = db, box, events
         self.drivers, self.ctx = drivers, ctx
         self.authorization_ttl = authorization_ttl
 
