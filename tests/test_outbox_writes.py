@@ -32,7 +32,7 @@ from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.smtpd import SmtpServer
 from mailgate.v1 import mail_service_pb2 as mpb
 
-from test_send import USER, mail, make_provider, parse, wait_state
+from support import USER, mail, make_provider, parse, wait_state
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from email.message import EmailMessage
 
 import grpc
 
@@ -18,7 +17,7 @@ from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
 from mailgate.v1 import provider_service_pb2 as pb
 
-USER, PASSWORD = "agent@example.test", "s3cret-agent"
+from support import PASSWORD, USER, customer_mail, wait_provider
 
 
 def receiving_provider(server, dovecot, smtp, ca, campaign="support") -> provider_pb2.Provider:
@@ -29,16 +28,6 @@ def receiving_provider(server, dovecot, smtp, ca, campaign="support") -> provide
             smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
             inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
                                           security=provider_pb2.SECURITY_TLS)))))
-
-
-def customer_mail(subject: str) -> bytes:
-    m = EmailMessage()
-    m["From"] = "Customer <customer@example.test>"
-    m["To"] = USER
-    m["Subject"] = subject
-    m["Message-ID"] = f"<{subject.replace(' ', '-')}@example.test>"
-    m.set_content("Hello, I need help.")
-    return bytes(m)
 
 
 def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server, clean_dovecot,
@@ -62,15 +51,6 @@ def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server
         assert b"\\Seen" not in flags
     finally:
         consumer.close()
-
-
-def wait_provider(server, name: str, state: int, timeout: float = 15) -> provider_pb2.Provider:
-    deadline = time.monotonic() + timeout
-    while True:
-        p = server.stub.GetProvider(pb.GetProviderRequest(name=name))
-        if p.state == state or time.monotonic() > deadline:
-            return p
-        time.sleep(0.1)
 
 
 def test_dovecot_restart_turns_the_provider_red_then_green_and_nothing_is_lost(

@@ -11,7 +11,7 @@ from mailgate.testing.harness import ServerThread
 from mailgate.v1 import provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb
 
-from test_receive import PASSWORD, USER, customer_mail, wait_provider
+from support import PASSWORD, USER, customer_mail, wait_provider
 
 
 def pop3_provider(server, dovecot, smtp, ca) -> provider_pb2.Provider:

@@ -1,8 +1,6 @@
 """Sending through a provider, through the gRPC API, against aiosmtpd and Dovecot."""
 from __future__ import annotations
 
-import email
-import email.policy
 import time
 
 import grpc
@@ -13,38 +11,12 @@ from imapclient import IMAPClient
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.smtpd import SmtpServer
-from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
+from mailgate.v1 import mail_service_pb2 as mpb, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb
 
+from support import USER, mail, make_provider, parse, wait_state
+
 Out = mpb.OutboundMessage
-USER, PASSWORD = "agent@example.test", "s3cret-agent"
-
-
-def make_provider(server, smtp: SmtpServer, ca, name="Desk", **fields) -> provider_pb2.Provider:
-    fields.setdefault("from_name", "Support team")
-    return server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
-        display_name=name, type="smtp_imap", account=USER,
-        smtp_imap=provider_pb2.SmtpImapSettings(
-            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
-            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS)),
-        **fields)))
-
-
-def mail(server) -> mail_service_pb2_grpc.MailServiceStub:
-    return mail_service_pb2_grpc.MailServiceStub(server.channel)
-
-
-def parse(raw: bytes) -> email.message.EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def wait_state(server, name: str, state: int, timeout: float = 10) -> mpb.OutboundMessage:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = mail(server).GetOutboundMessage(mpb.GetOutboundMessageRequest(name=name))
-        if m.state == state or time.monotonic() > deadline:
-            return m
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -84,8 +84,8 @@ def send_error(*args, **kwargs) -> SendError:
 
 def idle_socket(pool: SmtpPool, key: str = KEY):
     """The socket of the key's (only) idle connection."""
-    (idle,) = pool._idle[key]
-    return idle.link.io.sock
+    (sock,) = pool.idle_sockets(key)
+    return sock
 
 
 @pytest.fixture

@@ -226,6 +226,11 @@ class SmtpPool:
         """{"opened", "reused", "replaced" (reused but broken), "idle" (now)}."""
         return {**self._counts, "idle": sum(len(v) for v in self._idle.values())}
 
+    def idle_sockets(self, key: str) -> list[socket.socket]:
+        """The sockets of the key's idle connections, most recently used last (to look
+        at their options, or to break them as a network would)."""
+        return [idle.link.io.sock for idle in self._idle.get(key, [])]
+
     # ----------------------------------------------------------------------------------
 
     def _checkout(self, key: str, identity: tuple) -> tuple[_Idle | None, int]:

@@ -58,6 +58,12 @@ class ParseWorkers:
                 self._lost(pool, len(raws))
         return parse_envelopes(raws, max_bytes)
 
+    def pids(self) -> list[int]:
+        """The worker processes running now (none before the first parse)."""
+        with self._lock:
+            pool = self._pool
+        return [p.pid for p in (pool._processes or {}).values()] if pool is not None else []
+
     def close(self) -> None:
         """Stops the workers (blocking: from a thread)."""
         with self._lock:
