@@ -20,7 +20,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from mailgate.server.outbound import store as outbound_store
 from mailgate.server.providers import store as provider_store
 from mailgate.server.store.db import Database
 from mailgate.server.store.fast import Prepared
-from mailgate.testing.harness import PostgresSchema
+from mailgate.testing.harness import database_urls
 
 USER = "bench@example.test"
 RAW = b"x" * 10_600
@@ -55,16 +55,9 @@ def plain_core() -> Iterator[None]:
         Prepared.executemany, Prepared.fetchall = saved
 
 
-@contextmanager
-def database_url(postgresql: bool, directory: Path) -> Iterator[str]:
-    if not postgresql:
-        yield f"sqlite:///{directory / 'mailgate.db'}"
-        return
-    schema = PostgresSchema()
-    try:
-        yield schema.url
-    finally:
-        schema.drop()
+def database_url(postgresql: bool, directory: Path) -> ContextManager[str]:
+    """A fresh database: SQLite in `directory`, or a throw-away PostgreSQL schema."""
+    return contextmanager(database_urls)(directory, "postgresql" if postgresql else "sqlite")
 
 
 # --- 1. statements alone ---------------------------------------------------------------

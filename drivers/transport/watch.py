@@ -148,7 +148,7 @@ class _Mailbox:
         self.idle_tag: bytes | None = None  # IDLE running under this tag
         self.validity: int | None = None
         self.last = 0  # highest UID delivered (or skipped as expunged)
-        self.exists = 0  # messages in the folder as this session last saw them
+        self.exists = 0  # messages in the folder as this connection last saw them
         self.examined = 0.0  # when the folder was last EXAMINEd (monotonic)
         self.failures = 0
         self.ok_since: float | None = None
