@@ -136,7 +136,7 @@ def create_providers(stub, users: list[str], dovecot: Dovecot, smtp: tuple[str, 
         return stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
             display_name=user, type="smtp_imap", account=user, receive_emails=True, campaign="bench",
             smtp_imap=provider_pb2.SmtpImapSettings(
-                password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+                password=PASSWORD, ca_certificates_pem=ca.ca_pem, allow_plaintext_login=True,
                 smtp=provider_pb2.Endpoint(host=smtp[0], port=smtp[1], security=provider_pb2.SECURITY_NONE),
                 inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imap_port,
                                               security=provider_pb2.SECURITY_NONE)))))

@@ -281,7 +281,7 @@ def main() -> None:
             created = providers.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
                 display_name=f"Bench {mode}", type="smtp_imap", account=USER, from_name="Bench",
                 smtp_imap=provider_pb2.SmtpImapSettings(
-                    password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+                    password=PASSWORD, ca_certificates_pem=ca.ca_pem, allow_plaintext_login=mode == "NONE",
                     smtp=provider_pb2.Endpoint(host=host, port=port, security=SECURITY[mode])))))
             results[mode] = []
             for round_ in range(1, args.rounds + 1):

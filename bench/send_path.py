@@ -58,7 +58,8 @@ def main() -> None:
                 ServerThread(make_settings(Path(d), url)) as server:
             created = server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
                 display_name="Bench", type="smtp_imap", account=USER, from_name="Bench",
-                smtp_imap=provider_pb2.SmtpImapSettings(password=PASSWORD, ca_certificates_pem=ca.ca_pem, smtp=(
+                smtp_imap=provider_pb2.SmtpImapSettings(password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+                                                        allow_plaintext_login=True, smtp=(
                     provider_pb2.Endpoint(host=host, port=port, security=provider_pb2.SECURITY_NONE))))))
             provider_id = created.name.removeprefix("providers/")
             outbox = server.app.outbox

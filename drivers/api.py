@@ -105,6 +105,11 @@ class SettingField:
     minimum: int | None = None
     maximum: int | None = None
     secret: bool = False
+    # For a secret: the Provider fields and settings paths (prefixes: `settings.smtp`
+    # covers `settings.smtp.host`) that say where the secret is presented. The server
+    # never presents a stored secret after one of them changed: the change must bring
+    # the secret again in the same request.
+    bound_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,6 +351,11 @@ class Driver(ABC):
         """Fills defaults and maps legacy input before fields are validated.
         Returns the config to validate and store, and what was changed."""
         return config, []
+
+    def problems(self, config: ProviderConfig, ctx: DriverContext) -> list[tuple[str, str]]:
+        """Rules across fields that the settings schema cannot state, as (path,
+        problem) pairs; called once every schema rule holds. Default: none."""
+        return []
 
     def needs_recheck(self, changed_paths: set[str]) -> bool:
         """True when changing these paths (Provider fields and `settings.`/`secrets.`

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .api import (CheckResult, Driver, DriverContext, Envelope, ErrorCode, InboundSink, InboundSource, Outcome,
-                  ProviderConfig, Report, SendFailure, SendLimits)
+from .api import (CheckResult, Driver, DriverContext, Envelope, ErrorCode, InboundSink, InboundSource, Kind,
+                  Outcome, ProviderConfig, Report, SendFailure, SendLimits, SettingField)
 from .transport.auth import Authenticator
 from .transport.endpoint import Endpoint
 from .transport.pool import SendError, SmtpPool
@@ -34,6 +34,12 @@ class Servers:
     inbound_side: str = "imap"
     timeout: float | None = None  # per network operation; None: the server default
     ca_pem: str | None = None  # trusted instead of the system's
+
+
+PLAINTEXT_LOGIN = SettingField(
+    "allow_plaintext_login", "Allow login without encryption", Kind.BOOLEAN,
+    description="A server whose security is NONE receives the credentials unencrypted: "
+                "allowed only when this is on (a server on a network you trust).")
 
 
 class MailboxDriver(Driver):
@@ -59,6 +65,15 @@ class MailboxDriver(Driver):
 
     def auth(self, config: ProviderConfig, ctx: DriverContext) -> Authenticator:
         raise NotImplementedError
+
+    # -- input
+    def problems(self, config: ProviderConfig, ctx: DriverContext) -> list[tuple[str, str]]:
+        if config.settings.get(PLAINTEXT_LOGIN.path):
+            return []
+        return [(f"settings.{side}.security",
+                 f"NONE sends the credentials unencrypted: use STARTTLS or TLS, or turn on "
+                 f"{PLAINTEXT_LOGIN.path} for a server on a network you trust")
+                for side, ep in config.settings.items() if isinstance(ep, dict) and ep.get("security") == "NONE"]
 
     # -- checks
     async def validate(self, config: ProviderConfig, ctx: DriverContext) -> Report:

@@ -42,12 +42,14 @@ client_id = "{OUTLOOK_CLIENT_ID}"
 client_secret = "{OAUTH_CLIENTS[OUTLOOK_CLIENT_ID]}"
 authority = "{oauth.authority(oauth.tenant_id)}"
 ca_file = "{ca.ca_path}"
+mail_hosts = ["127.0.0.1"]
 
 [gmail]
 client_id = "{GMAIL_CLIENT_ID}"
 client_secret = "{OAUTH_CLIENTS[GMAIL_CLIENT_ID]}"
 discovery_url = "{oauth.url}/.well-known/openid-configuration"
 ca_file = "{ca.ca_path}"
+mail_hosts = ["127.0.0.1"]
 service_account_file = "{account}"
 """)
         self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
@@ -371,6 +373,24 @@ def test_changing_the_account_drops_the_tokens_and_returns_to_grey(mg, oauth_dov
     assert wait_until(lambda: oauth_dovecot.sessions(USER) == 0)  # the old account's session ended
 
 
+@pytest.mark.parametrize("type_", TYPES)
+def test_tokens_go_only_to_the_services_own_mail_servers_and_those_configured(mg, type_, oauth_dovecot,
+                                                                               oauth_smtp):
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)  # 127.0.0.1 is in the test configuration's mail_hosts
+    elsewhere = provider_pb2.Endpoint(host="localhost", port=oauth_smtp.port, security=provider_pb2.SECURITY_STARTTLS)
+    for validate_only in (True, False):
+        err = expect_error(lambda: mg.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=p.name, **{type_: provider_pb2.OAuthMailboxSettings(smtp=elsewhere)}),
+            update_mask={"paths": [f"{type_}.smtp"]}, validate_only=validate_only)))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'localhost' is not one of the mail servers" in err.violations[f"provider.{type_}.smtp.host"]
+    assert getattr(mg.get(p.name), type_).smtp.host == "127.0.0.1"
+    candidate = provider_pb2.Provider(display_name="Elsewhere", type=type_, account=USER, **{
+        type_: provider_pb2.OAuthMailboxSettings(imap=provider_pb2.Endpoint(host="imap.example.test"))})
+    err = expect_error(lambda: mg.stub.ValidateProvider(pb.ValidateProviderRequest(provider=candidate)))
+    assert set(err.violations) == {f"provider.{type_}.imap.host"}  # the preset's SMTP host is the service's own
+
+
 # -- app-only access -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("type_", TYPES)
@@ -428,11 +448,9 @@ class TestGmailConformance(TestOutlookConformance):
     driver_type = "gmail"
 
 
-def test_checking_a_provider_nobody_signed_in_to_yet_skips_the_logins(mailgate_server, oauth_dovecot,
-                                                                      oauth_smtp, mail_ca):
+def test_checking_a_provider_nobody_signed_in_to_yet_skips_the_logins(mailgate_server):
     resp = mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(provider=provider_pb2.Provider(
-        display_name="Not yet", type="outlook", account=USER, receive_emails=True,
-        outlook=oauth_settings(oauth_dovecot, oauth_smtp, mail_ca))))
+        display_name="Not yet", type="outlook", account=USER, receive_emails=True)))
     assert [(c.id, c.outcome) for c in resp.report.checks] == [
         ("smtp.auth", resp.report.checks[0].OUTCOME_SKIPPED), ("imap.auth", resp.report.checks[0].OUTCOME_SKIPPED)]
     assert all("not signed in yet" in c.server_message for c in resp.report.checks)

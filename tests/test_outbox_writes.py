@@ -41,7 +41,8 @@ def store(mailgate_database_url):
     db.upgrade()
     box = SecretBox(os.urandom(32))
     config = ProviderConfig(id=str(uuid.uuid4()), type="smtp_imap", display_name="Desk", account=USER,
-                            settings={"smtp": {"host": "127.0.0.1", "port": 25, "security": "NONE"}},
+                            settings={"smtp": {"host": "127.0.0.1", "port": 25, "security": "NONE"},
+                                      "allow_plaintext_login": True},
                             secrets={"password": "x"})
     db.transaction(lambda s: ProviderStore(s, box).insert(config, Status(State.GREEN, Cause.CHECKS_PASSED, "ok")))
     _, fingerprint = db.transaction(lambda s: ProviderStore(s, box).get_with_fingerprint(config.id))

@@ -14,7 +14,7 @@ from mailgate.testing.servers.smtpd import SmtpServer
 from mailgate.v1 import mail_service_pb2 as mpb, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb
 
-from support import USER, mail, make_provider, parse, wait_state
+from support import PASSWORD, USER, mail, make_provider, parse, wait_state
 
 Out = mpb.OutboundMessage
 
@@ -162,8 +162,9 @@ def test_mail_after_a_change_of_server_goes_to_the_new_one(mailgate_server, mail
                                                    text_body="x")).state == Out.STATE_SENT
         mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
             provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
+                password=PASSWORD,  # a new server gets the password only when it is given again
                 smtp=provider_pb2.Endpoint(host=new.host, port=new.port, security=provider_pb2.SECURITY_STARTTLS))),
-            update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.smtp"])))
+            update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.smtp", "smtp_imap.password"])))
         assert stub.SendEmail(mpb.SendEmailRequest(provider=p.name, to=["jane@example.test"], subject="after",
                                                    text_body="x")).state == Out.STATE_SENT
         assert [parse(m.content)["Subject"] for m in old.messages] == ["before"]
@@ -217,9 +218,10 @@ def test_a_copy_goes_to_the_sent_folder_when_asked(mailgate_server, smtp, mail_c
     p = make_provider(mailgate_server, smtp, mail_ca, name="Copies")
     mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
         provider=provider_pb2.Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(
-            sent_folder="Sent Items", inbound=provider_pb2.Endpoint(
+            sent_folder="Sent Items", password=PASSWORD, inbound=provider_pb2.Endpoint(
                 host=dovecot.host, port=dovecot.imaps_port, security=provider_pb2.SECURITY_TLS))),
-        update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.sent_folder", "smtp_imap.inbound"])))
+        update_mask=field_mask_pb2.FieldMask(paths=["smtp_imap.sent_folder", "smtp_imap.inbound",
+                                                    "smtp_imap.password"])))
     sent = mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
         provider=p.name, to=["jane@example.test"], subject="keep a copy", text_body="x"))
     assert sent.state == Out.STATE_SENT

@@ -43,6 +43,9 @@ def settings(smtp: SmtpServer, ca, *, password=PASSWORD, inbound=None, protocol=
     if inbound:
         host, port, security = inbound
         s.inbound.CopyFrom(provider_pb2.Endpoint(host=host, port=port, security=SEC[security]))
+    # the plain test servers are on loopback: NONE is allowed unless a test says otherwise
+    s.allow_plaintext_login = extra.get("allow_plaintext_login",
+                                        provider_pb2.SECURITY_NONE in (s.smtp.security, s.inbound.security))
     return s
 
 
@@ -255,6 +258,51 @@ def test_update_rechecks_only_connection_changes(mailgate_server, dovecot, mail_
         assert err.code == FAILED_PRECONDITION and err.info.reason == "SMTP_AUTH_FAILED"
         assert mailgate_server.stub.GetProvider(pb.GetProviderRequest(name=p.name)).etag == same.etag
         users[USER] = PASSWORD
+
+
+def test_a_stored_password_goes_only_to_the_servers_it_was_given_for(mailgate_server, smtp_server, dovecot,
+                                                                     mail_ca):
+    p = create(mailgate_server, provider("Bound", settings(smtp_server("STARTTLS"), mail_ca, inbound=imap_tls(dovecot))))
+    elsewhere_users = CountingUsers({USER: PASSWORD})
+    with SmtpServer("STARTTLS", elsewhere_users, mail_ca) as elsewhere:
+        there = provider_pb2.Endpoint(host=elsewhere.host, port=elsewhere.port, security=provider_pb2.SECURITY_STARTTLS)
+
+        def update(paths, validate_only=True, **fields):
+            return mailgate_server.stub.UpdateProvider(pb.UpdateProviderRequest(
+                provider=Provider(name=p.name, smtp_imap=provider_pb2.SmtpImapSettings(**fields)),
+                update_mask=field_mask_pb2.FieldMask(paths=paths), validate_only=validate_only))
+
+        # The server, the login name or the trust anchors move: the password must come along.
+        for paths, fields in ((["smtp_imap.smtp"], {"smtp": there}),
+                              (["smtp_imap.smtp.host"], {"smtp": provider_pb2.Endpoint(host="localhost")}),
+                              (["smtp_imap.username"], {"username": "someone-else"}),
+                              (["smtp_imap.ca_certificates_pem"], {"ca_certificates_pem": mail_ca.ca_pem + "\n"})):
+            for validate_only in (True, False):
+                err = expect_error(lambda: update(paths, validate_only, **fields))
+                assert err.code == grpc.StatusCode.INVALID_ARGUMENT, paths
+                assert "give it again in the same request" in err.violations["provider.smtp_imap.password"]
+        candidate = provider("Bound", settings(elsewhere, mail_ca, password=""), receive=False)
+        err = expect_error(lambda: mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(provider=candidate)))
+        assert err.violations["provider.smtp_imap.password"] == "required"
+        assert elsewhere_users.attempts == 0, "a stored password was presented to another server"
+        assert mailgate_server.stub.GetProvider(pb.GetProviderRequest(name=p.name)).smtp_imap.smtp.port == \
+            smtp_server("STARTTLS").port
+        # A setting that does not say where the password goes needs nothing more.
+        assert update(["smtp_imap.folders"], folders=["INBOX", "Support"]).smtp_imap.folders == ["INBOX", "Support"]
+        # Given again, the move is checked at the new server.
+        moved = update(["smtp_imap.smtp", "smtp_imap.password"], validate_only=False, smtp=there, password=PASSWORD)
+        assert moved.smtp_imap.smtp.port == elsewhere.port and moved.state == Provider.STATE_GREEN
+        assert elsewhere_users.attempts == 1
+
+
+def test_a_password_goes_unencrypted_only_when_the_provider_says_so(mailgate_server, smtp_server, mail_ca):
+    plain = settings(smtp_server("NONE"), mail_ca, allow_plaintext_login=False)
+    err = expect_error(lambda: create(mailgate_server, provider("Plain", plain, receive=False)))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "NONE sends the credentials unencrypted" in err.violations["provider.smtp_imap.smtp.security"]
+    assert not mailgate_server.stub.ListProviders(pb.ListProvidersRequest()).providers
+    plain.allow_plaintext_login = True
+    assert create(mailgate_server, provider("Plain", plain, receive=False)).state == Provider.STATE_GREEN
 
 
 def test_activate_turns_red_with_reason_then_green(mailgate_server, dovecot, mail_ca):

@@ -16,7 +16,7 @@ import requests
 
 from ..api import (Activation, Authorization, AuthorizationFailed, Authorized, Capabilities, CheckResult,
                    DriverContext, Kind, Notice, NotConfigured, Outcome, ProviderConfig, Report, SettingField)
-from ..mailbox import MailboxDriver, Servers, endpoint
+from ..mailbox import PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
 from ..smtp_imap.presets import DEFAULT_PORTS, DEFAULT_SECURITY, Preset
 from ..transport.auth import TokenSource, XOAuth2Auth
 from ..transport.errors import TokenError
@@ -33,6 +33,7 @@ class OAuthDriver(MailboxDriver):
     library methods below."""
 
     preset: Preset
+    mail_hosts_default: tuple[str, ...] = ()  # the service's own servers: where its tokens may go
     capabilities = Capabilities(send=True, receive=True, oauth=True, handover=True)
     # Secrets the sign-in stores; an account change drops them all.
     token_secrets: tuple[str, ...] = ()
@@ -68,6 +69,7 @@ class OAuthDriver(MailboxDriver):
                          description="IMAP folders watched for incoming mail; empty: INBOX."),
             SettingField("ca_certificates_pem", "Trusted certificates (PEM)", Kind.PEM,
                          description="Trust these instead of the system's for the mail servers."),
+            PLAINTEXT_LOGIN,
         )
 
     # -- what a subclass provides (blocking; they run in the worker pool)
@@ -97,6 +99,25 @@ class OAuthDriver(MailboxDriver):
             if not ep.get("port"):
                 ep["port"] = DEFAULT_PORTS[side][ep["security"]]
         return config.with_(settings=settings), []
+
+    def problems(self, config: ProviderConfig, ctx: DriverContext) -> list[tuple[str, str]]:
+        """Tokens go only to the service's own mail servers and those the server's
+        configuration adds: a caller cannot have them sent to a host of its choice."""
+        allowed = self.mail_hosts(ctx)
+        found = super().problems(config, ctx)
+        for side in ("smtp", "imap"):
+            host = str(config.settings[side]["host"]).lower().rstrip(".")
+            if host not in allowed:
+                found.append((f"settings.{side}.host", (
+                    f"{host!r} is not one of the mail servers this provider's tokens may go to: "
+                    f"{', '.join(sorted(allowed))} (add it to mail_hosts in the [{self.type}] section of "
+                    f"the drivers configuration)")))
+        return found
+
+    def mail_hosts(self, ctx: DriverContext) -> set[str]:
+        added = ctx.driver_config(self.type).get("mail_hosts", ())
+        hosts = (*self.mail_hosts_default, *([added] if isinstance(added, str) else added))
+        return {str(h).lower().rstrip(".") for h in hosts}
 
     def needs_recheck(self, changed_paths: set[str]) -> bool:
         # An account change is handled by the server (tokens dropped, GREY).

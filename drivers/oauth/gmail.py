@@ -44,6 +44,7 @@ class GmailDriver(OAuthDriver):
     display_name = "Gmail (Google Workspace)"
     description = "A Gmail or Google Workspace mailbox, signed in with OAuth2: SMTP and IMAP with XOAUTH2."
     preset = GMAIL
+    mail_hosts_default = ("smtp.gmail.com", "imap.gmail.com")
     token_secrets = (REFRESH_TOKEN,)
 
     def _discovery(self, app: Mapping[str, Any]) -> Mapping[str, Any]:

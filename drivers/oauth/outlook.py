@@ -44,6 +44,7 @@ class OutlookDriver(OAuthDriver):
     description = ("A Microsoft 365 or Outlook.com mailbox, signed in with OAuth2 (MSAL): SMTP and "
                    "IMAP with XOAUTH2.")
     preset = OUTLOOK
+    mail_hosts_default = ("smtp-mail.outlook.com", "smtp.office365.com", "outlook.office365.com")
     token_secrets = (CACHE,)
 
     def _app(self, app: Mapping[str, Any], cache: msal.TokenCache | None = None

@@ -9,7 +9,7 @@ import imapclient
 
 from ..addresses import is_address
 from ..api import Capabilities, DriverContext, Envelope, Kind, Notice, ProviderConfig, SettingField
-from ..mailbox import MailboxDriver, Servers, endpoint
+from ..mailbox import PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
 from ..transport.auth import PasswordAuth
 from ..transport.endpoint import Endpoint
 from ..transport.imap import connect_imap
@@ -30,7 +30,9 @@ class SmtpImapDriver(MailboxDriver):
     capabilities = Capabilities(send=True, receive=True, oauth=False, handover=True)
     settings_schema = (
         SettingField("username", "User name", description="Login name; defaults to the account."),
-        SettingField("password", "Password", secret=True, required=True),
+        SettingField("password", "Password", secret=True, required=True, bound_to=(
+            "account", "settings.username", "settings.smtp", "settings.inbound_protocol", "settings.inbound",
+            "settings.ca_certificates_pem")),
         SettingField("smtp.host", "SMTP server", Kind.HOSTNAME, required=True,
                      description="Filled in for gmail.com, outlook.com, hotmail.com and office365 "
                                  "accounts when left empty."),
@@ -47,6 +49,7 @@ class SmtpImapDriver(MailboxDriver):
                      default="TLS"),
         SettingField("ca_certificates_pem", "Trusted certificates (PEM)", Kind.PEM,
                      description="Trust these instead of the system's, for a private server."),
+        PLAINTEXT_LOGIN,
         SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
                      default=10, description="Per network operation."),
         SettingField("sent_folder", "Save sent mail in folder",

@@ -120,7 +120,7 @@ class Endpoint(_message.Message):
     def __init__(self, host: _Optional[str] = ..., port: _Optional[int] = ..., security: _Optional[_Union[Security, str]] = ...) -> None: ...
 
 class SmtpImapSettings(_message.Message):
-    __slots__ = ("username", "password", "password_set", "smtp", "inbound_protocol", "inbound", "ca_certificates_pem", "timeout_seconds", "sending_limits", "sent_folder", "folders")
+    __slots__ = ("username", "password", "password_set", "smtp", "inbound_protocol", "inbound", "ca_certificates_pem", "timeout_seconds", "sending_limits", "sent_folder", "folders", "allow_plaintext_login")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_SET_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class SmtpImapSettings(_message.Message):
     SENDING_LIMITS_FIELD_NUMBER: _ClassVar[int]
     SENT_FOLDER_FIELD_NUMBER: _ClassVar[int]
     FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PLAINTEXT_LOGIN_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     password_set: bool
@@ -143,10 +144,11 @@ class SmtpImapSettings(_message.Message):
     sending_limits: SendingLimits
     sent_folder: str
     folders: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., sent_folder: _Optional[str] = ..., folders: _Optional[_Iterable[str]] = ...) -> None: ...
+    allow_plaintext_login: bool
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., password_set: _Optional[bool] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., inbound_protocol: _Optional[_Union[InboundProtocol, str]] = ..., inbound: _Optional[_Union[Endpoint, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., sent_folder: _Optional[str] = ..., folders: _Optional[_Iterable[str]] = ..., allow_plaintext_login: _Optional[bool] = ...) -> None: ...
 
 class OAuthMailboxSettings(_message.Message):
-    __slots__ = ("access", "smtp", "imap", "timeout_seconds", "sending_limits", "ca_certificates_pem", "folders")
+    __slots__ = ("access", "smtp", "imap", "timeout_seconds", "sending_limits", "ca_certificates_pem", "folders", "allow_plaintext_login")
     class Access(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACCESS_UNSPECIFIED: _ClassVar[OAuthMailboxSettings.Access]
@@ -162,6 +164,7 @@ class OAuthMailboxSettings(_message.Message):
     SENDING_LIMITS_FIELD_NUMBER: _ClassVar[int]
     CA_CERTIFICATES_PEM_FIELD_NUMBER: _ClassVar[int]
     FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PLAINTEXT_LOGIN_FIELD_NUMBER: _ClassVar[int]
     access: OAuthMailboxSettings.Access
     smtp: Endpoint
     imap: Endpoint
@@ -169,7 +172,8 @@ class OAuthMailboxSettings(_message.Message):
     sending_limits: SendingLimits
     ca_certificates_pem: str
     folders: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, access: _Optional[_Union[OAuthMailboxSettings.Access, str]] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., imap: _Optional[_Union[Endpoint, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., folders: _Optional[_Iterable[str]] = ...) -> None: ...
+    allow_plaintext_login: bool
+    def __init__(self, access: _Optional[_Union[OAuthMailboxSettings.Access, str]] = ..., smtp: _Optional[_Union[Endpoint, _Mapping]] = ..., imap: _Optional[_Union[Endpoint, _Mapping]] = ..., timeout_seconds: _Optional[int] = ..., sending_limits: _Optional[_Union[SendingLimits, _Mapping]] = ..., ca_certificates_pem: _Optional[str] = ..., folders: _Optional[_Iterable[str]] = ..., allow_plaintext_login: _Optional[bool] = ...) -> None: ...
 
 class SendingLimits(_message.Message):
     __slots__ = ("per_minute", "per_day")

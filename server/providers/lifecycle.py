@@ -101,7 +101,7 @@ class Providers:
                               account=config.account.strip())
         config, notices = driver.prepare(config)
         v = Violations()
-        validation.check_provider(config, driver, v)
+        validation.check_provider(config, driver, self.ctx, v)
         v.raise_if_any()
         return config, notices
 
@@ -117,7 +117,12 @@ class Providers:
         merged = merge(current.config, patch, paths)
         config, notices = self.prepare(driver, merged)
         # A secret typed in again counts as changed: the admin wants it tried.
-        changed = changed_paths(current.config, config) | {p for p in paths if p.startswith("secrets.")}
+        given = {k for k, val in patch.secrets.items() if val and ("settings" in paths or f"secrets.{k}" in paths)}
+        changed = (changed_paths(current.config, config) | {f"secrets.{k}" for k in given}
+                   | {p for p in paths if p.startswith("secrets.")})
+        v = Violations()
+        validation.check_secrets_bound(driver, current.config, changed, given, v)
+        v.raise_if_any()
         status = None
         signed_out = driver.capabilities.oauth and "account" in changed
         if signed_out:  # the tokens are the old account's

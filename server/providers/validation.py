@@ -12,7 +12,7 @@ import ssl
 from typing import Any
 
 from mailgate.drivers.addresses import address_problem
-from mailgate.drivers.api import Driver, Kind, ProviderConfig, SettingField
+from mailgate.drivers.api import Driver, DriverContext, Kind, ProviderConfig, SettingField
 
 from ..outbound import compose
 from ..errors import Violations
@@ -41,7 +41,7 @@ def pem_problem(value: str) -> str | None:
     return None
 
 
-def check_provider(config: ProviderConfig, driver: Driver, v: Violations) -> None:
+def check_provider(config: ProviderConfig, driver: Driver, ctx: DriverContext, v: Violations) -> None:
     """Appends every violation of `config` to `v`; raises nothing itself."""
     name = config.display_name.strip()
     if not name:
@@ -65,6 +65,23 @@ def check_provider(config: ProviderConfig, driver: Driver, v: Violations) -> Non
         v.add("receive_emails", f"the {driver.type} driver cannot receive mail")
     for f in driver.settings_schema:
         _check_setting(f, config, v)
+    if not v.items:
+        for path, problem in driver.problems(config, ctx):
+            v.add(path, problem)
+
+
+def check_secrets_bound(driver: Driver, stored: ProviderConfig, changed: set[str], given: set[str],
+                        v: Violations) -> None:
+    """A stored secret goes only to the servers it was given for: a change of where
+    it is presented (its field's `bound_to`) needs the secret again (`given`)."""
+    for f in driver.settings_schema:
+        if not f.secret or f.path in given or not stored.secrets.get(f.path):
+            continue
+        moved = sorted(p for p in changed if any(p == b or p.startswith(b + ".") for b in f.bound_to))
+        if moved:
+            v.add(f"secrets.{f.path}",
+                  f"{', '.join(moved)} changed: a stored {f.label.lower()} is presented only to the "
+                  f"server it was given for; give it again in the same request")
 
 
 def _check_setting(f: SettingField, config: ProviderConfig, v: Violations) -> None:
