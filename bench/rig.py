@@ -15,6 +15,7 @@ from typing import Iterator
 import grpc
 
 from mailgate.testing.servers.certs import TestCA
+from mailgate.testing.harness import connect_process
 from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
 
@@ -26,12 +27,13 @@ def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
     env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
     proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
                              "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = None
     try:
-        grpc.channel_ready_future(channel).result(timeout=30)
+        channel = connect_process(f"127.0.0.1:{port}", root / "mailgate.token")
         yield proc.pid, channel
     finally:
-        channel.close()
+        if channel:
+            channel.close()
         proc.terminate()
         proc.wait(30)
 

@@ -14,9 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
-                         provider_service_pb2, provider_service_pb2_grpc)
+                         provider_service_pb2, provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc)
 
-from .config import Settings, load_drivers_config
+from .access.interceptor import AccessInterceptor
+from .access.servicer import TokenServicer
+from .access.tokens import Tokens
+from .config import Settings, check_listen, load_drivers_config
 from .inbound.queue import InboundQueue, InboundSettings
 from .inbound.servicer import InboundServicer
 from .inbound.sources import Sources
@@ -37,7 +40,8 @@ log = logging.getLogger("mailgate.server")
 
 SERVICE_NAMES = [provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
                  mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
-                 inbound_service_pb2.DESCRIPTOR.services_by_name["InboundService"].full_name]
+                 inbound_service_pb2.DESCRIPTOR.services_by_name["InboundService"].full_name,
+                 token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name]
 
 
 @dataclass
@@ -53,6 +57,7 @@ class App:
     inbound: InboundQueue
     sources: Sources
     drivers: DriverRegistry
+    tokens: Tokens
     callback: CallbackListener | None = None
     wakeups: Listener | None = None
 
@@ -80,7 +85,8 @@ class App:
 
 
 async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
-    configs = load_drivers_config(settings.drivers_config)  # refuse a bad file before touching anything
+    check_listen(settings)  # refuse a bad address or an open network before touching anything
+    configs = load_drivers_config(settings.drivers_config)
     db = Database(settings.database_url)
     await asyncio.to_thread(db.upgrade)
     box = SecretBox.from_environment(settings.key_file)
@@ -105,11 +111,19 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     # Told of every provider created, changed or deleted, after the store.
     events.listen(outbox.provider_changed)  # mail that waited for a provider now GREEN
     events.listen(sources.provider_changed)  # its mailbox watched, or no longer
+    tokens = Tokens(db)
     listener = None
-    if db.engine.dialect.name == "postgresql":  # other replicas may commit mail: hear of it
-        listener = Listener(db.engine, inbound.wake)
+    if db.engine.dialect.name == "postgresql":  # other replicas may commit mail or revoke tokens: hear of it
+        def heard(topics: list[str]) -> None:
+            inbound.wake(topics)
+            tokens.forget(topics)
+        listener = Listener(db.engine, heard)
         await asyncio.to_thread(listener.start)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=[
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    if settings.auth:
+        await tokens.ensure_admin_file(settings.admin_token_file)
+        interceptors.append(AccessInterceptor(tokens))
+    server = grpc.aio.server(interceptors=interceptors, options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with
         # its attachments) may be larger still.
@@ -119,6 +133,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers, drivers), server)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
     inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound), server)
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(tokens), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -135,9 +150,11 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if callback:
         callback.start(providers, asyncio.get_running_loop())
     app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, sources,
-              drivers, callback, listener)
-    log.info("mailgate listening on %s (database %s; drivers: %s)", app.address,
-             db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()))
+              drivers, tokens, callback, listener)
+    access = (f"API tokens required; administrator token in {settings.admin_token_file}" if settings.auth
+              else "authentication OFF: anyone who reaches the port may do anything")
+    log.info("mailgate listening on %s (database %s; drivers: %s; %s)", app.address,
+             db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()), access)
     return app
 
 

@@ -1,6 +1,7 @@
 """Server settings: environment variables, overridden by command-line flags."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -47,11 +48,49 @@ class Settings:
     oauth_callback_listen: str = field(default_factory=lambda: _env("MAILGATE_OAUTH_CALLBACK_LISTEN", ""))
     # how long a sign-in started by ActivateProvider can be completed, seconds
     authorization_ttl: float = field(default_factory=lambda: float(_env("MAILGATE_AUTHORIZATION_TTL", "600")))
+    # callers present API tokens (docs/security.md); "off" lets anyone who reaches the port do anything
+    auth: bool = field(default_factory=lambda: _env("MAILGATE_AUTH", "on") != "off")
+    # where the server writes an administrator token on first start; empty: beside the key file
+    token_file: str = field(default_factory=lambda: _env("MAILGATE_TOKEN_FILE", ""))
+    # listening beyond loopback without TLS and tokens is refused unless the network is trusted
+    trusted_network: bool = field(default_factory=lambda: _env("MAILGATE_TRUSTED_NETWORK", "") == "yes")
     grace: float = 10.0  # seconds given to running calls on SIGTERM
+
+    @property
+    def admin_token_file(self) -> Path:
+        return Path(self.token_file) if self.token_file else self.key_file.with_name("mailgate.token")
 
 
 class ConfigError(ValueError):
     """Server configuration that cannot work; the message says where and why."""
+
+
+def check_listen(settings: Settings) -> None:
+    """`--listen` is host:port with an IP address (or localhost) and a port of
+    1-65535 (0: any free one); beyond loopback only with authentication and TLS
+    or on a network said to be trusted. Never a silent bind elsewhere."""
+    host, sep, port = settings.listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen {settings.listen!r}: expected host:port with a port from 1 to 65535, "
+                          "e.g. 127.0.0.1:50051 or [::1]:50051")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare == "localhost":
+        return
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ConfigError(f"--listen {settings.listen!r}: {host!r} is not an IP address (an IPv6 address "
+                          "goes in brackets: [::1]:50051)") from None
+    if ":" in bare and not host.startswith("["):
+        raise ConfigError(f"--listen {settings.listen!r}: put an IPv6 address in brackets, [{bare}]:{port}")
+    if not address.is_loopback and not settings.trusted_network:
+        raise ConfigError(
+            f"--listen {settings.listen}: beyond loopback, tokens and mail would cross the network in "
+            "plaintext. Terminate TLS in front of mailgate and keep MAILGATE_AUTH on, then say the network "
+            "is trusted with --trusted-network (MAILGATE_TRUSTED_NETWORK=yes); or listen on 127.0.0.1")
+    if not address.is_loopback and not settings.auth:
+        raise ConfigError(f"--listen {settings.listen}: beyond loopback, authentication must stay on "
+                          "(MAILGATE_AUTH=on)")
 
 
 def load_drivers_config(path: str) -> dict[str, dict[str, Any]]:

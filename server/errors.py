@@ -59,6 +59,22 @@ def etag_mismatch(provider_id: str, version: int) -> Aborted:
                    "read it again and retry", metadata={"provider": provider_id})
 
 
+class Unauthenticated(MailgateError):
+    """No credential, or one that is not (or no longer) valid."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MailgateError):
+    reason = "PERMISSION_DENIED"
+
+
+def denied(permission: str) -> PermissionDenied:
+    """The same answer whether or not the resource exists (AIP-211)."""
+    return PermissionDenied(f"the caller lacks the permission {permission!r} for this request, "
+                            "or the resource does not exist", metadata={"permission": permission})
+
+
 class FailedPrecondition(MailgateError):
     """The request is fine, but the resource is not in a state that allows it."""
 

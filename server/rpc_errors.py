@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 
 from .providers import converters
 from .errors import (Aborted, AlreadyExists, ChecksFailed, FailedPrecondition, InvalidArgument,
-                     MailgateError, NotFound)
+                     MailgateError, NotFound, PermissionDenied, Unauthenticated)
 
 log = logging.getLogger("mailgate.rpc")
 
@@ -29,6 +29,8 @@ _CODES: list[tuple[type[MailgateError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Aborted, code_pb2.ABORTED),
     (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
 

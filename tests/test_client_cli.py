@@ -9,6 +9,7 @@ import io
 import json
 import re
 import socket
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def mailgate_plugins():
 
 @pytest.fixture
 def mg(mailgate_server):
-    with MailgateClient(mailgate_server.address) as client:
+    with MailgateClient(mailgate_server.address, token=mailgate_server.token) as client:
         yield client
 
 
@@ -47,6 +48,8 @@ def echo(name: str = "Support line", key: str = KEY, **fields) -> Provider:
 @pytest.fixture
 def cli(mailgate_server, capsys, monkeypatch):
     """Runs `mailgate --server <test server> ARGS...` in-process: (exit, stdout, stderr)."""
+    monkeypatch.setenv("MAILGATE_TOKEN_FILE", str(mailgate_server.settings.admin_token_file))
+
     def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -338,6 +341,7 @@ def test_console_script_runs(mailgate_server, mg):
     mg.create_provider(echo())
     script = Path(sys.executable).with_name("mailgate")
     done = subprocess.run([str(script), "--server", mailgate_server.address, "providers", "list", "--json"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MAILGATE_TOKEN=mailgate_server.token))
     assert done.returncode == 0, done.stderr
     assert [p["displayName"] for p in json.loads(done.stdout)] == ["Support line"]

@@ -192,9 +192,10 @@ def test_no_token_reaches_a_log_line_even_at_debug_level(mg, oauth_dovecot, oaut
 
 
 def test_the_cli_prints_the_sign_in_address_and_completes_with_the_redirect(mg, oauth_dovecot, oauth_smtp,
-                                                                             capsys):
+                                                                             capsys, monkeypatch):
     from mailgate.cli import main
 
+    monkeypatch.setenv("MAILGATE_TOKEN", mg.server.token)
     p = mg.create("gmail", oauth_dovecot, oauth_smtp)
     server = ["--server", mg.server.address]
     assert main([*server, "providers", "activate", p.name]) == 0

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mailgate.testing.harness import connect_process
 from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb, provider_service_pb2_grpc
 
@@ -39,8 +39,7 @@ def test_installed_plugin_is_served(installed_plugin, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}"],
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(channel).result(timeout=30)
+        channel = connect_process(f"127.0.0.1:{port}", tmp_path / "mailgate.token")
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = provider_service_pb2_grpc.ProviderServiceStub(channel)

@@ -12,6 +12,7 @@ import grpc
 from imapclient import IMAPClient
 
 from mailgate.testing.consumer import Consumer
+from mailgate.testing.harness import connect_process
 from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
@@ -88,9 +89,7 @@ def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledge
         env.update(MAILGATE_KEY_FILE=str(tmp_path / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
                                  "--database-url", f"sqlite:///{tmp_path / 'mailgate.db'}"], env=env)
-        handle = ServerHandle(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(handle.channel).result(timeout=30)
-        return proc, handle
+        return proc, ServerHandle(connect_process(f"127.0.0.1:{port}", tmp_path / "mailgate.token"))
 
     first, server = serve()
     try:
@@ -139,8 +138,8 @@ def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledge
 class ServerHandle:
     """What Consumer and the helpers need of a server: a channel and a stub."""
 
-    def __init__(self, address: str):
-        self.channel = grpc.insecure_channel(address)
+    def __init__(self, channel: grpc.Channel):
+        self.channel = channel
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
 
 

@@ -248,7 +248,7 @@ def test_sending_limits_hold_mail_back_instead_of_failing(mailgate_server, smtp,
 def test_python_client_sends_by_display_name_and_lists(mailgate_server, smtp, mail_ca):
     from mailgate.client import MailgateClient
     make_provider(mailgate_server, smtp, mail_ca, name="Client desk")
-    with MailgateClient(mailgate_server.address) as mg:
+    with MailgateClient(mailgate_server.address, token=mailgate_server.token) as mg:
         sent = mg.send_email("client desk", to=["jane@example.test"], subject="hi", text_body="x",
                              request_id="client-1")
         assert sent.state == Out.STATE_SENT

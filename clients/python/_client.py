@@ -1,4 +1,5 @@
-"""MailgateClient: the generated ProviderService and MailService stubs with Python manners.
+"""MailgateClient: the generated ProviderService, MailService and TokenService stubs with
+Python manners. It presents an API token (see credentials.find_token).
 
 Every method returns proto messages (mailgate.v1) and raises MailgateError for any
 failed call. Wherever a provider is referred to, `ref` may be the resource name
@@ -6,6 +7,7 @@ failed call. Wherever a provider is referred to, `ref` may be the resource name
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable, Iterator, TypeVar
 
 import grpc
@@ -13,8 +15,9 @@ from google.protobuf import field_mask_pb2
 
 from mailgate.v1 import driver_pb2, mail_service_pb2, mail_service_pb2_grpc, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb
-from mailgate.v1 import provider_service_pb2_grpc
+from mailgate.v1 import provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc
 
+from .credentials import find_token, with_token
 from .errors import MailgateError, from_rpc_error
 
 Provider = provider_pb2.Provider
@@ -25,15 +28,20 @@ PREFIX = "providers/"
 
 class MailgateClient:
     def __init__(self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, token: str | None = None):
+        """`token`: the API token to present; None looks for one (credentials.find_token)."""
         # A channel passed in belongs to the caller (it may carry TLS or interceptors); close only ours.
         self._owns_channel = channel is None
-        # No receive limit: GetInboundMessage with raw bytes and attachments passes 4 MB.
-        self.channel = channel or grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
+        if channel is None:
+            # No receive limit: GetInboundMessage with raw bytes and attachments passes 4 MB.
+            channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
+            token = find_token() if token is None else token
+        self.channel = with_token(channel, token) if token else channel
         self.target = target
         self.timeout = timeout
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
         self.mail = mail_service_pb2_grpc.MailServiceStub(self.channel)
+        self.tokens = token_service_pb2_grpc.TokenServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -107,6 +115,25 @@ class MailgateClient:
                                ) -> Iterator[mail_service_pb2.OutboundMessage]:
         return self._pages(self.mail.ListOutboundMessages, "outbound_messages",
                            mail_service_pb2.ListOutboundMessagesRequest(filter=filter, page_size=page_size))
+
+    # ------------------------------------------------------------ tokens
+    def create_token(self, display_name: str, permissions: list[str], *, campaigns: list[str] = (),
+                     providers: list[str] = (), expire_time: datetime | None = None
+                     ) -> token_service_pb2.CreateTokenResponse:
+        """A new API token; its secret is in the response and nowhere else, ever."""
+        token = token_service_pb2.Token(display_name=display_name, permissions=permissions,
+                                        campaigns=list(campaigns), providers=[self.resolve(p) for p in providers])
+        if expire_time is not None:
+            token.expire_time.FromDatetime(expire_time)
+        return self._call(self.tokens.CreateToken, token_service_pb2.CreateTokenRequest(token=token))
+
+    def list_tokens(self) -> Iterator[token_service_pb2.Token]:
+        return self._pages(self.tokens.ListTokens, "tokens", token_service_pb2.ListTokensRequest())
+
+    def revoke_token(self, name: str) -> None:
+        """`name`: `tokens/{id}` or the bare id."""
+        name = name if name.startswith("tokens/") else f"tokens/{name}"
+        self._call(self.tokens.DeleteToken, token_service_pb2.DeleteTokenRequest(name=name))
 
     # ------------------------------------------------------------ helpers
     def _pages(self, method: Callable[..., Any], field: str, request: Any) -> Iterator[Any]:

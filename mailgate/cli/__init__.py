@@ -19,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings.listen = args.listen
     if args.database_url:
         settings.database_url = args.database_url
+    if args.trusted_network:
+        settings.trusted_network = True
     logs.configure(args.log_level or settings.log_level)
     try:
         asyncio.run(app.serve(settings))
@@ -29,11 +31,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import candidate, commands
+    from . import candidate, commands, tokens
 
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__, epilog=(
         "exit status: 0 ok, 1 the server said no or a check failed, 2 usage error, "
-        "3 server unreachable"))
+        "3 server unreachable. Credentials: the API token in MAILGATE_TOKEN, else in the file "
+        "MAILGATE_TOKEN_FILE names, else in ./mailgate.token (the administrator token a server "
+        "started in this directory wrote)"))
     _global_options(parser)
     # The same options work after the subcommand too (`mailgate providers list --json`).
     common = argparse.ArgumentParser(add_help=False)
@@ -45,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", help="SQLAlchemy URL (default sqlite:///mailgate.db, "
                                               "env MAILGATE_DATABASE_URL)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (env MAILGATE_LOG_LEVEL)")
+    serve.add_argument("--trusted-network", action="store_true",
+                       help="allow listening beyond loopback without TLS (env MAILGATE_TRUSTED_NETWORK=yes): "
+                            "only behind a TLS-terminating proxy or on a network you trust")
     serve.set_defaults(func=_serve)
 
     providers = sub.add_parser("providers", parents=[common], help="manage providers")
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drivers", parents=[common], help="list installed drivers, or show one's settings")
     p.add_argument("type", nargs="?", help="show this driver's settings schema")
     p.set_defaults(handler=commands.drivers)
+    tokens.add_commands(sub, common)
     return parser
 
 

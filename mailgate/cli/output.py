@@ -268,6 +268,9 @@ def error(out: Stream, err: MailgateError, server: str) -> None:
     if err.code_name == "UNAVAILABLE":
         out.print(f"hint: no mailgate answers at {server}; start one with `mailgate serve`, "
                   "or point --server (or MAILGATE_SERVER) at it")
+    if err.code_name == "UNAUTHENTICATED":
+        out.print("hint: give an API token in MAILGATE_TOKEN or MAILGATE_TOKEN_FILE; a server writes its "
+                  "administrator token to mailgate.token beside its key file")
 
 
 def error_json(err: MailgateError) -> str:

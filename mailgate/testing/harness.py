@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator
 import grpc
 from sqlalchemy import create_engine, text
 
+from mailgate.client.credentials import with_token
 from mailgate.server import app
 from mailgate.server.config import Settings
 from mailgate.v1 import provider_service_pb2_grpc
@@ -35,8 +36,19 @@ class ServerThread:
     def start(self) -> "ServerThread":
         self._thread.start()
         self.app = self.call(app.start(self.settings, self._plugins))
-        self.channel = grpc.insecure_channel(self.app.address, options=CHANNEL_OPTIONS)
+        self.channel = self.open_channel(self.token)
         return self
+
+    @property
+    def token(self) -> str:
+        """The administrator token the server wrote on start ("" with authentication off)."""
+        path = self.settings.admin_token_file
+        return path.read_text().strip() if self.settings.auth and path.exists() else ""
+
+    def open_channel(self, token: str = "") -> grpc.Channel:
+        """A new channel to the server presenting `token` (none if empty)."""
+        raw = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        return with_token(raw, token) if token else raw
 
     def call(self, coro: Any, timeout: float = 60) -> Any:
         """Runs a coroutine on the server's loop (to reach the domain directly)."""
@@ -68,6 +80,14 @@ class ServerThread:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def connect_process(address: str, token_file: Path, timeout: float = 30) -> grpc.Channel:
+    """A channel to a `mailgate serve` process, once it listens, presenting the
+    administrator token it wrote (before listening) to `token_file`."""
+    raw = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    grpc.channel_ready_future(raw).result(timeout=timeout)
+    return with_token(raw, Path(token_file).read_text().strip())
 
 
 def make_settings(directory: Path, database_url: str | None = None, **overrides: Any) -> Settings:

@@ -241,3 +241,20 @@ class MailboxIdRow(Base):
     folder: Mapped[str] = mapped_column(String(200), primary_key=True)
     source_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # RFC 1939 UIDLs: 1 to 70 characters
     number: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiTokenRow(Base):
+    """An API token: only the SHA-256 of its secret is kept, so the table alone
+    cannot authenticate anyone."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(200))
+    permissions: Mapped[list[str]] = mapped_column(default=list)
+    campaigns: Mapped[list[str]] = mapped_column(default=list)
+    providers: Mapped[list[str]] = mapped_column(default=list)  # provider ids
+    create_time: Mapped[datetime]
+    expire_time: Mapped[datetime | None]
+    last_use_time: Mapped[datetime | None]

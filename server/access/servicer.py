@@ -1,0 +1,48 @@
+"""TokenService over gRPC."""
+from __future__ import annotations
+
+from datetime import timezone
+
+from google.protobuf import empty_pb2
+
+from mailgate.v1 import token_service_pb2 as pb, token_service_pb2_grpc
+
+from .. import paging
+from ..converters import resource_id, timestamp
+from ..store.models import ApiTokenRow
+from .tokens import Tokens, check_request
+
+
+def token_to_proto(row: ApiTokenRow) -> pb.Token:
+    token = pb.Token(name=f"tokens/{row.id}", display_name=row.display_name, permissions=row.permissions,
+                     campaigns=row.campaigns, providers=[f"providers/{p}" for p in row.providers],
+                     create_time=timestamp(row.create_time))
+    if row.expire_time is not None:
+        token.expire_time.CopyFrom(timestamp(row.expire_time))
+    if row.last_use_time is not None:
+        token.last_use_time.CopyFrom(timestamp(row.last_use_time))
+    return token
+
+
+class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
+    def __init__(self, tokens: Tokens):
+        self.tokens = tokens
+
+    async def CreateToken(self, request: pb.CreateTokenRequest, context):
+        t = request.token
+        expire = t.expire_time.ToDatetime(tzinfo=timezone.utc) if t.HasField("expire_time") else None
+        provider_ids = check_request(t.display_name, list(t.permissions), list(t.campaigns), list(t.providers),
+                                     expire)
+        row, secret = await self.tokens.create(t.display_name.strip(), list(t.permissions), list(t.campaigns),
+                                               provider_ids, expire)
+        return pb.CreateTokenResponse(token=token_to_proto(row), secret=secret)
+
+    async def ListTokens(self, request: pb.ListTokensRequest, context):
+        rows, next_token = await paging.page(self.tokens.list, lambda r: (r.create_time, r.id), "tokens",
+                                             request.page_token, request.page_size)
+        return pb.ListTokensResponse(tokens=[token_to_proto(r) for r in rows], next_page_token=next_token)
+
+    async def DeleteToken(self, request: pb.DeleteTokenRequest, context):
+        await self.tokens.revoke(resource_id(request.name, "tokens"))
+        return empty_pb2.Empty()
+

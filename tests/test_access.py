@@ -1,0 +1,264 @@
+"""Only who may: API tokens, a permission per RPC, UNAUTHENTICATED and
+PERMISSION_DENIED as the contract says, the administrator token file, and the
+checks on where the server listens."""
+from __future__ import annotations
+
+import os
+import stat
+from datetime import datetime, timedelta, timezone
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import event, select
+
+from mailgate.server.access.permissions import ALL, PERMISSIONS, RPC_PERMISSIONS
+from mailgate.server.config import ConfigError, Settings, check_listen
+from mailgate.server.store.models import ApiTokenRow
+from mailgate.testing.harness import ServerThread, make_settings
+from mailgate.testing.rpc import expect_error, rich_error
+from mailgate.v1 import (inbound_service_pb2, mail_service_pb2, provider_service_pb2, token_service_pb2,
+                         token_service_pb2_grpc)
+
+SERVICES = [f.services_by_name[name] for f, name in (
+    (provider_service_pb2.DESCRIPTOR, "ProviderService"), (mail_service_pb2.DESCRIPTOR, "MailService"),
+    (inbound_service_pb2.DESCRIPTOR, "InboundService"), (token_service_pb2.DESCRIPTOR, "TokenService"))]
+METHODS = [m for s in SERVICES for m in s.methods]
+DENIALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def call(channel: grpc.Channel, method, timeout: float = 10) -> grpc.RpcError | None:
+    """Calls `method` with an empty request; the error, or None if it succeeded."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+    kwargs = dict(request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString)
+    try:
+        if method.client_streaming:
+            for _ in channel.stream_stream(path, **kwargs)(iter([request_class()]), timeout=timeout):
+                break
+        else:
+            channel.unary_unary(path, **kwargs)(request_class(), timeout=timeout)
+    except grpc.RpcError as err:
+        return err
+    return None
+
+
+def create_token(server: ServerThread, permissions: list[str], **fields) -> str:
+    stub = token_service_pb2_grpc.TokenServiceStub(server.channel)
+    return stub.CreateToken(token_service_pb2.CreateTokenRequest(token=token_service_pb2.Token(
+        display_name="test", permissions=permissions, **fields))).secret
+
+
+def test_every_rpc_has_a_permission_and_no_table_entry_is_stale():
+    names = {f"/{m.containing_service.full_name}/{m.name}" for m in METHODS}
+    assert names == set(RPC_PERMISSIONS)
+    assert set(RPC_PERMISSIONS.values()) | {ALL} == set(PERMISSIONS)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_each_rpc_is_allowed_with_its_permission_and_denied_without(mailgate_server, method):
+    needed = RPC_PERMISSIONS[f"/{method.containing_service.full_name}/{method.name}"]
+    others = [p for p in PERMISSIONS if p not in (needed, ALL)]
+    with mailgate_server.open_channel(create_token(mailgate_server, others)) as channel:
+        err = rich_error(call(channel, method))
+        assert err.code == grpc.StatusCode.PERMISSION_DENIED
+        assert err.info.reason == "PERMISSION_DENIED" and err.info.metadata["permission"] == needed
+    with mailgate_server.open_channel(create_token(mailgate_server, [needed])) as channel:
+        err = call(channel, method)  # an empty request may well be refused, but not for want of rights
+        assert err is None or err.code() not in DENIALS, err
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_each_rpc_without_credentials_is_unauthenticated(mailgate_server, method):
+    with mailgate_server.open_channel() as channel:
+        err = rich_error(call(channel, method))
+    assert err.code == grpc.StatusCode.UNAUTHENTICATED and "authorization: Bearer" in err.message
+
+
+def test_bad_credentials_are_unauthenticated_and_say_which_kind(mailgate_server):
+    good = create_token(mailgate_server, [ALL])
+    token_id = good.split("_")[1]
+    cases = {
+        "not-a-token": "malformed",
+        f"mgt_{token_id}_{'A' * 43}": "not valid",  # the right id, the wrong secret
+        f"mgt_{'0' * 32}_{good[-43:]}": "not valid",  # no such id
+    }
+    get = provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].methods_by_name["ListProviders"]
+    for token, says in cases.items():
+        with mailgate_server.open_channel(token) as channel:
+            err = rich_error(call(channel, get))
+        assert err.code == grpc.StatusCode.UNAUTHENTICATED and says in err.message, token
+        assert token not in err.message
+    raw = grpc.insecure_channel(mailgate_server.address)
+    with raw:
+        stub = raw.unary_unary("/mailgate.v1.ProviderService/ListProviders",
+                               request_serializer=provider_service_pb2.ListProvidersRequest.SerializeToString,
+                               response_deserializer=provider_service_pb2.ListProvidersResponse.FromString)
+        err = expect_error(lambda: stub(provider_service_pb2.ListProvidersRequest(),
+                                        metadata=[("authorization", f"Basic {good}")]))
+    assert err.code == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in err.message
+
+
+def test_a_denied_call_reads_nothing_from_the_database(mailgate_server):
+    token = create_token(mailgate_server, ["mail.read"])
+    statements: list[str] = []
+    engines = [e for e in (mailgate_server.app.db.engine, mailgate_server.app.db._loop_engine) if e is not None]
+    with mailgate_server.open_channel(token) as channel:
+        stub = channel.unary_unary("/mailgate.v1.ProviderService/GetProvider",
+                                   request_serializer=provider_service_pb2.GetProviderRequest.SerializeToString,
+                                   response_deserializer=lambda b: b)
+        expect_error(lambda: stub(provider_service_pb2.GetProviderRequest(name="providers/x")))  # token now known
+
+        def seen(conn, cursor, statement, *args):
+            statements.append(statement)
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", seen)
+        try:
+            for _ in range(3):
+                err = expect_error(lambda: stub(provider_service_pb2.GetProviderRequest(name="providers/x")))
+                assert err.code == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", seen)
+    assert [s for s in statements if "api_tokens" not in s] == []
+
+
+def test_health_is_open_and_reflection_needs_a_credential(mailgate_server):
+    with mailgate_server.open_channel() as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as denied:
+            list(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with mailgate_server.open_channel(create_token(mailgate_server, ["inbound.consume"])) as channel:
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        assert "mailgate.v1.TokenService" in {s.name for s in answer.list_services_response.service}
+
+
+def test_a_token_is_shown_once_stored_as_a_hash_listed_and_revoked_at_once(mailgate_server):
+    stub = token_service_pb2_grpc.TokenServiceStub(mailgate_server.channel)
+    created = stub.CreateToken(token_service_pb2.CreateTokenRequest(token=token_service_pb2.Token(
+        display_name="dialer sales", permissions=["inbound.consume", "inbound.consume"], campaigns=["sales"])))
+    assert created.secret.startswith("mgt_") and created.token.permissions == ["inbound.consume"]
+    listed = {t.name: t for t in stub.ListTokens(token_service_pb2.ListTokensRequest()).tokens}
+    assert listed[created.token.name].display_name == "dialer sales"
+    assert listed[created.token.name].campaigns == ["sales"]
+    assert created.secret not in str(listed)
+    rows = mailgate_server.app.db.transaction(lambda s: list(s.scalars(select(ApiTokenRow))))
+    assert all(created.secret not in repr(vars(r)) for r in rows)
+    assert any(len(r.secret_hash) == 64 for r in rows)
+
+    ack = inbound_service_pb2.DESCRIPTOR.services_by_name["InboundService"].methods_by_name["AckInboundMail"]
+    with mailgate_server.open_channel(created.secret) as channel:
+        assert call(channel, ack) is None
+        used = {t.name: t for t in stub.ListTokens(token_service_pb2.ListTokensRequest()).tokens}
+        assert used[created.token.name].HasField("last_use_time")
+        stub.DeleteToken(token_service_pb2.DeleteTokenRequest(name=created.token.name))
+        assert call(channel, ack).code() == grpc.StatusCode.UNAUTHENTICATED  # no cache outlives a revocation
+    err = expect_error(lambda: stub.DeleteToken(token_service_pb2.DeleteTokenRequest(name=created.token.name)))
+    assert err.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_expired_token_is_refused(mailgate_server):
+    stub = token_service_pb2_grpc.TokenServiceStub(mailgate_server.channel)
+    token = token_service_pb2.Token(display_name="short", permissions=["providers.read"])
+    token.expire_time.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=1))
+    secret = stub.CreateToken(token_service_pb2.CreateTokenRequest(token=token)).secret
+    method = provider_service_pb2.DESCRIPTOR.services_by_name["ProviderService"].methods_by_name["ListDrivers"]
+    with mailgate_server.open_channel(secret) as channel:
+        assert call(channel, method) is None
+        deadline = token.expire_time.ToDatetime(tzinfo=timezone.utc)
+        while datetime.now(timezone.utc) <= deadline:
+            pass
+        err = rich_error(call(channel, method))
+    assert err.code == grpc.StatusCode.UNAUTHENTICATED and "expired" in err.message
+
+
+def test_a_bad_token_request_names_each_bad_field(mailgate_server):
+    stub = token_service_pb2_grpc.TokenServiceStub(mailgate_server.channel)
+    token = token_service_pb2.Token(display_name=" ", permissions=["mail.send", "mail.everything"],
+                                    providers=["prov/1"], campaigns=[""])
+    token.expire_time.FromDatetime(datetime(2020, 1, 1))
+    err = expect_error(lambda: stub.CreateToken(token_service_pb2.CreateTokenRequest(token=token)))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(err.violations) == {"token.display_name", "token.permissions[1]", "token.providers[0]",
+                                   "token.campaigns[0]", "token.expire_time"}
+    assert "mail.read" in err.violations["token.permissions[1]"]  # the known ones are listed
+
+
+def test_the_administrator_token_file_is_private_kept_across_restarts_and_used_by_the_cli(
+        tmp_path, capsys, monkeypatch):
+    from mailgate.cli import main
+
+    settings = make_settings(tmp_path)
+    with ServerThread(settings) as server:
+        path = settings.admin_token_file
+        assert path == tmp_path / "mailgate.token"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        first = server.token
+        monkeypatch.chdir(tmp_path)  # the CLI finds ./mailgate.token
+        assert main(["--server", server.address, "tokens", "create", "dialer", "-p", "inbound.consume",
+                     "--campaign", "sales", "--expires-in", "30"]) == 0
+        out = capsys.readouterr().out
+        secret = out.splitlines()[1]
+        assert secret.startswith("mgt_")
+        assert main(["--server", server.address, "tokens", "list"]) == 0
+        listing = capsys.readouterr().out
+        assert "dialer" in listing and "campaign=sales" in listing and secret not in listing
+        name = next(w for w in out.split() if w.startswith("tokens/")).rstrip(";")
+        assert main(["--server", server.address, "tokens", "revoke", name]) == 0
+        monkeypatch.setenv("MAILGATE_TOKEN", secret)
+        assert main(["--server", server.address, "providers", "list"]) == 1
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+    with ServerThread(settings) as server:
+        assert server.token == first
+
+
+def test_with_authentication_off_anyone_may_call(tmp_path):
+    with ServerThread(make_settings(tmp_path, auth=False)) as server:
+        assert not server.settings.admin_token_file.exists()
+        method = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].methods_by_name["ListTokens"]
+        with server.open_channel() as channel:
+            assert call(channel, method) is None
+
+
+@pytest.mark.parametrize("listen, says", [
+    ("127.0.0.1:65536", "port from 1 to 65535"),
+    ("127.0.0.1:-1", "port from 1 to 65535"),
+    ("127.0.0.1", "host:port"),
+    ("127.0.0.1:http", "host:port"),
+    ("mail-host:50051", "not an IP address"),
+    ("::1:50051", "in brackets"),
+    ("10.1.2.3:50051", "--trusted-network"),
+    ("[::]:50051", "--trusted-network"),
+])
+def test_a_bad_or_open_listen_address_is_refused_with_what_to_do(listen, says):
+    with pytest.raises(ConfigError, match=says.replace("-", r"\-")):
+        check_listen(Settings(listen=listen))
+
+
+def test_loopback_listens_and_a_trusted_network_must_keep_authentication():
+    for listen in ("127.0.0.1:50051", "[::1]:0", "localhost:1"):
+        check_listen(Settings(listen=listen))
+    check_listen(Settings(listen="10.1.2.3:50051", trusted_network=True))
+    with pytest.raises(ConfigError, match="MAILGATE_AUTH"):
+        check_listen(Settings(listen="10.1.2.3:50051", trusted_network=True, auth=False))
+
+
+def test_serve_refuses_an_open_address_before_creating_anything(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from mailgate.cli import main
+
+    root = logging.getLogger()  # `serve` sets up logging for the process: undone after the test
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "--listen", "192.0.2.1:50051"]) == 2
+    assert "--trusted-network" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
