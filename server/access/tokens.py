@@ -8,7 +8,6 @@ the cache's lifetime bounds what a lost notification could leave behind.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -18,7 +17,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -89,7 +88,6 @@ class Tokens:
     def __init__(self, db: Database):
         self._db = db
         self._cache: dict[str, _Entry] = {}
-        self._touches: set[asyncio.Task[None]] = set()
 
     async def authenticate(self, secret: str) -> Principal:
         m = _SECRET.fullmatch(secret)
@@ -107,9 +105,9 @@ class Tokens:
             raise Unauthenticated("the bearer token is not valid (unknown or revoked)")
         if entry.expire_time is not None and entry.expire_time <= utcnow():
             raise Unauthenticated("the bearer token has expired")
-        if now - entry.touched >= TOUCH_SECONDS:
+        if now - entry.touched >= TOUCH_SECONDS:  # one call a minute per token pays for a write
             entry.touched = now
-            self._touch(token_id)
+            await self._db.run(lambda s: _touch(s, token_id))
         return entry.principal
 
     def forget(self, topics: list[str]) -> None:
@@ -118,15 +116,6 @@ class Tokens:
             kind, _, token_id = topic.partition(":")
             if kind == "token":
                 self._cache.pop(token_id, None)
-
-    def _touch(self, token_id: str) -> None:
-        def write(s: Session) -> None:
-            row = s.get(ApiTokenRow, token_id)
-            if row is not None:
-                row.last_use_time = utcnow()
-        task = asyncio.get_running_loop().create_task(self._db.run(write))
-        self._touches.add(task)
-        task.add_done_callback(self._touches.discard)
 
     async def create(self, display_name: str, permissions: list[str], campaigns: list[str],
                      provider_ids: list[str], expire_time: datetime | None) -> tuple[ApiTokenRow, str]:
@@ -196,6 +185,12 @@ def _load(s: Session, token_id: str, now: float) -> _Entry:
     return _Entry(principal, row.secret_hash, row.expire_time, now)
 
 
+def _touch(s: Session, token_id: str) -> None:
+    row = s.get(ApiTokenRow, token_id)
+    if row is not None:
+        row.last_use_time = utcnow()
+
+
 def check_request(display_name: str, permissions: list[str], campaigns: list[str], providers: list[str],
                   expire_time: datetime | None, prefix: str = "token") -> list[str]:
     """Raises InvalidArgument for a bad token request; returns the provider ids."""
@@ -230,7 +225,3 @@ def check_request(display_name: str, permissions: list[str], campaigns: list[str
 
 def _known() -> str:
     return "known: " + ", ".join(PERMISSIONS)
-
-
-def expiry(seconds: float | None) -> datetime | None:
-    return None if seconds is None else utcnow() + timedelta(seconds=seconds)
