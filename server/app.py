@@ -131,8 +131,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         ("grpc.max_send_message_length", -1),
     ])
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers, drivers), server)
-    mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox), server)
-    inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound), server)
+    mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox, providers), server)
+    inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound, providers), server)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(tokens), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

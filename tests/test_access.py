@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from datetime import datetime, timedelta, timezone
 
 import grpc
+import mailgate_echo_driver
 import pytest
-from google.protobuf import message_factory
+from google.protobuf import field_mask_pb2, message_factory, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import event, select
@@ -17,10 +19,13 @@ from sqlalchemy import event, select
 from mailgate.server.access.permissions import ALL, PERMISSIONS, RPC_PERMISSIONS
 from mailgate.server.config import ConfigError, Settings, check_listen
 from mailgate.server.store.models import ApiTokenRow
+from mailgate.testing.consumer import Consumer
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error, rich_error
-from mailgate.v1 import (inbound_service_pb2, mail_service_pb2, provider_service_pb2, token_service_pb2,
+from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
+                         provider_pb2, provider_service_pb2, provider_service_pb2_grpc, token_service_pb2,
                          token_service_pb2_grpc)
+from support import customer_mail
 
 SERVICES = [f.services_by_name[name] for f, name in (
     (provider_service_pb2.DESCRIPTOR, "ProviderService"), (mail_service_pb2.DESCRIPTOR, "MailService"),
@@ -262,3 +267,147 @@ def test_serve_refuses_an_open_address_before_creating_anything(tmp_path, monkey
     assert main(["serve", "--listen", "192.0.2.1:50051"]) == 2
     assert "--trusted-network" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ scope
+@pytest.fixture
+def mailgate_plugins():
+    return [mailgate_echo_driver]
+
+
+@pytest.fixture
+def world(mailgate_server, tmp_path):
+    """Two receiving echo providers, `sales` and `billing`, each with one message
+    queued and one sent; the admin's stubs."""
+    admin = Stubs(mailgate_server.channel)
+    made = {}
+    for campaign in ("sales", "billing"):
+        spool = tmp_path / campaign
+        spool.mkdir()
+        settings = struct_pb2.Struct()
+        settings.update({"greeting": "hi", "api_key": "let-me-in", "spool_dir": str(spool)})
+        p = admin.providers.CreateProvider(provider_service_pb2.CreateProviderRequest(provider=provider_pb2.Provider(
+            display_name=campaign, type="echo", account=f"{campaign}@example.test", receive_emails=True,
+            campaign=campaign, plugin_settings=settings)))
+        (spool / "m.tmp").write_bytes(customer_mail(f"to {campaign}"))
+        (spool / "m.tmp").rename(spool / "m.eml")
+        sent = admin.mail.SendEmail(mail_service_pb2.SendEmailRequest(
+            provider=p.name, to=["customer@example.test"], subject=f"from {campaign}", text_body="hello"))
+        made[campaign] = (p, sent)
+    deadline = time.monotonic() + 10
+    while len(admin.inbound.ListInboundMessages(inbound_service_pb2.ListInboundMessagesRequest()).inbound_messages) < 2:
+        assert time.monotonic() < deadline, "the spooled mail was not queued"
+        time.sleep(0.05)
+    return made
+
+
+class Stubs:
+    def __init__(self, channel: grpc.Channel):
+        self.channel = channel
+        self.providers = provider_service_pb2_grpc.ProviderServiceStub(channel)
+        self.mail = mail_service_pb2_grpc.MailServiceStub(channel)
+        self.inbound = inbound_service_pb2_grpc.InboundServiceStub(channel)
+        self.tokens = token_service_pb2_grpc.TokenServiceStub(channel)
+
+
+def scoped(server: ServerThread, permissions: list[str], **scope) -> Stubs:
+    return Stubs(server.open_channel(create_token(server, permissions, **scope)))
+
+
+def assert_denied(call, permission: str) -> None:
+    err = expect_error(call)
+    assert err.code == grpc.StatusCode.PERMISSION_DENIED and err.info.metadata["permission"] == permission
+
+
+def test_a_campaign_scoped_consumer_streams_reads_and_lists_only_its_campaign(mailgate_server, world):
+    sales = scoped(mailgate_server, ["inbound.consume", "inbound.read"], campaigns=["sales"])
+    consumer = Consumer(sales, campaign="sales")
+    try:
+        [got] = consumer.take(timeout=10)
+        assert got.message.subject == "to sales"
+        consumer.ack(got)
+    finally:
+        consumer.close()
+    stranger = Consumer(sales, campaign="billing")
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            stranger.take(timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        stranger.close()
+    listed = sales.inbound.ListInboundMessages(inbound_service_pb2.ListInboundMessagesRequest()).inbound_messages
+    assert [m.campaign for m in listed] == ["sales"]
+    billing = Stubs(mailgate_server.channel).inbound.ListInboundMessages(
+        inbound_service_pb2.ListInboundMessagesRequest(filter='campaign = "billing"')).inbound_messages[0]
+    for name in (billing.name, "inboundMessages/00000000-0000-0000-0000-000000000000"):  # hidden == missing
+        assert_denied(lambda: sales.inbound.GetInboundMessage(inbound_service_pb2.GetInboundMessageRequest(
+            name=name)), "inbound.read")
+
+
+def test_raw_bytes_on_a_stream_need_inbound_read(mailgate_server, world):
+    consume_only = scoped(mailgate_server, ["inbound.consume"], campaigns=["sales"])
+    consumer = Consumer(consume_only, campaign="sales", include_raw=True)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            consumer.take(timeout=10)
+        assert rich_error(refused.value).info.metadata["permission"] == "inbound.read"
+    finally:
+        consumer.close()
+
+
+def test_a_provider_scoped_sender_sends_reads_and_lists_only_through_its_provider(mailgate_server, world):
+    (sales, sales_sent), (billing, billing_sent) = world["sales"], world["billing"]
+    sender = scoped(mailgate_server, ["mail.send", "mail.read", "providers.read", "inbound.consume"],
+                    providers=[sales.name])
+    sent = sender.mail.SendEmail(mail_service_pb2.SendEmailRequest(
+        provider=sales.name, to=["customer@example.test"], subject="again", text_body="hello"))
+    assert sent.provider == sales.name
+    assert_denied(lambda: sender.mail.SendEmail(mail_service_pb2.SendEmailRequest(
+        provider=billing.name, to=["customer@example.test"], subject="no", text_body="no")), "mail.send")
+    listed = sender.mail.ListOutboundMessages(mail_service_pb2.ListOutboundMessagesRequest()).outbound_messages
+    assert {m.provider for m in listed} == {sales.name} and len(listed) == 2
+    assert sender.mail.GetOutboundMessage(mail_service_pb2.GetOutboundMessageRequest(
+        name=sales_sent.name)).name == sales_sent.name
+    assert_denied(lambda: sender.mail.GetOutboundMessage(mail_service_pb2.GetOutboundMessageRequest(
+        name=billing_sent.name)), "mail.read")
+    providers = sender.providers.ListProviders(provider_service_pb2.ListProvidersRequest()).providers
+    assert [p.name for p in providers] == [sales.name]
+    for name in (billing.name, "providers/nope"):
+        assert_denied(lambda: sender.providers.GetProvider(provider_service_pb2.GetProviderRequest(name=name)),
+                      "providers.read")
+    campaign_wide = Consumer(sender, campaign="sales")  # would show other providers' mail of the campaign
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            campaign_wide.take(timeout=10)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        campaign_wide.close()
+
+
+def test_a_campaign_scoped_administrator_keeps_providers_and_tokens_within_its_campaign(mailgate_server, world):
+    sales, billing = world["sales"][0], world["billing"][0]
+    admin = scoped(mailgate_server, ["providers.write", "providers.read", "tokens.admin"], campaigns=["sales"])
+    settings = struct_pb2.Struct()
+    settings.update({"greeting": "hi", "api_key": "let-me-in"})
+
+    def create(campaign: str):
+        return admin.providers.CreateProvider(provider_service_pb2.CreateProviderRequest(
+            provider=provider_pb2.Provider(display_name=f"new {campaign}", type="echo", campaign=campaign,
+                                           account="new@example.test", plugin_settings=settings)))
+    assert create("sales").campaign == "sales"
+    assert_denied(lambda: create("billing"), "providers.write")
+    moved = provider_pb2.Provider(name=sales.name, campaign="billing")
+    assert_denied(lambda: admin.providers.UpdateProvider(provider_service_pb2.UpdateProviderRequest(
+        provider=moved, update_mask=field_mask_pb2.FieldMask(paths=["campaign"]))), "providers.write")
+    assert_denied(lambda: admin.providers.DeleteProvider(provider_service_pb2.DeleteProviderRequest(
+        name=billing.name)), "providers.write")
+    listed = admin.providers.ListProviders(provider_service_pb2.ListProvidersRequest()).providers
+    assert sorted(p.display_name for p in listed) == ["new sales", "sales"]
+
+    def grant(permissions: list[str], **scope):
+        return admin.tokens.CreateToken(token_service_pb2.CreateTokenRequest(token=token_service_pb2.Token(
+            display_name="delegated", permissions=permissions, **scope)))
+    assert grant(["providers.read"], campaigns=["sales"]).secret
+    assert_denied(lambda: grant(["mail.send"], campaigns=["sales"]), "mail.send")  # not its own to give
+    assert_denied(lambda: grant(["providers.read"]), "tokens.admin")  # wider than its scope
+    assert_denied(lambda: grant(["providers.read"], campaigns=["billing"]), "tokens.admin")

@@ -1,25 +1,17 @@
 """Every call passes here before its handler runs: the bearer token names the
 caller, the permission table says whether it may call this method. The caller
-is then `current()` for the handler, which checks scope (scope.py) against the
-resources it touches."""
+is then `scope.current()` for the handler, which checks scope (scope.py) against
+the resources it touches."""
 from __future__ import annotations
 
-import contextvars
 from typing import Any, Awaitable, Callable
 
 import grpc
 
 from ..errors import Unauthenticated, denied
 from .permissions import CREDENTIAL_SERVICES, OPEN_SERVICES, RPC_PERMISSIONS, service_of
-from .tokens import UNRESTRICTED, Principal, Tokens
-
-_caller: contextvars.ContextVar[Principal] = contextvars.ContextVar("mailgate_caller", default=UNRESTRICTED)
-
-
-def current() -> Principal:
-    """The caller of the RPC being handled (UNRESTRICTED when authentication is off)."""
-    return _caller.get()
-
+from . import scope
+from .tokens import Tokens
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Tokens):
@@ -43,7 +35,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             principal = await self._tokens.authenticate(_bearer(metadata))
             if permission is not None and (not permission or not principal.may(permission)):
                 raise denied(permission or method)
-            _caller.set(principal)
+            scope.enter(principal, permission or "")
 
         if handler.unary_unary:
             return handler._replace(unary_unary=_unary(handler.unary_unary, admit))
@@ -80,12 +72,4 @@ def _streaming(fn: Callable[..., Any], admit: Callable[[], Awaitable[None]]) -> 
         async for item in fn(request, context):
             yield item
     return wrapper
-
-
-def require(permission: str) -> Principal:
-    """The caller, if it holds `permission` (for handlers that need a second one)."""
-    principal = current()
-    if not principal.may(permission):
-        raise denied(permission)
-    return principal
 

@@ -10,7 +10,10 @@ from mailgate.v1 import token_service_pb2 as pb, token_service_pb2_grpc
 from .. import paging
 from ..converters import resource_id, timestamp
 from ..store.models import ApiTokenRow
-from .tokens import Tokens, check_request
+from ..errors import denied
+from . import scope
+from .permissions import TOKENS_ADMIN
+from .tokens import Principal, Tokens, check_request
 
 
 def token_to_proto(row: ApiTokenRow) -> pb.Token:
@@ -24,6 +27,16 @@ def token_to_proto(row: ApiTokenRow) -> pb.Token:
     return token
 
 
+def _within_own(creator: Principal, permissions: list[str], campaigns: list[str], provider_ids: list[str]) -> None:
+    """A token grants no more than its creator holds: its permissions, inside its scope."""
+    for p in permissions:
+        if not creator.may(p):
+            raise denied(p)
+    if ((creator.campaigns and not (campaigns and set(campaigns) <= creator.campaigns))
+            or (creator.providers and not (provider_ids and set(provider_ids) <= creator.providers))):
+        raise denied(TOKENS_ADMIN)
+
+
 class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     def __init__(self, tokens: Tokens):
         self.tokens = tokens
@@ -33,6 +46,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         expire = t.expire_time.ToDatetime(tzinfo=timezone.utc) if t.HasField("expire_time") else None
         provider_ids = check_request(t.display_name, list(t.permissions), list(t.campaigns), list(t.providers),
                                      expire)
+        _within_own(scope.current(), list(t.permissions), list(t.campaigns), provider_ids)
         row, secret = await self.tokens.create(t.display_name.strip(), list(t.permissions), list(t.campaigns),
                                                provider_ids, expire)
         return pb.CreateTokenResponse(token=token_to_proto(row), secret=secret)

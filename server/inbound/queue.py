@@ -18,10 +18,12 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from . import parse as inbound_parse, wakeups
 from .. import paging
+from ..access import scope
+from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
 from .messages import Delivery, InboundMessage, InState, holder_of, split_ack_id
 from .parse_workers import ParseWorkers
-from .store import Arrival, InboundStore
+from .store import INBOUND, Arrival, InboundStore
 from .numbers import MailboxIds
 from ..store.db import Database
 
@@ -207,6 +209,9 @@ class InboundQueue:
         await asyncio.shield(task)
 
     # -- operators
+    async def head(self, message_id: str) -> InboundMessage:
+        return await self.db.run(lambda s: InboundStore(s).head(message_id))
+
     async def get(self, message_id: str, *, attachment_data: bool = False
                   ) -> tuple[InboundMessage, inbound_parse.Body | None]:
         """The message with its raw bytes, and its body parsed (None when oversized),
@@ -226,13 +231,15 @@ class InboundQueue:
         self.wake(topics(message.campaign, message.provider_id))
         return message
 
-    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[InboundMessage], str]:
+    async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
+                   ) -> tuple[list[InboundMessage], str]:
         filters: dict[str, Any] = paging.parse_filter(filter_text, {
             "provider": paging.id_from_name("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
+        where = scope.where(within, INBOUND.c.provider_id, INBOUND.c.campaign)
         return await paging.page(
-            lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit)),
+            lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit, where)),
             lambda m: (m.receive_time, str(m.seq)), filter_text, page_token, size)
 
 

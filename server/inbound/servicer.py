@@ -13,21 +13,51 @@ from google.protobuf import empty_pb2
 from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 
 from . import converters as conv
+from ..access import scope
+from ..access.permissions import INBOUND_READ
 from ..errors import InvalidArgument, Violation
-from .queue import InboundQueue
+from ..providers.lifecycle import Providers
+from .messages import InboundMessage
+from .queue import InboundQueue, Subscription
 from .stream import Stream
 
 
+def _place(m: InboundMessage) -> tuple[str, str]:
+    return m.provider_id, m.campaign
+
+
 class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
-    def __init__(self, queue: InboundQueue):
-        self.queue = queue
+    def __init__(self, queue: InboundQueue, providers: Providers):
+        self.queue, self.providers = queue, providers
+
+    async def _check_subscription(self, sub: Subscription) -> None:
+        """A scoped consumer subscribes only to what it sees: a campaign-wide
+        subscription would show a provider-scoped one other providers' mail."""
+        principal = scope.current()
+        if sub.include_raw:
+            scope.require(INBOUND_READ)
+        if not principal.scoped:
+            return
+        if sub.campaign is not None:
+            if principal.providers or sub.campaign not in principal.campaigns:
+                raise scope.refuse()
+            return
+        for pid in sub.provider_ids:
+            await scope.visible(self.providers.get(pid), lambda p: (pid, p.config.campaign))
+
+    async def _in_scope(self, message_id: str) -> str:
+        if scope.current().scoped:
+            await scope.visible(self.queue.head(message_id), _place)
+        return message_id
 
     async def StreamInboundMail(self, requests: AsyncIterator[pb.StreamInboundMailRequest],
                                 context: grpc.aio.ServicerContext):
         first = await anext(aiter(requests), None)
         if first is None:
             return
-        stream = Stream(self.queue, conv.subscription(first, self.queue.settings))
+        sub = conv.subscription(first, self.queue.settings)
+        await self._check_subscription(sub)
+        stream = Stream(self.queue, sub)
         reader = asyncio.get_running_loop().create_task(self._read(first, requests, stream))
         # A consumer that goes away (cancel, lost connection) ends the call at once, while
         # this generator may only be finalized much later: the call's end leaves.
@@ -61,16 +91,17 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
         return empty_pb2.Empty()
 
     async def GetInboundMessage(self, request: pb.GetInboundMessageRequest, context):
-        message, body = await self.queue.get(conv.inbound_id(request.name),
+        message, body = await self.queue.get(await self._in_scope(conv.inbound_id(request.name)),
                                              attachment_data=request.include_attachment_data)
         return await self.queue.run_blocking(functools.partial(
             conv.inbound_to_proto, message, body, with_raw=request.include_raw,
             with_attachment_data=request.include_attachment_data))
 
     async def ListInboundMessages(self, request: pb.ListInboundMessagesRequest, context):
-        messages, token = await self.queue.list(request.filter, request.page_token, request.page_size)
+        messages, token = await self.queue.list(request.filter, request.page_token, request.page_size,
+                                                within=scope.current())
         return pb.ListInboundMessagesResponse(inbound_messages=[conv.inbound_to_proto(m) for m in messages],
                                               next_page_token=token)
 
     async def RequeueInboundMessage(self, request: pb.RequeueInboundMessageRequest, context):
-        return conv.inbound_to_proto(await self.queue.requeue(conv.inbound_id(request.name)))
+        return conv.inbound_to_proto(await self.queue.requeue(await self._in_scope(conv.inbound_id(request.name))))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import bindparam, case, insert, literal_column, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, case, insert, literal_column, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -236,13 +236,18 @@ class InboundStore:
         return self._read(message_id, raw=False)
 
     # -- reads
+    def head(self, message_id: str) -> InboundMessage:
+        """The message without its raw bytes."""
+        return self._read(message_id, raw=False)
+
     def get(self, message_id: str) -> InboundMessage:
         """The message with its raw bytes."""
         return self._read(message_id, raw=True)
 
-    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int) -> list[InboundMessage]:
+    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int,
+             where: Sequence[ColumnElement[bool]] = ()) -> list[InboundMessage]:
         t = INBOUND
-        q = select(*_COLUMNS).order_by(t.c.seq.desc()).limit(limit)
+        q = select(*_COLUMNS).where(*where).order_by(t.c.seq.desc()).limit(limit)
         for column, value in filters.items():
             q = q.where(t.c[column] == value)
         if after:

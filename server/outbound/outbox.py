@@ -29,6 +29,8 @@ from mailgate.drivers.registry import DriverRegistry
 
 from . import compose
 from .. import paging
+from ..access import scope
+from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
 from ..errors import InvalidArgument, NotFound, Violation, Violations
 from ..providers import reasons
@@ -36,6 +38,7 @@ from ..providers.events import ProviderChange
 from ..providers.records import ProviderRecords
 from ..providers.state import State, StoredProvider
 from ..store.db import Database
+from ..store.models import OutboundRow
 from .store import STALE, Claimed, Duplicate, Finish, LeaseLost, NewOutbound, Outbound, OutboxStore, OutState
 
 log = logging.getLogger("mailgate.outbox")
@@ -377,13 +380,15 @@ class Outbox:
     async def get(self, message_id: str) -> Outbound:
         return await self.db.run(lambda s: OutboxStore(s).get(message_id))
 
-    async def list(self, filter_text: str, page_token: str, size: int) -> tuple[list[Outbound], str]:
+    async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
+                   ) -> tuple[list[Outbound], str]:
         filters = paging.parse_filter(filter_text, {
             "provider": paging.id_from_name("providers"), "state": paging.state_name(OutState), "conversation_id": str})
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
+        where = scope.where(within, OutboundRow.provider_id)
         return await paging.page(
-            lambda after, limit: self.db.run(lambda s: OutboxStore(s).list(filters, after, limit)),
+            lambda after, limit: self.db.run(lambda s: OutboxStore(s).list(filters, after, limit, where)),
             lambda r: (r.create_time, r.id), filter_text, page_token, size)
 
     async def provider_changed(self, change: ProviderChange) -> None:

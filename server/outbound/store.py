@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, case, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -239,8 +239,9 @@ class OutboxStore:
             raise NotFound(f"outbound message {message_id!r} does not exist", metadata={"message": message_id})
         return Outbound.of(row)
 
-    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int) -> list[Outbound]:
-        q = select(OutboundRow).order_by(OutboundRow.create_time.desc(), OutboundRow.id.desc()).limit(limit)
+    def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None, limit: int,
+             where: Sequence[ColumnElement[bool]] = ()) -> list[Outbound]:
+        q = select(OutboundRow).where(*where).order_by(OutboundRow.create_time.desc(), OutboundRow.id.desc()).limit(limit)
         for column, value in filters.items():
             q = q.where(getattr(OutboundRow, column) == value)
         if after:

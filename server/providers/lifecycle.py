@@ -10,17 +10,20 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from mailgate.drivers.api import (AuthorizationFailed, Driver, DriverContext, Notice, NotConfigured,
                                   ProviderConfig, Report)
 from mailgate.drivers.registry import DriverRegistry
 
 from .. import paging
+from ..access import scope
+from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
 from ..errors import FailedPrecondition, InvalidArgument, Violation, Violations, etag_mismatch, name_taken
 from ..secrets import SecretBox
 from ..store.db import Database
+from ..store.models import ProviderRow
 from . import reasons, validation
 from .authorizations import AuthorizationStore
 from .events import ProviderChange, ProviderEvents
@@ -61,12 +64,13 @@ class Providers:
     async def get(self, provider_id: str) -> StoredProvider:
         return await self.db.run(lambda s: self._store(s).get(provider_id))
 
-    async def list(self, filter_text: str, page_token: str, size: int
+    async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
                    ) -> tuple[list[StoredProvider], str]:
         filters = paging.parse_filter(filter_text, {
             "type": str, "campaign": str, "state": paging.state_name(State), "receive_emails": _bool_filter})
+        where = scope.where(within, ProviderRow.id, ProviderRow.campaign)
         return await paging.page(
-            lambda after, limit: self.db.run(lambda s: self._store(s).list(filters, after, limit)),
+            lambda after, limit: self.db.run(lambda s: self._store(s).list(filters, after, limit, where)),
             lambda r: (r.create_time, r.id), filter_text, page_token, size)
 
     # -- create
@@ -197,13 +201,16 @@ class Providers:
         await self._changed(provider_id, stored, config_changed=False)
         return stored, report, None
 
-    async def complete_authorization(self, state: str, response: Mapping[str, str]
+    async def complete_authorization(self, state: str, response: Mapping[str, str],
+                                     allowed: Callable[[StoredProvider], None] = lambda p: None
                                      ) -> tuple[StoredProvider, Report]:
         """Finishes a sign-in: the state is used up first, whatever follows. The
         tokens are stored only for the provider's own account, and the mailbox is
-        proved with them before the provider turns GREEN."""
+        proved with them before the provider turns GREEN. `allowed` raises for a
+        caller who may not see the provider the state belongs to."""
         provider_id, flow = await self.db.run(lambda s: AuthorizationStore(s, self.box).take(state))
         current = await self.get(provider_id)
+        allowed(current)
         driver = self._driver(current.config.type)
         account = current.config.account
         failure = None

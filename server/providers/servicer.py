@@ -14,7 +14,13 @@ from . import converters as conv
 from ..converters import provider_id, timestamp
 from .. import paging
 from ..errors import InvalidArgument, Violation
+from ..access import scope
 from .lifecycle import Providers
+from .state import StoredProvider
+
+
+def _place(p: StoredProvider) -> tuple[str, str]:
+    return p.config.id or "", p.config.campaign
 
 
 @contextmanager
@@ -35,42 +41,56 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
     def _provider_out(self, stored, notices=()) -> provider_pb2.Provider:
         return conv.to_proto(stored, self.drivers, notices)
 
+    async def _visible(self, pid: str) -> StoredProvider:
+        return await scope.visible(self.providers.get(pid), _place)
+
+    async def _in_scope(self, pid: str) -> str:
+        """The id, once a scoped caller is known to see it (no read for the others)."""
+        if scope.current().scoped:
+            await self._visible(pid)
+        return pid
+
     async def CreateProvider(self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext):
         config = conv.to_config(request.provider, self.drivers)
+        scope.check_new(config.campaign)
         with request_paths(config.type, self.drivers):
             stored, notices = await self.providers.create(config, request.validate_only)
         return self._provider_out(stored, notices)
 
     async def GetProvider(self, request: pb.GetProviderRequest, context):
-        return self._provider_out(await self.providers.get(provider_id(request.name)))
+        return self._provider_out(await self._visible(provider_id(request.name)))
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context):
-        rows, token = await self.providers.list(request.filter, request.page_token, request.page_size)
+        rows, token = await self.providers.list(request.filter, request.page_token, request.page_size,
+                                                within=scope.current())
         return pb.ListProvidersResponse(providers=[self._provider_out(p) for p in rows],
                                         next_page_token=token)
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest, context):
         pid = provider_id(request.provider.name)
-        current = await self.providers.get(pid)
+        current = await self._visible(pid)
         type_ = current.config.type
         with request_paths(type_, self.drivers):
             patch = conv.to_config(request.provider, self.drivers, stored_type=type_)
             paths = conv.mask_paths(request.provider, request.update_mask.paths, type_, self.drivers)
+        if "campaign" in paths:
+            scope.check(pid, patch.campaign)  # a scoped caller cannot move a provider out of its sight
             stored, notices = await self.providers.update(
                 pid, patch, paths, etag=request.provider.etag, validate_only=request.validate_only)
         return self._provider_out(stored, notices)
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context):
-        await self.providers.delete(provider_id(request.name), request.etag)
+        await self.providers.delete(await self._in_scope(provider_id(request.name)), request.etag)
         return empty_pb2.Empty()
 
     async def ValidateProvider(self, request: pb.ValidateProviderRequest, context):
         which = request.WhichOneof("target")
         if which == "name":
-            report, notices = await self.providers.validate(provider_id(request.name))
+            report, notices = await self.providers.validate(await self._in_scope(provider_id(request.name)))
             type_ = ""
         elif which == "provider":
             config = conv.to_config(request.provider, self.drivers)
+            scope.check_new(config.campaign)
             type_ = config.type
             with request_paths(type_, self.drivers):
                 report, notices = await self.providers.validate(config)
@@ -80,7 +100,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
                                            notices=conv.notices_to_proto(notices, type_, self.drivers))
 
     async def ActivateProvider(self, request: pb.ActivateProviderRequest, context):
-        stored, report, pending = await self.providers.activate(provider_id(request.name))
+        stored, report, pending = await self.providers.activate(await self._in_scope(provider_id(request.name)))
         resp = pb.ActivateProviderResponse(provider=self._provider_out(stored),
                                            report=conv.report_to_proto(report))
         if pending:
@@ -90,7 +110,8 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
 
     async def CompleteAuthorization(self, request: pb.CompleteAuthorizationRequest, context):
         state, response = conv.authorization_response(request)
-        stored, report = await self.providers.complete_authorization(state, response)
+        stored, report = await self.providers.complete_authorization(
+            state, response, allowed=lambda p: scope.check(*_place(p)))
         return pb.CompleteAuthorizationResponse(provider=self._provider_out(stored),
                                                 report=conv.report_to_proto(report))
 

@@ -3,9 +3,9 @@ commits: the caller's transaction (Database.run) decides."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -67,8 +67,8 @@ class ProviderStore:
         return found is not None and found != except_id
 
     def list(self, filters: dict[str, Any], after: tuple[datetime, str] | None,
-             limit: int) -> list[StoredProvider]:
-        q = select(ProviderRow).order_by(ProviderRow.create_time, ProviderRow.id).limit(limit)
+             limit: int, where: Sequence[ColumnElement[bool]] = ()) -> list[StoredProvider]:
+        q = select(ProviderRow).where(*where).order_by(ProviderRow.create_time, ProviderRow.id).limit(limit)
         for column, value in filters.items():
             q = q.where(getattr(ProviderRow, column) == value)
         if after:
