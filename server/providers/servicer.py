@@ -73,8 +73,8 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         with request_paths(type_, self.drivers):
             patch = conv.to_config(request.provider, self.drivers, stored_type=type_)
             paths = conv.mask_paths(request.provider, request.update_mask.paths, type_, self.drivers)
-        if "campaign" in paths:
-            scope.check(pid, patch.campaign)  # a scoped caller cannot move a provider out of its sight
+            if "campaign" in paths:
+                scope.check(pid, patch.campaign)  # a scoped caller cannot move a provider out of its sight
             stored, notices = await self.providers.update(
                 pid, patch, paths, etag=request.provider.etag, validate_only=request.validate_only)
         return self._provider_out(stored, notices)
