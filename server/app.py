@@ -10,12 +10,13 @@ from typing import Iterable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc)
 
+from .access import audit
 from .access.interceptor import AccessInterceptor
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
@@ -120,6 +121,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         listener = Listener(db.engine, heard)
         await asyncio.to_thread(listener.start)
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
         interceptors.append(AccessInterceptor(tokens))
@@ -136,9 +138,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(tokens), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                         reflection.SERVICE_NAME], server)
+    _enable_reflection(server, SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
@@ -156,6 +156,20 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     log.info("mailgate listening on %s (database %s; drivers: %s; %s)", app.address,
              db.engine.url.render_as_string(hide_password=True), ", ".join(drivers.types()), access)
     return app
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
+    """grpcio-reflection serves v1alpha; some tools speak only v1, whose messages are
+    the same on the wire: the same servicer answers under both names."""
+    servicer = reflection.aio.ReflectionServicer(names + [reflection.SERVICE_NAME, REFLECTION_V1])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo, request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
 
 
 async def serve(settings: Settings) -> None:

@@ -54,6 +54,8 @@ class Settings:
     token_file: str = field(default_factory=lambda: _env("MAILGATE_TOKEN_FILE", ""))
     # listening beyond loopback without TLS and tokens is refused unless the network is trusted
     trusted_network: bool = field(default_factory=lambda: _env("MAILGATE_TRUSTED_NETWORK", "") == "yes")
+    # where audit records go instead of the log (JSON lines, mode 0600); empty: with the log
+    audit_file: str = field(default_factory=lambda: _env("MAILGATE_AUDIT_FILE", ""))
     grace: float = 10.0  # seconds given to running calls on SIGTERM
 
     @property

@@ -142,7 +142,14 @@ def test_health_is_open_and_reflection_needs_a_credential(mailgate_server):
     with mailgate_server.open_channel(create_token(mailgate_server, ["inbound.consume"])) as channel:
         reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
         [answer] = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-        assert "mailgate.v1.TokenService" in {s.name for s in answer.list_services_response.service}
+        services = {s.name for s in answer.list_services_response.service}
+        assert {"mailgate.v1.TokenService", "grpc.reflection.v1.ServerReflection"} <= services
+        # v1 has v1alpha's messages under another name: a v1-only tool is answered too
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        [answer] = v1(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="mailgate.v1.TokenService")]))
+        assert answer.file_descriptor_response.file_descriptor_proto
 
 
 def test_a_token_is_shown_once_stored_as_a_hash_listed_and_revoked_at_once(mailgate_server):

@@ -1,17 +1,18 @@
 """Every call passes here before its handler runs: the bearer token names the
 caller, the permission table says whether it may call this method. The caller
 is then `scope.current()` for the handler, which checks scope (scope.py) against
-the resources it touches."""
+the resources it touches. Denied calls, changes and streams leave an audit record."""
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from ..errors import Unauthenticated, denied
+from ..errors import MailgateError, Unauthenticated, denied
+from . import audit, scope
 from .permissions import CREDENTIAL_SERVICES, OPEN_SERVICES, RPC_PERMISSIONS, service_of
-from . import scope
-from .tokens import Tokens
+from .tokens import Principal, Tokens
+
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: Tokens):
@@ -29,23 +30,87 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         permission = RPC_PERMISSIONS.get(method)
         if permission is None and service not in CREDENTIAL_SERVICES:
             permission = ""  # not in the table: nobody may call it
-        metadata = details.invocation_metadata or ()
-
-        async def admit() -> None:
-            principal = await self._tokens.authenticate(_bearer(metadata))
-            if permission is not None and (not permission or not principal.may(permission)):
-                raise denied(permission or method)
-            scope.enter(principal, permission or "")
-
+        call = _Call(self._tokens, method, permission, details.invocation_metadata or ())
         if handler.unary_unary:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, admit))
+            return handler._replace(unary_unary=call.unary(handler.unary_unary))
         if handler.stream_unary:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, admit))
+            return handler._replace(stream_unary=call.unary(handler.stream_unary))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, admit))
+            return handler._replace(unary_stream=call.streaming(handler.unary_stream, False))
         if handler.stream_stream:
-            return handler._replace(stream_stream=_streaming(handler.stream_stream, admit))
+            return handler._replace(stream_stream=call.streaming(handler.stream_stream, True))
         return handler
+
+
+class _Call:
+    """One method's admission and audit, shared by the calls to it."""
+
+    def __init__(self, tokens: Tokens, method: str, permission: str | None, metadata: Any):
+        self.tokens, self.method, self.permission, self.metadata = tokens, method, permission, metadata
+        self.audited = audit.audited(method, permission)
+
+    async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> Principal:
+        principal = None
+        try:
+            principal = await self.tokens.authenticate(_bearer(self.metadata))
+            if self.permission is not None and (not self.permission or not principal.may(self.permission)):
+                raise denied(self.permission or self.method)
+        except MailgateError as e:
+            audit.record(principal, context.peer(), self.method, audit.resource(request), e.reason,
+                         permission=self.permission or "")
+            raise
+        scope.enter(principal, self.permission or "")
+        return principal
+
+    def unary(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            principal = await self.admit(request, context)
+            if not self.audited:
+                return await fn(request, context)
+            try:
+                response = await fn(request, context)
+            except BaseException as e:
+                audit.record(principal, context.peer(), self.method, audit.resource(request), audit.outcome(e))
+                raise
+            audit.record(principal, context.peer(), self.method, audit.resource(request, response), "OK")
+            return response
+        return wrapper
+
+    def streaming(self, fn: Callable[..., Any], client_streaming: bool) -> Callable[..., Any]:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            principal = await self.admit(None, context)
+            if not self.audited:
+                async for item in fn(request, context):
+                    yield item
+                return
+            first: list[Any] = []
+
+            def opened(r: Any) -> None:
+                first.append(r)
+                audit.record(principal, context.peer(), self.method, audit.resource(r), "OK", event="opened")
+            if client_streaming:
+                request = _first_seen(request, opened)
+            else:
+                opened(request)
+            try:
+                async for item in fn(request, context):
+                    yield item
+            except BaseException as e:
+                audit.record(principal, context.peer(), self.method, audit.resource(first[0] if first else None),
+                             audit.outcome(e), event="closed")
+                raise
+            audit.record(principal, context.peer(), self.method, audit.resource(first[0] if first else None),
+                         "OK", event="closed")
+        return wrapper
+
+
+async def _first_seen(requests: AsyncIterator[Any], seen: Callable[[Any], None]) -> AsyncIterator[Any]:
+    first = True
+    async for r in requests:
+        if first:
+            seen(r)
+            first = False
+        yield r
 
 
 def _bearer(metadata: Any) -> str:
@@ -57,19 +122,3 @@ def _bearer(metadata: Any) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the authorization metadata must be `Bearer <token>`")
     return token.strip()
-
-
-def _unary(fn: Callable[..., Awaitable[Any]], admit: Callable[[], Awaitable[None]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await admit()
-        return await fn(request, context)
-    return wrapper
-
-
-def _streaming(fn: Callable[..., Any], admit: Callable[[], Awaitable[None]]) -> Callable[..., Any]:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await admit()
-        async for item in fn(request, context):
-            yield item
-    return wrapper
-
