@@ -17,6 +17,8 @@ import ssl
 
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 
+from .limits import TooLarge
+
 __all__ = ["TransportError", "AuthUnavailable", "TokenError", "classify", "where"]
 
 
@@ -81,6 +83,8 @@ def classify(exc: BaseException, side: str, step: str, *, timeout: float | None 
 
     if isinstance(exc, AuthUnavailable):
         return err(ErrorCode.AUTH_UNAVAILABLE, str(exc))
+    if isinstance(exc, TooLarge):  # a read refused at one of the limits (limits.py)
+        return err(ErrorCode.PROTOCOL_ERROR, exc.reason)
     if isinstance(exc, TokenError):
         return err(ErrorCode.AUTHORIZATION_REQUIRED if exc.refused else ErrorCode.TOKEN_UNAVAILABLE, exc.message)
     # socket.timeout is TimeoutError since 3.10; smtplib re-raises a timed-out read as
