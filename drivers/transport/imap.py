@@ -69,7 +69,7 @@ class _IMAP4(imaplib.IMAP4):
         line = super()._get_line()  # imaplib refuses lines over 1 MB (_MAXLINE)
         self._left -= len(line) + 2
         self._lines_left -= 1
-        literal = imaplib.Literal.match(line)
+        literal = imaplib.Literal.match(line) if line.endswith(b"}") else None
         if literal:
             size, limit = int(literal["size"]), MAX_REPLY_BYTES
             if self._messages is not None:
