@@ -10,12 +10,16 @@ import imapclient
 from ..addresses import is_address
 from ..api import Capabilities, DriverContext, Envelope, Kind, Notice, ProviderConfig, SettingField
 from ..mailbox import PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
+from ..transport import _watchdog
 from ..transport.auth import PasswordAuth
 from ..transport.endpoint import Endpoint
 from ..transport.imap import connect_imap
 from . import presets
 
 log = logging.getLogger("mailgate.drivers.smtp_imap")
+
+# As the SMTP pool: an upload gets time for its size, at this many bytes per second.
+_MIN_BYTES_PER_SECOND = 50_000
 
 SECURITY = ("STARTTLS", "TLS", "NONE")
 PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
@@ -117,15 +121,23 @@ class SmtpImapDriver(MailboxDriver):
         """Appends a sent message to the Sent folder. The message is out already:
         a failure here is logged, never turned into a failed send."""
         srv, folder = self.servers(config), config.settings["sent_folder"]
+        timeout = srv.timeout or ctx.default_timeout
         try:
-            client = connect_imap(srv.inbound, self.auth(config), timeout=srv.timeout or ctx.default_timeout,
+            client = connect_imap(srv.inbound, self.auth(config), timeout=timeout,
                                   ca_pem=srv.ca_pem, throttle=self.throttle(ctx))
+            # connect_imap's deadline ends with the login: the rest gets one of its own
+            # (the upload's time for its size, as the SMTP pool's), or a server dripping
+            # its answers one line per socket timeout would hold the worker.
+            guard = _watchdog.watch(client.socket(), 3 * timeout + len(raw) / _MIN_BYTES_PER_SECOND)
             try:
                 if not client.folder_exists(folder):
                     client.create_folder(folder)
                 client.append(folder, raw, flags=[imapclient.SEEN])
             finally:
-                client.logout()
+                try:
+                    client.logout()
+                finally:
+                    guard.cancel()
         except Exception as e:  # noqa: BLE001 - any failure: the copy is lost, the mail is not
             log.warning("provider %s: could not save a copy in %r: %s", config.id, folder, e)
 

@@ -17,6 +17,8 @@ import ssl
 
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 
+from .limits import TooLarge
+
 __all__ = ["TransportError", "AuthUnavailable", "TokenError", "classify", "where"]
 
 
@@ -81,6 +83,11 @@ def classify(exc: BaseException, side: str, step: str, *, timeout: float | None 
 
     if isinstance(exc, AuthUnavailable):
         return err(ErrorCode.AUTH_UNAVAILABLE, str(exc))
+    # A read refused at one of the limits (limits.py); imaplib re-raises it as an abort
+    # of its own, "command: FETCH => ...".
+    too_large = next((e for e in (exc, exc.__context__) if isinstance(e, TooLarge)), None)
+    if too_large is not None:
+        return err(ErrorCode.PROTOCOL_ERROR, too_large.reason)
     if isinstance(exc, TokenError):
         return err(ErrorCode.AUTHORIZATION_REQUIRED if exc.refused else ErrorCode.TOKEN_UNAVAILABLE, exc.message)
     # socket.timeout is TimeoutError since 3.10; smtplib re-raises a timed-out read as

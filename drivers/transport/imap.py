@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import imaplib
+import re
 import socket
 
 import imapclient
@@ -12,16 +13,31 @@ from ._attempt import Attempt
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError
+from .limits import MAX_ANSWER_BYTES, MAX_ANSWER_LINES, MAX_REPLY_BYTES, ImapTooLarge, human
 from .throttle import LoginThrottle
 
 __all__ = ["connect_imap"]
 
 
+_UID = re.compile(rb"\bUID (\d+)", re.I)
+
+
 class _IMAP4(imaplib.IMAP4):
-    """imaplib.IMAP4 over a socket we opened (and, for implicit TLS, wrapped) ourselves."""
+    """imaplib.IMAP4 over a socket we opened (and, for implicit TLS, wrapped) ourselves,
+    with bounded reads.
+
+    imaplib reads a literal of whatever size a response line announces (a greeting
+    ending in "{600000000}"), and keeps every untagged response until someone asks
+    for it. Every line passes through `_get_line`, a literal's announcement at its
+    end: here it refuses a literal over the limit before a byte of it is read, and
+    counts what the server sent since the last command (`_command`) against a
+    budget: MAX_ANSWER_BYTES / MAX_ANSWER_LINES, literals up to MAX_REPLY_BYTES.
+    ImapWire widens it (`allow`) for the commands that list or fetch messages.
+    """
 
     def __init__(self, sock: socket.socket, host: str, port: int) -> None:
         self._premade = sock
+        self.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
         try:
             super().__init__(host, port)  # reads the greeting and CAPABILITY (closes itself on error)
         except imaplib.IMAP4.error as exc:
@@ -36,6 +52,39 @@ class _IMAP4(imaplib.IMAP4):
 
     def _create_socket(self, timeout):
         return self._premade
+
+    def allow(self, size: int, lines: int, messages: dict[int, int] | None = None) -> None:
+        """Until the next command the server may send `size` bytes in `lines` lines,
+        literals included; literals of MAX_REPLY_BYTES, or with `messages` ({UID:
+        bytes}) the messages' literals up to their size (the largest of them when a
+        FETCH response does not say its UID before the literal)."""
+        self._left, self._lines_left, self._messages = size, lines, messages
+        self._size, self._lines = size, lines
+
+    def _command(self, name, *args):
+        self.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
+        return super()._command(name, *args)
+
+    def _get_line(self):
+        line = super()._get_line()  # imaplib refuses lines over 1 MB (_MAXLINE)
+        self._left -= len(line) + 2
+        self._lines_left -= 1
+        literal = imaplib.Literal.match(line) if line.endswith(b"}") else None
+        if literal:
+            size, limit = int(literal["size"]), MAX_REPLY_BYTES
+            if self._messages is not None:
+                uid = _UID.search(line)
+                limit = (self._messages.get(int(uid[1])) if uid else None) or max(self._messages.values(), default=0)
+            if size > limit:
+                raise ImapTooLarge(
+                    f"a FETCH literal of {size:,} bytes exceeds what the server announced for the message "
+                    f"(at most {limit:,} bytes)" if self._messages is not None else
+                    f"the server announced a literal of {size:,} bytes; the limit outside a message is {human(limit)}")
+            self._left -= size
+        if self._left < 0 or self._lines_left < 0:
+            raise ImapTooLarge(f"the server's response exceeded {human(self._size)}" if self._left < 0
+                               else f"the server's response exceeded {self._lines:,} lines")
+        return line
 
 
 class _IMAPClient(imapclient.IMAPClient):

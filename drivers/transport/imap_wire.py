@@ -19,7 +19,7 @@ equivalence test (tests/test_watch.py) checks that what the hub delivers is byte
 byte what imapclient's fetch(BODY.PEEK[]) returns. The private names used:
 `IMAP4._command`, `_get_response`, `_command_complete`, `_untagged_response`,
 `tagged_commands`, `untagged_responses`, `send`, `file` / `_readbuf` (Python 3.14),
-`debug`, `shutdown`.
+`debug`, `shutdown`; and imap._IMAP4's `allow` (the budget of its bounded reads).
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ import ssl
 
 import imapclient
 from imapclient.response_parser import parse_fetch_response
+
+from .limits import MAX_ANSWER_BYTES, MAX_ANSWER_LINES, MAX_LISTING_BYTES, MAX_LISTING_LINES
 
 # where imapclient sends imaplib's protocol trace
 _IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")
@@ -56,7 +58,9 @@ class ImapWire:
 
     # -- untagged responses the server volunteered
     def clear(self) -> None:
+        """Forgets them; the server may send as much again (imap._IMAP4's budget)."""
         self._imap.untagged_responses.clear()
+        self._imap.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
 
     def expunged(self) -> int:
         return len(self._imap.untagged_responses.get("EXPUNGE", ()))
@@ -157,16 +161,26 @@ class ImapWire:
     # -- FETCH
     def sizes_from(self, first_uid: int) -> dict[int, dict]:
         """UID FETCH first:* (UID RFC822.SIZE): {uid: {b"SEQ": n, b"RFC822.SIZE": size}}.
-        "n:*" always matches the highest UID, even below n: callers filter."""
-        self._imap.untagged_responses.clear()
-        typ, data = self._imap.uid("FETCH", f"{first_uid}:*", "(UID RFC822.SIZE)")
+        "n:*" always matches the highest UID, even below n: callers filter. The
+        answer is a listing: at most MAX_LISTING_BYTES, MAX_LISTING_LINES lines."""
+        imap = self._imap
+        imap.untagged_responses.clear()
+        tag = imap._command("UID", "FETCH", f"{first_uid}:*", "(UID RFC822.SIZE)")  # as imap.uid(...)
+        imap.allow(MAX_LISTING_BYTES, MAX_LISTING_LINES)
+        typ, data = imap._command_complete("UID", tag)
         if typ != "OK":
             raise imaplib.IMAP4.error(f"UID FETCH failed: {text(data)}")
+        _, data = imap._untagged_response(typ, data, "FETCH")
         return parse_fetch_response(data, True, True) if data and data != [None] else {}
 
-    def send_fetch(self, uids: list[int]) -> str:
-        """Sends UID FETCH (BODY.PEEK[]) for ascending uids without waiting; the tag."""
-        return self._imap._command("UID", "FETCH", uid_set(uids), "(BODY.PEEK[])")
+    def send_fetch(self, allowed: dict[int, int]) -> str:
+        """Sends UID FETCH (BODY.PEEK[]) for ascending uids ({uid: the most bytes its
+        message may have}) without waiting; the tag. The answer may hold those
+        messages, and MAX_ANSWER_BYTES besides."""
+        imap = self._imap
+        tag = imap._command("UID", "FETCH", uid_set(list(allowed)), "(BODY.PEEK[])")
+        imap.allow(sum(allowed.values()) + MAX_ANSWER_BYTES, MAX_ANSWER_LINES + 2 * len(allowed), allowed)
+        return tag
 
     def finish_fetch(self, tag: str) -> dict[int, dict]:
         """Waits for the FETCH `tag` to complete; every FETCH response read so far,

@@ -45,15 +45,16 @@ class LoopSocket:
 
     async def readline(self, limit: int) -> bytes:
         """The next line, with its line end. EOFError if the peer closed first;
-        ValueError for a line longer than `limit`; TimeoutError past the deadline."""
+        ValueError for a line longer than `limit` (line end included); TimeoutError
+        past the deadline."""
         start = 0
         while True:
-            end = self._buf.find(b"\n", start)
+            end = self._buf.find(b"\n", start, limit)
             if end >= 0:
                 line = bytes(self._buf[:end + 1])
                 del self._buf[:end + 1]
                 return line
-            if len(self._buf) > limit:
+            if len(self._buf) >= limit:  # no line end within `limit` bytes: refused, nothing more is read
                 raise ValueError(f"line longer than {limit} bytes")
             start = len(self._buf)
             await self._fill()

@@ -44,8 +44,9 @@ from mailgate.drivers.api import ErrorCode
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, _decode, classify
+from .limits import MAX_REPLY_BYTES, MAX_REPLY_LINES, SmtpTooLarge
 from .loopsock import LoopSocket
-from .smtp import connect_smtp
+from .smtp import _too_large, connect_smtp
 from .throttle import LoginThrottle
 
 __all__ = ["SmtpPool", "SendResult", "SendError"]
@@ -54,9 +55,8 @@ log = logging.getLogger("mailgate.transport")
 
 # A large body gets extra time, assuming the link moves at least this many bytes per second.
 _MIN_BYTES_PER_SECOND = 50_000
-# As smtplib: a reply line is at most this long, and a reply at most this many lines.
-_MAX_LINE = 8192
-_MAX_LINES = 100
+# As smtplib: a reply line is at most this long (and a reply as limits.py says).
+_MAX_LINE = smtplib._MAXLINE
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
@@ -137,22 +137,26 @@ class Link:
         return await self.reply()
 
     async def reply(self) -> tuple[int, bytes]:
-        """(code, text) of the server's next reply, its lines joined by LF, as smtplib."""
+        """(code, text) of the server's next reply, its lines joined by LF, as smtplib;
+        bounded as connect_smtp's (smtp._SMTP.getreply): SmtpTooLarge past them."""
         lines = []
-        for _ in range(_MAX_LINES):
+        size = 0
+        while True:
             try:
                 line = await self.io.readline(_MAX_LINE)
             except EOFError:
                 raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed") from None
             except ValueError:
-                raise smtplib.SMTPResponseException(500, b"Line too long.") from None
+                raise SmtpTooLarge(_too_large(True, False)) from None
+            size += len(line)
+            if size > MAX_REPLY_BYTES or len(lines) >= MAX_REPLY_LINES:
+                raise SmtpTooLarge(_too_large(False, len(lines) >= MAX_REPLY_LINES))
             lines.append(line[4:].strip(b" \t\r\n"))
             code = line[:3]
             if not code.isdigit():
                 raise smtplib.SMTPServerDisconnected(f"not an SMTP reply: {line[:40]!r}")
             if line[3:4] != b"-":
                 return int(code), b"\n".join(lines)
-        raise smtplib.SMTPServerDisconnected(f"a reply of more than {_MAX_LINES} lines")
 
     def quit(self) -> None:
         """QUIT as a courtesy, not waited for, and close."""
@@ -365,7 +369,7 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
             raise reply_error(code, resp)
         return SendResult(code, _decode(resp), refused)
     except (smtplib.SMTPException, OSError) as exc:
-        if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0:  # e.g. 500 line too long
+        if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code > 0:
             raise SendError(exc.smtp_code, _decode(exc.smtp_error), transient=exc.smtp_code < 500) from exc
         # Connection trouble: a closed connection (SMTPServerDisconnected), a socket or
         # TLS error (OSError), a timeout (TimeoutError, an OSError too).

@@ -17,14 +17,17 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from mailgate.drivers.api import CheckResult, ErrorCode
 
+from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, classify, where
+from .limits import MAX_MESSAGE_BYTES, allowance, human
 from .pop3 import connect_pop3
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
@@ -32,6 +35,8 @@ from .throttle import LoginThrottle
 log = logging.getLogger("mailgate.pop3")
 
 UIDVALIDITY = 0  # what POP3 messages are queued under (the sink's positions)
+# As the IMAP watcher: a message gets time for its size, at this many bytes per second.
+_MIN_BYTES_PER_SECOND = 50_000
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,15 @@ class _Box:
         self.stopped = False
         self.failures = 0
         self.problem: CheckResult | None | bool = False  # last status reported (False: none yet)
+        self.skipped: set[int] = set()  # numbers (sink.numbers) of messages too large to fetch, logged once
 
 
 class Pop3Poller:
     def __init__(self, sink: Pop3Sink, *, workers: int = 8, reconnect: Reconnect = Reconnect(),
-                 throttle: LoginThrottle | None = None, name: str = "mailgate-pop3") -> None:
+                 throttle: LoginThrottle | None = None, name: str = "mailgate-pop3",
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._sink, self.reconnect, self._throttle = sink, reconnect, throttle
+        self._max_message = max_message_bytes
         self._boxes: dict[str, _Box] = {}
         self._due: list[tuple[float, int, _Box]] = []
         self._seq = itertools.count()
@@ -157,22 +165,37 @@ class Pop3Poller:
         conn = connect_pop3(spec.endpoint, spec.auth, timeout=spec.timeout, ca_pem=spec.ca_pem,
                             throttle=self._throttle)
         try:
-            listing = [line.decode("ascii", "replace").split(" ", 1) for line in conn.uidl()[1]]
-            pairs = [(int(n), uidl.strip()) for n, uidl in listing]
+            with _deadline(conn, 3 * spec.timeout):
+                pairs = [(int(n), uidl.strip()) for n, uidl in _pairs(conn.uidl()[1])]
+                sizes = _sizes(conn.list()[1])
             numbers = self._sink.numbers(spec.key, [uidl for _, uidl in pairs])
             validity, last = self._sink.position(spec.key)
             floor = last if validity == UIDVALIDITY else 0
             todo = sorted((numbers[uidl], n) for n, uidl in pairs if numbers[uidl] > floor)
+            fetched = 0
             for i in range(0, len(todo), spec.batch):
                 messages = []
                 for number, n in todo[i:i + spec.batch]:
                     if box.stopped:
                         return
-                    messages.append((number, b"\r\n".join(conn.retr(n)[1]) + b"\r\n"))
-                self._sink.deliver(spec.key, UIDVALIDITY, messages)
-            if todo:
-                log.info("pop3 %s: %d message(s) fetched", spec.key, len(todo))
-            conn.quit()
+                    size = sizes.get(n)
+                    if size is not None and size > self._max_message:  # never downloaded
+                        if number not in box.skipped:
+                            box.skipped.add(number)
+                            log.warning("pop3 %s: message %d not fetched: the server announces %s bytes, over "
+                                        "the limit of %s", spec.key, n, f"{size:,}", human(self._max_message))
+                        continue
+                    allowed = allowance(size, self._max_message) if size is not None else self._max_message
+                    # The deadline grows with the size announced, so no further than the limit.
+                    with _deadline(conn, 3 * spec.timeout + allowed / _MIN_BYTES_PER_SECOND):
+                        messages.append((number, conn.retrieve(n, allowed)))
+                if messages:
+                    self._sink.deliver(spec.key, UIDVALIDITY, messages)
+                    fetched += len(messages)
+            if fetched:
+                log.info("pop3 %s: %d message(s) fetched", spec.key, fetched)
+            with _deadline(conn, 3 * spec.timeout):
+                conn.quit()
         finally:
             conn.close()
 
@@ -206,3 +229,39 @@ class Pop3Poller:
             self._sink.status(box.spec.key, problem)
         except Exception:  # noqa: BLE001 - polling goes on; the sink logs its own trouble
             log.warning("pop3 %s: sink.status failed", box.spec.key, exc_info=True)
+
+
+def _pairs(lines: list[bytes]) -> list[list[str]]:
+    """A UIDL or LIST listing's lines as [number, rest]."""
+    return [line.decode("ascii", "replace").split(" ", 1) for line in lines]
+
+
+def _sizes(lines: list[bytes]) -> dict[int, int]:
+    """LIST's lines ("number octets") as {number: octets}; malformed ones left out."""
+    sizes = {}
+    for line in lines:
+        try:
+            n, size = line.split()[:2]
+            sizes[int(n)] = int(size)
+        except ValueError:
+            continue
+    return sizes
+
+
+@contextmanager
+def _deadline(conn, seconds: float) -> Iterator[None]:
+    """An overall limit for commands after login, on top of the per-read socket
+    timeout: a server that drips a listing or a message is cut off when it passes."""
+    guard = _watchdog.watch(conn.sock, seconds)
+    try:
+        yield
+    except Exception as exc:
+        if guard.fired:
+            raise TransportError("pop3", "session", ErrorCode.TIMEOUT,
+                                 f"no complete answer within {seconds:g} s (overall limit)") from exc
+        raise
+    finally:
+        guard.cancel()
+    if guard.fired:
+        raise TransportError("pop3", "session", ErrorCode.TIMEOUT,
+                             f"no complete answer within {seconds:g} s (overall limit)")

@@ -5,6 +5,7 @@ import logging
 
 from mailgate.drivers.api import CheckResult
 
+from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError
@@ -34,11 +35,21 @@ def probe(side: str, endpoint: Endpoint, auth: Authenticator, *, timeout: float,
     except TransportError:
         return trace  # the failure is in the trace
     try:
-        leave(conn)
+        # The attempt's deadline ended with the login: leaving gets one of its own,
+        # or a server dripping its goodbye would hold the worker.
+        guard = _watchdog.watch(_socket(conn), timeout)
+        try:
+            leave(conn)
+        finally:
+            guard.cancel()
     except Exception as exc:  # noqa: BLE001 - we are done with this server either way
         log.debug("%s %s: leaving failed (%s), ignored", side, endpoint, type(exc).__name__)
         _force_close(conn)
     return trace
+
+
+def _socket(conn):
+    return conn.socket() if callable(getattr(conn, "socket", None)) else conn.sock  # IMAPClient; smtplib, poplib
 
 
 def _force_close(conn) -> None:

@@ -9,6 +9,7 @@ from mailgate.drivers.api import CheckResult
 from ._attempt import Attempt
 from .auth import Authenticator
 from .endpoint import Endpoint
+from .limits import MAX_REPLY_BYTES, MAX_REPLY_LINES, SmtpTooLarge, human
 from .throttle import LoginThrottle
 
 __all__ = ["connect_smtp"]
@@ -30,6 +31,46 @@ class _SMTP(smtplib.SMTP):
     def _get_socket(self, host, port, timeout):
         sock, self._premade = self._premade, None
         return sock
+
+    def getreply(self):
+        """smtplib.SMTP.getreply, bounded. smtplib limits each line (8 KB) but reads
+        "250-" continuation lines for as long as the server sends them: here a reply
+        has at most MAX_REPLY_LINES lines and MAX_REPLY_BYTES in all, and a refused
+        one says so (SmtpTooLarge; smtplib's "500 Line too long." reads as if the
+        server had said it). Otherwise as smtplib's: (code, its lines joined by LF),
+        -1 for a reply without a code, SMTPServerDisconnected at end of file."""
+        if self.file is None:
+            self.file = self.sock.makefile("rb")
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                line = self.file.readline(smtplib._MAXLINE + 1)
+            except OSError as e:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {e}")
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            size += len(line)
+            if len(line) > smtplib._MAXLINE or size > MAX_REPLY_BYTES or len(lines) >= MAX_REPLY_LINES:
+                self.close()
+                raise SmtpTooLarge(_too_large(len(line) > smtplib._MAXLINE, len(lines) >= MAX_REPLY_LINES))
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                return -1, b"\n".join(lines)
+            if line[3:4] != b"-":
+                return code, b"\n".join(lines)
+
+
+def _too_large(long_line: bool, many_lines: bool) -> str:
+    if long_line:
+        return f"the server's reply exceeded {human(smtplib._MAXLINE)} in one line"
+    if many_lines:
+        return f"the server's reply exceeded {MAX_REPLY_LINES} lines"
+    return f"the server's reply exceeded {human(MAX_REPLY_BYTES)}"
 
 
 def connect_smtp(endpoint: Endpoint, auth: Authenticator, *, timeout: float,

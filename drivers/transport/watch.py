@@ -30,6 +30,11 @@ Guarantees:
 * Every read has the socket timeout (``spec.timeout``) and every command an overall
   deadline (the transport watchdog), so a server that stalls, or drips, in the middle
   of a large message costs one reconnect, never a worker.
+* Every read is bounded (limits.py): a message the server announces (RFC822.SIZE) as
+  larger than ``max_message_bytes`` is never downloaded (logged, and skipped for
+  good); a FETCH literal larger than the size announced for its message, or any
+  other answer past its limit, is refused before it is read and the connection
+  dropped. The deadline of a FETCH grows with the announced sizes, so with that limit.
 * Failures close the connection and reconnect with exponential backoff and jitter
   (failed logins also go through the LoginThrottle, so a revoked password is not
   hammered). ``status(up=False, reason)`` is reported once (again only if the reason
@@ -72,6 +77,7 @@ from .endpoint import Endpoint
 from .errors import TransportError, classify, where
 from .imap import connect_imap
 from .imap_wire import ImapWire
+from .limits import MAX_MESSAGE_BYTES, allowance, human
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
 
@@ -160,9 +166,10 @@ class WatchHub:
 
     def __init__(self, sink: MailboxSink, *, workers: int = 16, idle_renew: float = 25 * 60,
                  reconnect: Reconnect = Reconnect(), throttle: LoginThrottle | None = None,
-                 max_batch: int = 100, max_batch_bytes: int = 20 * 1024 * 1024) -> None:
-        if workers < 1 or max_batch < 1 or max_batch_bytes < 1:
-            raise ValueError("workers, max_batch and max_batch_bytes must be positive")
+                 max_batch: int = 100, max_batch_bytes: int = 20 * 1024 * 1024,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        if workers < 1 or max_batch < 1 or max_batch_bytes < 1 or max_message_bytes < 1:
+            raise ValueError("workers, max_batch, max_batch_bytes and max_message_bytes must be positive")
         if idle_renew <= 0:
             raise ValueError("idle_renew must be positive")
         self._sink = sink
@@ -170,6 +177,7 @@ class WatchHub:
         self.reconnect = reconnect
         self._throttle = throttle
         self._max_batch, self._max_batch_bytes = max_batch, max_batch_bytes
+        self._max_message = max_message_bytes
         self._lock = threading.Lock()  # _boxes, _closed, _counts
         self._boxes: dict[str, _Mailbox] = {}
         self._closed = False
@@ -536,7 +544,17 @@ class WatchHub:
             mb.exists = max((info.get(b"SEQ", 0) for info in sizes.values()), default=0)
             new = sorted((uid, info.get(b"RFC822.SIZE") or 0) for uid, info in sizes.items()
                          if uid > mb.last and b"RFC822.SIZE" in info)
+            oversized = [(uid, size) for uid, size in new if not isinstance(size, int) or size > self._max_message]
+            if oversized:
+                skip = {uid for uid, _ in oversized}
+                new = [item for item in new if item[0] not in skip]
+                for uid, size in oversized:
+                    log.warning("watch %s: uid %d not fetched: the server announces %s bytes, over the limit "
+                                "of %s", spec.key, uid, f"{size:,}" if isinstance(size, int) else repr(size),
+                                human(self._max_message))
             self._fetch_and_deliver(mb, list(self._batches(new)))
+            if oversized:  # not downloaded, ever: later rounds start after them
+                mb.last = max(mb.last, oversized[-1][0])
             # Dovecot, for one, notices new mail at the end of a command: mail that
             # arrived during this round is announced now and fetched by another round.
             more = wire.announced(mb.exists)
@@ -593,7 +611,7 @@ class WatchHub:
     def _send_fetch(self, mb: _Mailbox, batch: list[tuple[int, int]]) -> str:
         """Sends UID FETCH BODY.PEEK[] for the batch without waiting for the answer."""
         with self._deadline(mb, 3 * mb.spec.timeout):
-            return mb.wire.send_fetch([uid for uid, _ in batch])
+            return mb.wire.send_fetch({uid: allowance(size, self._max_message) for uid, size in batch})
 
     @contextmanager
     def _deadline(self, mb: _Mailbox, seconds: float) -> Iterator[None]:
