@@ -16,7 +16,7 @@ from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc)
 
-from .access import audit
+from .access import audit, tls
 from .access.interceptor import AccessInterceptor
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
@@ -88,6 +88,8 @@ class App:
 async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
     check_listen(settings)  # refuse a bad address or an open network before touching anything
     configs = load_drivers_config(settings.drivers_config)
+    if settings.auth:
+        tls.Clients.load(settings.clients_file)  # a bad file, too
     db = Database(settings.database_url)
     await asyncio.to_thread(db.upgrade)
     box = SecretBox.from_environment(settings.key_file)
@@ -124,7 +126,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
-        interceptors.append(AccessInterceptor(tokens))
+        interceptors.append(AccessInterceptor(tokens, tls.Clients.load(settings.clients_file)))
     server = grpc.aio.server(interceptors=interceptors, options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with
@@ -139,7 +141,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
-    port = server.add_insecure_port(settings.listen)
+    port = (server.add_secure_port(settings.listen, tls.server_credentials(settings)) if settings.tls_cert
+            else server.add_insecure_port(settings.listen))
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     await server.start()

@@ -54,6 +54,12 @@ class Settings:
     token_file: str = field(default_factory=lambda: _env("MAILGATE_TOKEN_FILE", ""))
     # listening beyond loopback without TLS and tokens is refused unless the network is trusted
     trusted_network: bool = field(default_factory=lambda: _env("MAILGATE_TRUSTED_NETWORK", "") == "yes")
+    # TLS: certificate chain and key (PEM files, re-read when they change); empty: plaintext
+    tls_cert: str = field(default_factory=lambda: _env("MAILGATE_TLS_CERT", ""))
+    tls_key: str = field(default_factory=lambda: _env("MAILGATE_TLS_KEY", ""))
+    # CAs whose client certificates are required (mutual TLS); the clients file maps them to principals
+    tls_client_ca: str = field(default_factory=lambda: _env("MAILGATE_TLS_CLIENT_CA", ""))
+    clients_file: str = field(default_factory=lambda: _env("MAILGATE_CLIENTS_FILE", ""))
     # where audit records go instead of the log (JSON lines, mode 0600); empty: with the log
     audit_file: str = field(default_factory=lambda: _env("MAILGATE_AUDIT_FILE", ""))
     grace: float = 10.0  # seconds given to running calls on SIGTERM
@@ -69,8 +75,12 @@ class ConfigError(ValueError):
 
 def check_listen(settings: Settings) -> None:
     """`--listen` is host:port with an IP address (or localhost) and a port of
-    1-65535 (0: any free one); beyond loopback only with authentication and TLS
-    or on a network said to be trusted. Never a silent bind elsewhere."""
+    1-65535 (0: any free one); beyond loopback only with authentication, and with
+    TLS or on a network said to be trusted. Never a silent bind elsewhere."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("MAILGATE_TLS_CERT and MAILGATE_TLS_KEY go together: give both, or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise ConfigError("MAILGATE_TLS_CLIENT_CA needs TLS: give MAILGATE_TLS_CERT and MAILGATE_TLS_KEY too")
     host, sep, port = settings.listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--listen {settings.listen!r}: expected host:port with a port from 1 to 65535, "
@@ -85,11 +95,12 @@ def check_listen(settings: Settings) -> None:
                           "goes in brackets: [::1]:50051)") from None
     if ":" in bare and not host.startswith("["):
         raise ConfigError(f"--listen {settings.listen!r}: put an IPv6 address in brackets, [{bare}]:{port}")
-    if not address.is_loopback and not settings.trusted_network:
+    if not address.is_loopback and not settings.tls_cert and not settings.trusted_network:
         raise ConfigError(
             f"--listen {settings.listen}: beyond loopback, tokens and mail would cross the network in "
-            "plaintext. Terminate TLS in front of mailgate and keep MAILGATE_AUTH on, then say the network "
-            "is trusted with --trusted-network (MAILGATE_TRUSTED_NETWORK=yes); or listen on 127.0.0.1")
+            "plaintext. Give MAILGATE_TLS_CERT and MAILGATE_TLS_KEY; or, with TLS terminated in front of "
+            "mailgate, say the network is trusted with --trusted-network (MAILGATE_TRUSTED_NETWORK=yes); "
+            "or listen on 127.0.0.1")
     if not address.is_loopback and not settings.auth:
         raise ConfigError(f"--listen {settings.listen}: beyond loopback, authentication must stay on "
                           "(MAILGATE_AUTH=on)")

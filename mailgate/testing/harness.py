@@ -25,8 +25,10 @@ POSTGRES_URL = os.environ.get("MAILGATE_TEST_POSTGRES", "postgresql+psycopg://po
 
 
 class ServerThread:
-    def __init__(self, settings: Settings, extra_plugins: Iterable[object] = ()):
-        self.settings = settings
+    def __init__(self, settings: Settings, extra_plugins: Iterable[object] = (),
+                 credentials: grpc.ChannelCredentials | None = None):
+        """`credentials`: TLS for the channels to a server with MAILGATE_TLS_CERT."""
+        self.settings, self.credentials = settings, credentials
         self._plugins = list(extra_plugins)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mailgate-server", daemon=True)
@@ -45,9 +47,12 @@ class ServerThread:
         path = self.settings.admin_token_file
         return path.read_text().strip() if self.settings.auth and path.exists() else ""
 
-    def open_channel(self, token: str = "") -> grpc.Channel:
-        """A new channel to the server presenting `token` (none if empty)."""
-        raw = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+    def open_channel(self, token: str = "", credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+        """A new channel to the server presenting `token` (none if empty), over TLS
+        with `credentials` (by default the server's own)."""
+        credentials = credentials or self.credentials
+        raw = (grpc.secure_channel(self.address, credentials, options=CHANNEL_OPTIONS) if credentials
+               else grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS))
         return with_token(raw, token) if token else raw
 
     def call(self, coro: Any, timeout: float = 60) -> Any:

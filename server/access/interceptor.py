@@ -11,12 +11,13 @@ import grpc
 from ..errors import MailgateError, Unauthenticated, denied
 from . import audit, scope
 from .permissions import CREDENTIAL_SERVICES, OPEN_SERVICES, RPC_PERMISSIONS, service_of
+from .tls import Clients
 from .tokens import Principal, Tokens
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: Tokens):
-        self._tokens = tokens
+    def __init__(self, tokens: Tokens, clients: Clients):
+        self._tokens, self._clients = tokens, clients
 
     async def intercept_service(self, continuation: Callable[..., Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -30,7 +31,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         permission = RPC_PERMISSIONS.get(method)
         if permission is None and service not in CREDENTIAL_SERVICES:
             permission = ""  # not in the table: nobody may call it
-        call = _Call(self._tokens, method, permission, details.invocation_metadata or ())
+        call = _Call(self._tokens, self._clients, method, permission, details.invocation_metadata or ())
         if handler.unary_unary:
             return handler._replace(unary_unary=call.unary(handler.unary_unary))
         if handler.stream_unary:
@@ -45,14 +46,28 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """One method's admission and audit, shared by the calls to it."""
 
-    def __init__(self, tokens: Tokens, method: str, permission: str | None, metadata: Any):
-        self.tokens, self.method, self.permission, self.metadata = tokens, method, permission, metadata
+    def __init__(self, tokens: Tokens, clients: Clients, method: str, permission: str | None, metadata: Any):
+        self.tokens, self.clients, self.method, self.permission = tokens, clients, method, permission
+        self.metadata = metadata
         self.audited = audit.audited(method, permission)
+
+    async def identify(self, context: grpc.aio.ServicerContext) -> Principal:
+        """The bearer token's principal, else the client certificate's."""
+        secret = _bearer(self.metadata)
+        if secret:
+            return await self.tokens.authenticate(secret)
+        if self.clients:
+            principal = self.clients.identify(context.auth_context())
+            if principal is not None:
+                return principal
+        raise Unauthenticated("no credentials: send `authorization: Bearer <token>` metadata (the server "
+                              "writes an administrator token to its token file on first start)"
+                              + (", or a client certificate the server knows" if self.clients else ""))
 
     async def admit(self, request: Any, context: grpc.aio.ServicerContext) -> Principal:
         principal = None
         try:
-            principal = await self.tokens.authenticate(_bearer(self.metadata))
+            principal = await self.identify(context)
             if self.permission is not None and (not self.permission or not principal.may(self.permission)):
                 raise denied(self.permission or self.method)
         except MailgateError as e:
@@ -114,10 +129,10 @@ async def _first_seen(requests: AsyncIterator[Any], seen: Callable[[Any], None])
 
 
 def _bearer(metadata: Any) -> str:
+    """The bearer secret in the metadata; empty if there is no authorization."""
     values = [v for k, v in metadata if k == "authorization"]
     if not values:
-        raise Unauthenticated("no credentials: send `authorization: Bearer <token>` metadata "
-                              "(the server writes an administrator token to its token file on first start)")
+        return ""
     scheme, _, token = str(values[-1]).partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the authorization metadata must be `Bearer <token>`")

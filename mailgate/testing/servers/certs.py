@@ -112,22 +112,43 @@ class TestCA:
             .sign(ca_key, hashes.SHA256())
         )
 
+        _write_key(directory / "ca.key", ca_key)  # for client certificates (client_certificate)
         ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         ca_path = directory / "ca.pem"
         cert_path = directory / "server.pem"
         key_path = directory / "server.key"
         ca_path.write_text(ca_pem)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        # Create the key file 0600 from the start rather than chmod after writing.
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ))
-        os.chmod(key_path, 0o600)  # in case the file existed with other modes
+        _write_key(key_path, key)
         return cls(directory, ca_path, ca_pem, cert_path, key_path)
+
+    def client_certificate(self, common_name: str, *, uri: str = "") -> tuple[Path, Path]:
+        """A client certificate (extendedKeyUsage clientAuth) for `common_name`, with
+        `uri` as a subjectAltName when given: (certificate path, key path)."""
+        ca_key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_pem.encode())
+        now = dt.datetime.now(dt.timezone.utc)
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        )
+        if uri:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
+                                            critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        stem = self.directory / f"client-{common_name}"
+        cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key_path, key)
+        return cert_path, key_path
 
     @classmethod
     def other(cls, directory: Path | str) -> TestCA:
@@ -143,3 +164,12 @@ class TestCA:
     def client_context(self) -> ssl.SSLContext:
         """TLS context for clients that trusts this CA only (not the system store)."""
         return ssl.create_default_context(cafile=str(self.ca_path))
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    # Created 0600 from the start rather than chmod after writing.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(path, 0o600)  # in case the file existed with other modes
