@@ -30,6 +30,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from mailgate.server import keys, logs
+    from mailgate.server.config import Settings
+    from mailgate.server.secrets import SecretKeyError
+
+    settings = Settings()
+    if args.database_url:
+        settings.database_url = args.database_url
+    logs.configure("WARNING")
+
+    def progress(done: int, total: int) -> None:
+        if total:
+            print(f"\rre-sealed {done} of {total} secrets", end="" if done < total else "\n", file=sys.stderr,
+                  flush=True)
+    try:
+        done = keys.rotate(settings.database_url, settings.key_file, retire=args.retire, progress=progress)
+    except SecretKeyError as e:
+        print(f"mailgate keys rotate: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(("new key " if done.generated else "key ") + f"{done.key_id}: {done.resealed} secrets re-sealed")
+    if done.retired:
+        print("retired keys no secret uses: " + ", ".join(done.retired))
+    elif done.unused:
+        print("keys no secret uses any more: " + ", ".join(done.unused)
+              + " (once every replica seals with the new key: run again with --retire)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import candidate, commands, tokens
 
@@ -53,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="allow listening beyond loopback without TLS (env MAILGATE_TRUSTED_NETWORK=yes): "
                             "only behind a TLS-terminating proxy or on a network you trust")
     serve.set_defaults(func=_serve)
+
+    keys = sub.add_parser("keys", help="the secret key: rotate it (runs beside the server, on its database)")
+    ksub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rotate = ksub.add_parser("rotate", help="re-seal every stored secret under a new key; resumable")
+    rotate.add_argument("--database-url", help="as for serve (env MAILGATE_DATABASE_URL)")
+    rotate.add_argument("--retire", action="store_true",
+                        help="drop keys no secret uses from the key file (when every replica has the new key)")
+    rotate.set_defaults(func=_rotate_keys)
 
     providers = sub.add_parser("providers", parents=[common], help="manage providers")
     psub = providers.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -128,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or a usage error (2), already printed
         return done.code if isinstance(done.code, int) else EXIT_USAGE
-    if args.command == "serve":
+    if args.command in ("serve", "keys"):
         return args.func(args)
 
     out, err = output.Stream(sys.stdout), output.Stream(sys.stderr)

@@ -23,6 +23,11 @@ def state_hash(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8")).hexdigest()
 
 
+def flow_context(key: str) -> str:
+    """What a sign-in's sealed flow is bound to (its state's hash)."""
+    return f"authorization:{key}"
+
+
 class AuthorizationStore:
     def __init__(self, session: Session, box: SecretBox):
         self.session, self.box = session, box
@@ -33,7 +38,7 @@ class AuthorizationStore:
         self.session.execute(delete(AuthorizationRow).where(AuthorizationRow.expire_time < now - KEEP))
         row = AuthorizationRow(state_hash=key, provider_id=provider_id, create_time=now,
                                expire_time=now + timedelta(seconds=ttl),
-                               flow=self.box.seal(json.dumps(dict(flow)), f"authorization:{key}"))
+                               flow=self.box.seal(json.dumps(dict(flow)), flow_context(key)))
         self.session.add(row)
         self.session.flush()
         return row.expire_time
@@ -56,7 +61,7 @@ class AuthorizationStore:
                                      reason="AUTHORIZATION_STATE_EXPIRED", metadata={"provider": row.provider_id})
         row.use_time = utcnow()
         self.session.flush()
-        return row.provider_id, json.loads(self.box.open(row.flow, f"authorization:{key}"))
+        return row.provider_id, json.loads(self.box.open(row.flow, flow_context(key)))
 
     def drop_for(self, provider_id: str) -> None:
         """Pending sign-ins of a provider whose account changed cannot complete."""

@@ -23,7 +23,7 @@ def name_key(display_name: str) -> str:
     return display_name.strip().casefold()
 
 
-def _secret_context(provider_id: str, name: str) -> str:
+def secret_context(provider_id: str, name: str) -> str:
     return f"provider:{provider_id}:{name}"
 
 
@@ -167,14 +167,14 @@ class ProviderStore:
     def _seal(self, row: ProviderRow, secrets: Mapping[str, str]) -> None:
         existing = {s.name: s for s in row.secrets}
         for name, value in secrets.items():
-            sealed = self.box.seal(value, _secret_context(row.id, name))
+            sealed = self.box.seal(value, secret_context(row.id, name))
             if name in existing:
                 existing[name].value = sealed
             else:
                 row.secrets.append(ProviderSecretRow(name=name, value=sealed))
 
     def _load(self, row: ProviderRow) -> StoredProvider:
-        secrets = {s.name: self.box.open(s.value, _secret_context(row.id, s.name)) for s in row.secrets}
+        secrets = {s.name: self.box.open(s.value, secret_context(row.id, s.name)) for s in row.secrets}
         config = ProviderConfig(
             id=row.id, type=row.type, display_name=row.display_name, account=row.account,
             from_name=row.from_name, receive_emails=row.receive_emails,
