@@ -137,3 +137,33 @@ def test_acks_sent_to_another_replica_free_the_stream_window(replicas):
         assert [r.message.subject for r in first + second] == ["m1", "m2", "m3", "m4"]
     finally:
         consumer.close()
+
+
+def test_a_token_revoked_on_one_replica_is_refused_on_the_other_at_once(replicas):
+    import time
+
+    import grpc
+
+    from mailgate.testing.rpc import expect_error
+    from mailgate.v1 import provider_service_pb2 as pb, provider_service_pb2_grpc
+    from mailgate.v1 import token_service_pb2, token_service_pb2_grpc
+
+    a, b, _ = replicas
+    made = token_service_pb2_grpc.TokenServiceStub(a.channel).CreateToken(token_service_pb2.CreateTokenRequest(
+        token=token_service_pb2.Token(display_name="dialer", permissions=["providers.read"])))
+    with b.open_channel(made.secret) as channel:
+        stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
+        assert len(stub.ListProviders(pb.ListProvidersRequest()).providers) == 1  # B knows the token now
+        token_service_pb2_grpc.TokenServiceStub(a.channel).DeleteToken(
+            token_service_pb2.DeleteTokenRequest(name=made.token.name))
+        # B caches a token for a minute: only the notification can make it let go sooner
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                stub.ListProviders(pb.ListProvidersRequest())
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert time.monotonic() < deadline, "B still accepts a token revoked on A"
+            time.sleep(0.05)
+        assert expect_error(lambda: stub.ListDrivers(pb.ListDriversRequest())).code == grpc.StatusCode.UNAUTHENTICATED
