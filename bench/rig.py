@@ -21,15 +21,19 @@ from mailgate.testing.servers.smtpd import SmtpServer
 
 
 @contextmanager
-def mailgate_process(root: Path) -> Iterator[tuple[int, grpc.Channel]]:
-    """`python -m mailgate serve` on SQLite in `root`, as deployed; yields (pid, channel)."""
+def mailgate_process(root: Path, env: dict[str, str] | None = None, credentials: grpc.ChannelCredentials | None = None,
+                     token: bool = True) -> Iterator[tuple[int, grpc.Channel]]:
+    """`python -m mailgate serve` on SQLite in `root`, as deployed, with `env` added
+    (TLS needs the channel's `credentials`); yields (pid, channel), the channel
+    presenting the administrator token unless not `token`."""
     [port] = free_ports(1)
-    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
+    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
                              "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
     channel = None
     try:
-        channel = connect_process(f"127.0.0.1:{port}", root / "mailgate.token")
+        channel = connect_process(f"127.0.0.1:{port}", root / "mailgate.token" if token else None,
+                                  credentials=credentials)
         yield proc.pid, channel
     finally:
         if channel:

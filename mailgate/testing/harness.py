@@ -87,11 +87,16 @@ class ServerThread:
         self.stop()
 
 
-def connect_process(address: str, token_file: Path, timeout: float = 30) -> grpc.Channel:
+def connect_process(address: str, token_file: Path | None, timeout: float = 30,
+                    credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
     """A channel to a `mailgate serve` process, once it listens, presenting the
-    administrator token it wrote (before listening) to `token_file`."""
-    raw = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    administrator token it wrote (before listening) to `token_file`; none if it
+    wrote none (authentication off) or `token_file` is None. Over TLS with `credentials`."""
+    raw = (grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS) if credentials
+           else grpc.insecure_channel(address, options=CHANNEL_OPTIONS))
     grpc.channel_ready_future(raw).result(timeout=timeout)
+    if token_file is None or not Path(token_file).exists():
+        return raw
     return with_token(raw, Path(token_file).read_text().strip())
 
 
