@@ -20,6 +20,11 @@ down favours none), each timing on every server:
 * SendEmail (plain servers only): --messages messages by --callers threads through
   one provider, messages/s as bench/send.py measures it.
 
+Before the servers start, in this process, what the interceptor adds before a
+handler runs (a cached token's lookup and hash check, the permission, naming the
+caller; and for mutual TLS the certificate's principal) is timed over --admissions
+calls against an empty coroutine: the added cost with no network or scheduling noise.
+
 Prints each round and the medians: the added µs per unary call and per stream
 (expected <= 50 µs), and SendEmail's rate with a token over the rate with
 authentication off (expected >= 0.95).
@@ -27,6 +32,7 @@ authentication off (expected >= 0.95).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import statistics
 import tempfile
@@ -36,6 +42,10 @@ from pathlib import Path
 
 import grpc
 
+from mailgate.server.access.interceptor import _Call
+from mailgate.server.access.tls import Clients
+from mailgate.server.access.tokens import Tokens
+from mailgate.server.store.db import Database
 from mailgate.testing.servers.certs import TestCA
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2
 from mailgate.v1 import provider_service_pb2 as pb, provider_service_pb2_grpc
@@ -44,6 +54,41 @@ from send import PASSWORD, USER, cpu_seconds, send_email, smtp_server, text_body
 
 EXPECTED_US, EXPECTED_RATIO = 50.0, 0.95
 CLIENTS = '[clients."bench-client"]\npermissions = ["*"]\n'
+
+
+def admission(root: Path, n: int) -> dict[str, float]:
+    """Seconds per admission, in-process: with a token, with a client certificate, and
+    an empty coroutine (the loop's own cost, subtracted by the caller)."""
+    db = Database(f"sqlite:///{root / 'admission.db'}")
+    db.upgrade()
+    tokens = Tokens(db)
+    clients = Clients.load(str(root / "clients.toml"))
+    method = "/mailgate.v1.ProviderService/ListDrivers"
+
+    class Peer:  # what a TLS connection's context tells of its certificate
+        @staticmethod
+        def auth_context() -> dict[str, list[bytes]]:
+            return {"x509_common_name": [b"bench-client"]}
+
+    async def run() -> dict[str, float]:
+        _, secret = await tokens.create("bench", ["*"], [], [], None)
+        by_token = _Call(tokens, clients, method, "providers.read", [("authorization", f"Bearer {secret}")])
+        by_certificate = _Call(tokens, clients, method, "providers.read", [])
+
+        async def nothing(request: object, context: object) -> None:
+            return None
+        out = {}
+        for name, admit in (("empty", nothing), ("token", by_token.admit), ("certificate", by_certificate.admit)):
+            await admit(None, Peer)
+            t = time.perf_counter()
+            for _ in range(n):
+                await admit(None, Peer)
+            out[name] = (time.perf_counter() - t) / n
+        return out
+    try:
+        return asyncio.run(run())
+    finally:
+        db.close()
 
 
 def per_call(pid: int, n: int, call) -> tuple[float, float]:
@@ -80,6 +125,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=500)
     ap.add_argument("--callers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--admissions", type=int, default=50000)
     args = ap.parse_args()
 
     body = text_body(10240)
@@ -89,6 +135,10 @@ def main() -> None:
         ca = TestCA.create(root / "ca")
         cert, key = ca.client_certificate("bench-client")
         (root / "clients.toml").write_text(CLIENTS)
+        costs = [admission(root, args.admissions) for _ in range(args.rounds)]
+        added = {kind: statistics.median(c[kind] - c["empty"] for c in costs) * 1e6 for kind in ("token", "certificate")}
+        print("admission in-process, median of rounds: " + ", ".join(
+            f"{kind} +{us:.1f} µs ({'ok' if us <= EXPECTED_US else 'ABOVE'})" for kind, us in added.items()), flush=True)
         host, port, smtpd_pid = stack.enter_context(smtp_server("NONE", ca, {USER: PASSWORD}, counters))
         trust = grpc.ssl_channel_credentials(ca.ca_pem.encode())
         mutual = grpc.ssl_channel_credentials(ca.ca_pem.encode(), key.read_bytes(), cert.read_bytes())

@@ -20,7 +20,7 @@ from .access import audit, tls
 from .access.interceptor import AccessInterceptor
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
-from .config import Settings, check_listen, load_drivers_config
+from .config import Settings, check_listen, load_campaigns, load_drivers_config
 from .inbound.queue import InboundQueue, InboundSettings
 from .inbound.servicer import InboundServicer
 from .inbound.sources import Sources
@@ -88,6 +88,7 @@ class App:
 async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App:
     check_listen(settings)  # refuse a bad address or an open network before touching anything
     configs = load_drivers_config(settings.drivers_config)
+    campaigns = load_campaigns(settings)
     if settings.auth:
         tls.Clients.load(settings.clients_file)  # a bad file, too
     db = Database(settings.database_url)
@@ -108,8 +109,9 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         max_message_bytes=settings.max_message_bytes, retry_base=settings.retry_base,
         first_attempt_wait=settings.first_attempt_wait, commit_delay=settings.commit_delay,
         lease=settings.outbox_lease))
-    inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(parse_workers=settings.parse_workers),
-                           asyncio.get_running_loop())
+    inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(
+        parse_workers=settings.parse_workers, dead_letter_after=settings.dead_letter_after, campaigns=campaigns),
+        asyncio.get_running_loop())
     sources = Sources(records, drivers, runtime, inbound)
     # Told of every provider created, changed or deleted, after the store.
     events.listen(outbox.provider_changed)  # mail that waited for a provider now GREEN

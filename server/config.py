@@ -40,6 +40,10 @@ class Settings:
     # processes parsing mail (headers when queued, bodies when streamed); 0: in the server's threads
     parse_workers: int = field(default_factory=lambda: int(_env("MAILGATE_PARSE_WORKERS",
                                                                  str(default_parse_workers()))))
+    # failed delivery attempts after which inbound mail is dead-lettered (0: never, else 5-100);
+    # per campaign in the campaigns file
+    dead_letter_after: int = field(default_factory=lambda: int(_env("MAILGATE_DEAD_LETTER_AFTER", "5")))
+    campaigns_file: str = field(default_factory=lambda: _env("MAILGATE_CAMPAIGNS_FILE", ""))
     log_level: str = field(default_factory=lambda: _env("MAILGATE_LOG_LEVEL", "INFO"))
     # drivers' server-side configuration (OAuth applications): a TOML file, one
     # [section] per driver type; see docs/providers.md, Configuration
@@ -104,6 +108,43 @@ def check_listen(settings: Settings) -> None:
     if not address.is_loopback and not settings.auth:
         raise ConfigError(f"--listen {settings.listen}: beyond loopback, authentication must stay on "
                           "(MAILGATE_AUTH=on)")
+
+
+DEAD_LETTER_RANGE = (5, 100)  # as Pub/Sub's max_delivery_attempts; 0 turns dead-lettering off
+
+
+def _dead_letter_after(value: Any, where: str) -> int:
+    low, high = DEAD_LETTER_RANGE
+    if not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or low <= value <= high):
+        raise ConfigError(f"{where}: dead_letter_after must be 0 (never) or from {low} to {high}, not {value!r}")
+    return value
+
+
+def load_campaigns(settings: Settings) -> dict[str, int]:
+    """Checks MAILGATE_DEAD_LETTER_AFTER and reads the campaigns file: {campaign: dead_letter_after}.
+
+        [campaigns."sales"]
+        dead_letter_after = 10
+    """
+    _dead_letter_after(settings.dead_letter_after, "MAILGATE_DEAD_LETTER_AFTER")
+    path = settings.campaigns_file
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"MAILGATE_CAMPAIGNS_FILE: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"MAILGATE_CAMPAIGNS_FILE: {path} is not valid TOML: {e}") from None
+    out = {}
+    for name, section in (data.get("campaigns") or {}).items():
+        where = f"MAILGATE_CAMPAIGNS_FILE: {path}: [campaigns.{name!r}]"
+        unknown = set(section) - {"dead_letter_after"} if isinstance(section, dict) else {"?"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown settings {', '.join(sorted(unknown))}; known: dead_letter_after")
+        out[name] = _dead_letter_after(section.get("dead_letter_after", settings.dead_letter_after), where)
+    return out
 
 
 def load_drivers_config(path: str) -> dict[str, dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
 import signal
 import time
 from email.message import EmailMessage
@@ -85,7 +86,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its stat was read
         return False
 
 
@@ -246,26 +247,20 @@ def test_two_consumers_never_hold_the_same_message(mailgate_server):
         b.close()
 
 
-def test_dead_letter_after_too_many_deliveries_and_requeue(mailgate_server):
+def test_dead_letter_after_five_failed_attempts_and_requeue(mailgate_server):
     p = make_provider(mailgate_server)
     commit(mailgate_server, p, [(1, mail(1))])
-    name = None
-    for _ in range(5):  # the default: 5 deliveries
-        c = Consumer(mailgate_server)
-        [r] = c.take()
-        name = r.message.name
-        c.close()
-    stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
-    deadline = time.monotonic() + 5
-    while True:  # the last consumer's leave is noticed by the server a moment later
-        dead = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter="state = STATE_DEAD_LETTER"))
-        if dead.inbound_messages or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert [m.name for m in dead.inbound_messages] == [name]
     c = Consumer(mailgate_server)
     try:
+        for _ in range(5):  # the default: 5 failed attempts
+            [r] = c.take()
+            name = r.message.name
+            c.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[r.ack_id],
+                                                        modify_deadline_seconds=[0]))
         assert c.nothing(0.5)  # dead letters are not delivered
+        stub = inbound_service_pb2_grpc.InboundServiceStub(mailgate_server.channel)
+        dead = stub.ListInboundMessages(ipb.ListInboundMessagesRequest(filter="state = STATE_DEAD_LETTER"))
+        assert [m.name for m in dead.inbound_messages] == [name]
         back = stub.RequeueInboundMessage(ipb.RequeueInboundMessageRequest(name=name))
         assert back.state == Msg.STATE_QUEUED and back.delivery_count == 0
         [r] = c.take()
@@ -476,9 +471,9 @@ def test_acks_sent_with_AckInboundMail_free_the_stream_window(mailgate_server):
 
 def test_a_window_full_of_expired_leases_is_delivered_again_then_dead_lettered(mailgate_server):
     """A sole consumer that lets every lease of its window expire gets them again (to
-    max_deliveries), then the mail behind them."""
+    dead_letter_after failed attempts), then the mail behind them."""
     app = mailgate_server.app
-    app.inbound.settings.max_deliveries = 2
+    app.inbound.settings.dead_letter_after = 2
     app.inbound.settings.sweep_interval = 0.2
     p = make_provider(mailgate_server)
     commit(mailgate_server, p, [(1, mail(1)), (2, mail(2))])
@@ -497,6 +492,49 @@ def test_a_window_full_of_expired_leases_is_delivered_again_then_dead_lettered(m
         assert get(mailgate_server, first.message.name).state == Msg.STATE_DEAD_LETTER
     finally:
         c.close()
+
+
+def test_a_consumer_that_takes_mail_and_leaves_again_and_again_dead_letters_nothing(mailgate_server):
+    """Leaving gives deliveries back untried: only a message given back (a deadline
+    of 0) or let expire counts as a failed attempt."""
+    mailgate_server.app.inbound.settings.dead_letter_after = 2
+    p = make_provider(mailgate_server)
+    commit(mailgate_server, p, [(n, mail(n)) for n in range(1, 6)])
+    for _ in range(4):
+        greedy = Consumer(mailgate_server, max_in_flight=5, name="greedy")
+        assert len(greedy.take(5)) == 5
+        greedy.close()
+    c = Consumer(mailgate_server, max_in_flight=5)
+    try:
+        got = c.take(5, timeout=5)
+        assert [r.message.subject for r in got] == [f"message {n}" for n in range(1, 6)]
+        assert {r.message.delivery_count for r in got} == {5}
+        c.ack(*got)
+    finally:
+        c.close()
+
+
+def test_dead_lettering_is_a_campaign_setting_counted_in_failed_attempts(mailgate_server):
+    settings = mailgate_server.app.inbound.settings
+    settings.dead_letter_after, settings.campaigns = 2, {"patient": 0}
+    strict, patient = make_provider(mailgate_server), make_provider(mailgate_server, "Patient", campaign="patient")
+    commit(mailgate_server, strict, [(1, mail(1))])
+    commit(mailgate_server, patient, [(1, mail(1))])
+    for campaign, gives_back in (("billing", 2), ("patient", 4)):
+        c = Consumer(mailgate_server, campaign=campaign)
+        try:
+            for _ in range(gives_back):
+                [r] = c.take(timeout=5)
+                c.requests.put(ipb.StreamInboundMailRequest(modify_deadline_ack_ids=[r.ack_id],
+                                                            modify_deadline_seconds=[0]))
+            if campaign == "billing":  # two failed attempts: dead-lettered, not delivered again
+                assert c.nothing(0.5)
+                assert get(mailgate_server, r.message.name).state == Msg.STATE_DEAD_LETTER
+            else:  # 0: never dead-lettered
+                [r] = c.take(timeout=5)
+                assert r.message.delivery_count == 5
+        finally:
+            c.close()
 
 
 def test_acks_sent_on_another_stream_free_the_window_of_the_stream_that_got_the_mail(mailgate_server):
@@ -536,3 +574,18 @@ def test_a_full_window_looks_at_the_store_at_each_sweep(mailgate_server):
         assert [r.message.subject for r in first + second] == [f"message {n}" for n in range(1, 5)]
     finally:
         c.close()
+
+
+def test_the_campaigns_file_sets_dead_lettering_per_campaign_and_refuses_what_cannot_work(tmp_path):
+    from mailgate.server.config import ConfigError, Settings, load_campaigns
+
+    path = tmp_path / "campaigns.toml"
+    path.write_text('[campaigns.sales]\ndead_letter_after = 20\n\n[campaigns."night shift"]\ndead_letter_after = 0\n')
+    assert load_campaigns(Settings(campaigns_file=str(path))) == {"sales": 20, "night shift": 0}
+    for text, says in (('[campaigns.sales]\ndead_letter_after = 1\n', "0 (never) or from 5 to 100"),
+                       ('[campaigns.sales]\nretries = 3\n', "unknown settings retries")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_campaigns(Settings(campaigns_file=str(path)))
+    with pytest.raises(ConfigError, match="MAILGATE_DEAD_LETTER_AFTER"):
+        load_campaigns(Settings(dead_letter_after=2))

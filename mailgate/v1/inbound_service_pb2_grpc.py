@@ -31,8 +31,9 @@ class InboundServiceStub:
 
     A message is committed to its campaign's queue before the mailbox is
     considered read, delivered to one consumer at a time, and delivered again
-    when that consumer does not acknowledge it in time or goes away. After
-    too many deliveries it is parked in the dead-letter state.
+    when that consumer does not acknowledge it in time or goes away. After too
+    many failed attempts (given back, or not acknowledged in time) it is parked
+    in the dead-letter state.
     """
 
     def __init__(self, channel):
@@ -73,8 +74,9 @@ class InboundServiceServicer:
 
     A message is committed to its campaign's queue before the mailbox is
     considered read, delivered to one consumer at a time, and delivered again
-    when that consumer does not acknowledge it in time or goes away. After
-    too many deliveries it is parked in the dead-letter state.
+    when that consumer does not acknowledge it in time or goes away. After too
+    many failed attempts (given back, or not acknowledged in time) it is parked
+    in the dead-letter state.
     """
 
     def StreamInboundMail(self, request_iterator, context):
@@ -161,8 +163,9 @@ class InboundService:
 
     A message is committed to its campaign's queue before the mailbox is
     considered read, delivered to one consumer at a time, and delivered again
-    when that consumer does not acknowledge it in time or goes away. After
-    too many deliveries it is parked in the dead-letter state.
+    when that consumer does not acknowledge it in time or goes away. After too
+    many failed attempts (given back, or not acknowledged in time) it is parked
+    in the dead-letter state.
     """
 
     @staticmethod

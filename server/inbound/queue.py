@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -35,11 +35,18 @@ LEASE_SWEEP = 1.0  # seconds between looks for expired leases
 @dataclass
 class InboundSettings:
     max_message_bytes: int = 50 * 1024 * 1024  # bigger mail is queued with headers only parsed
-    max_deliveries: int = 5                    # then dead-lettered
+    # failed attempts (given back, or let expire) after which a message is dead-lettered;
+    # per campaign in `campaigns`, 0: never (see dead_letter_after)
+    dead_letter_after: int = 5
+    campaigns: dict[str, int] = field(default_factory=dict)
     default_deadline: int = 60
     default_in_flight: int = 10
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
     parse_workers: int = 0               # processes parsing mail (ParseWorkers)
+
+    def limit(self, campaign: str) -> int:
+        """A campaign's dead_letter_after."""
+        return self.campaigns.get(campaign, self.dead_letter_after)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ class InboundQueue:
             deliveries = store.claim(
                 campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer,
                 limit=limit + len(recheck or ()) - len(still), deadline=timedelta(seconds=sub.deadline),
-                now=utcnow(), max_deliveries=self.settings.max_deliveries, holder=holder)
+                now=utcnow(), dead_letter_after=self.settings.limit, holder=holder)
             return still, deliveries
         claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
         try:
@@ -166,7 +173,7 @@ class InboundQueue:
         if triples:
             at = now or utcnow()
             await self._give_back([mid for mid, _, sec in triples if sec == 0],
-                                  lambda store: store.extend(triples, at),
+                                  lambda store: store.extend(triples, at, self.settings.limit),
                                   holder_topics([(mid, token) for mid, token, _ in triples], holder))
 
     def track(self, task: asyncio.Task[None]) -> None:
@@ -182,7 +189,7 @@ class InboundQueue:
     async def release(self, deliveries: list[tuple[str, str]]) -> None:
         if deliveries:
             await self._give_back([mid for mid, _ in deliveries],
-                                  lambda store: store.release(deliveries, self.settings.max_deliveries))
+                                  lambda store: store.release(deliveries))
 
     async def _give_back(self, ids: list[str], change: Callable[[InboundStore], None],
                          also: Sequence[str] = ()) -> None:

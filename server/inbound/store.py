@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, case, insert, literal_column, select, tuple_, update
+from sqlalchemy import ColumnElement, bindparam, insert, literal_column, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ CHUNK = 500
 # What an InboundMessage is read from (_message), and its bytes, from their own table.
 _COLUMNS = tuple(INBOUND.c[name] for name in (
     "id", "seq", "provider_id", "campaign", "message_id", "conversation_id", "headers", "automatic", "oversized",
-    "size_bytes", "state", "delivery_count", "receive_time"))
+    "size_bytes", "state", "delivery_count", "attempts", "receive_time"))
 _RAW = select(RAW.c.raw).where(RAW.c.id == INBOUND.c.id).scalar_subquery().label("raw")
 
 
@@ -59,7 +59,7 @@ _INSERT_REF = Prepared(insert(REFS))
 _LEASE = Prepared(update(INBOUND).where(INBOUND.c.seq == bindparam("b_seq")).values(
     state=bindparam("b_state"), lease_token=bindparam("b_token"), lease_consumer=bindparam("b_consumer"),
     lease_until=bindparam("b_until", type_=INBOUND.c.lease_until.type),
-    delivery_count=INBOUND.c.delivery_count + literal_column("1")))
+    delivery_count=INBOUND.c.delivery_count + literal_column("1"), attempts=bindparam("b_attempts")))
 
 
 class InboundStore:
@@ -125,7 +125,7 @@ class InboundStore:
                 id=str(uuid.uuid4()), provider_id=provider_id, campaign=campaign, folder=folder,
                 uidvalidity=uidvalidity, uid=a.uid, message_id=a.message_id, content_hash=a.content_hash,
                 conversation_id=conversation, headers=a.headers, automatic=a.automatic, oversized=a.oversized,
-                size_bytes=len(a.raw), state=InState.QUEUED.value, delivery_count=0,
+                size_bytes=len(a.raw), state=InState.QUEUED.value, delivery_count=0, attempts=0,
                 lease_token=None, lease_consumer=None, lease_until=None, receive_time=now, ack_time=None))
             raws.append({"id": rows[-1]["id"], "raw": a.raw})
             if a.message_id and a.message_id not in conversations:
@@ -149,10 +149,13 @@ class InboundStore:
 
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
-              deadline: timedelta, now: datetime, max_deliveries: int, holder: str = "") -> list[Delivery]:
+              deadline: timedelta, now: datetime, dead_letter_after: Callable[[str], int],
+              holder: str = "") -> list[Delivery]:
         """Up to `limit` messages, oldest first: queued ones and those whose lease
         expired. Each gets a lease with a token of its own (its ack id), given to
-        `holder` (see messages.new_token)."""
+        `holder` (see messages.new_token). An expired lease is a failed attempt: a
+        message that reaches its campaign's `dead_letter_after` (0: never) goes to
+        the dead letters instead."""
         if limit <= 0:
             return []
         t = INBOUND
@@ -165,15 +168,18 @@ class InboundStore:
             rows += self.session.execute(select(*_COLUMNS, _RAW).where(where, state).order_by(t.c.seq).limit(limit)
                                          .with_for_update(skip_locked=True)).all()
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
-        dead = [r.seq for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
-        for part in _chunks(dead):
-            self.session.execute(update(t).where(t.c.seq.in_(part)).values(
-                state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
+        attempts = {r.seq: r.attempts + (r.state == InState.DELIVERED.value) for r in rows}
+        dead = [r.seq for r in rows if _exhausted(attempts[r.seq], dead_letter_after(r.campaign))]
+        for seq in dead:  # rare: one statement each
+            self.session.execute(update(t).where(t.c.seq == seq).values(
+                state=InState.DEAD_LETTER.value, attempts=attempts[seq], lease_token=None, lease_until=None))
         until = now + deadline
+        dead_set = set(dead)
         out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
-                        new_token(holder), until) for r in rows if r.delivery_count < max_deliveries]
+                        new_token(holder), until) for r in rows if r.seq not in dead_set]
         _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
-                                           "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
+                                           "b_until": until, "b_state": InState.DELIVERED.value,
+                                           "b_attempts": attempts[d.message.seq]} for d in out])
         return out
 
     def ack(self, pairs: list[tuple[str, str]], now: datetime) -> int:
@@ -196,24 +202,32 @@ class InboundStore:
                 select(t.c.id, t.c.lease_until).where(*_held(part))))
         return found
 
-    def extend(self, pairs: list[tuple[str, str, int]], now: datetime) -> None:
-        """New deadlines; 0 seconds gives the message back to the queue at once."""
+    def extend(self, pairs: list[tuple[str, str, int]], now: datetime, dead_letter_after: Callable[[str], int]
+               ) -> None:
+        """New deadlines; 0 seconds gives the message back to the queue at once: a
+        failed attempt, and a dead letter at the campaign's `dead_letter_after`."""
+        t = INBOUND
         for mid, token, seconds in pairs:
-            values: dict[str, Any] = ({"lease_until": now + timedelta(seconds=seconds)} if seconds > 0 else
-                                      {"state": InState.QUEUED.value, "lease_token": None, "lease_until": None})
-            self.session.execute(update(INBOUND).where(
-                INBOUND.c.id == mid, INBOUND.c.lease_token == token,
-                INBOUND.c.state == InState.DELIVERED.value).values(**values))
+            held = (t.c.id == mid, t.c.lease_token == token, t.c.state == InState.DELIVERED.value)
+            if seconds > 0:
+                self.session.execute(update(t).where(*held).values(lease_until=now + timedelta(seconds=seconds)))
+                continue
+            row = self.session.execute(select(t.c.campaign, t.c.attempts).where(*held)).first()
+            if row is None:
+                continue
+            dead = _exhausted(row.attempts + 1, dead_letter_after(row.campaign))
+            self.session.execute(update(t).where(*held).values(
+                state=InState.DEAD_LETTER.value if dead else InState.QUEUED.value, attempts=row.attempts + 1,
+                lease_token=None, lease_until=None))
 
-    def release(self, pairs: list[tuple[str, str]], max_deliveries: int) -> None:
-        """A consumer went away: its unacknowledged messages go back to the queue, or
-        to the dead letters when they have been delivered too often already."""
+    def release(self, pairs: list[tuple[str, str]]) -> None:
+        """A consumer went away: its unacknowledged messages go back to the queue,
+        untried (not an attempt: a consumer that takes mail and leaves, again and
+        again, must not be able to send a campaign's queue to the dead letters)."""
         t = INBOUND
         for part in _chunks(sorted(set(pairs))):
             self.session.execute(update(t).where(*_held(part)).values(
-                state=case((t.c.delivery_count >= max_deliveries, InState.DEAD_LETTER.value),
-                           else_=InState.QUEUED.value),
-                lease_token=None, lease_until=None))
+                state=InState.QUEUED.value, lease_token=None, lease_until=None))
 
     def queues_of(self, message_ids: list[str]) -> set[tuple[str, str]]:
         """(campaign, provider id) of those of these messages that are queued: whom to wake."""
@@ -232,7 +246,7 @@ class InboundStore:
                                      reason="NOT_DEAD_LETTER")
         t = INBOUND
         self.session.execute(update(t).where(t.c.id == message_id).values(
-            state=InState.QUEUED.value, delivery_count=0, lease_token=None, lease_until=None))
+            state=InState.QUEUED.value, delivery_count=0, attempts=0, lease_token=None, lease_until=None))
         return self._read(message_id, raw=False)
 
     # -- reads
@@ -260,6 +274,10 @@ class InboundStore:
         if r is None:
             raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
         return _message(r, r.raw if raw else None)
+
+
+def _exhausted(attempts: int, dead_letter_after: int) -> bool:
+    return 0 < dead_letter_after <= attempts
 
 
 def _message(r: Row[Any], raw: bytes | None = None, *, state: InState | None = None,

@@ -197,6 +197,9 @@ class InboundRow(Base):
                                          .correlate_except(InboundRawRow).scalar_subquery(), deferred=True)
     state: Mapped[str] = mapped_column(String(12))
     delivery_count: Mapped[int] = mapped_column(default=0)
+    # deliveries that failed: given back (a deadline of 0) or let expire; a consumer that
+    # went away gave its deliveries back untried (see InboundSettings.dead_letter_after)
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     lease_token: Mapped[str | None] = mapped_column(String(36))
     lease_consumer: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None]
