@@ -589,3 +589,49 @@ def test_the_campaigns_file_sets_dead_lettering_per_campaign_and_refuses_what_ca
             load_campaigns(Settings(campaigns_file=str(path)))
     with pytest.raises(ConfigError, match="MAILGATE_DEAD_LETTER_AFTER"):
         load_campaigns(Settings(dead_letter_after=2))
+
+
+def test_a_trickle_of_mail_is_shared_among_the_consumers_that_have_room(mailgate_server):
+    """Each message arrives alone and is acknowledged at once: whichever consumer
+    subscribed first does not take them all."""
+    p = make_provider(mailgate_server)
+    consumers = [Consumer(mailgate_server, max_in_flight=100, name=f"c{i}") for i in range(2)]
+    got = {c: 0 for c in consumers}
+    try:
+        time.sleep(0.3)  # both subscribed and waiting
+        for n in range(1, 21):
+            commit(mailgate_server, p, [(n, mail(n))])
+            deadline = time.monotonic() + 5
+            while not any(not c.received.empty() for c in consumers):
+                assert time.monotonic() < deadline, f"message {n} reached nobody"
+                time.sleep(0.01)
+            for c in consumers:
+                for r in c.take_all(wait=0.05):
+                    got[c] += 1
+                    c.ack(r)
+        assert sum(got.values()) == 20
+        assert min(got.values()) >= 5, got
+    finally:
+        for c in consumers:
+            c.close()
+
+
+def test_the_window_counts_bytes_too(mailgate_server):
+    p = make_provider(mailgate_server)
+    big = [mail(n) + b"x" * 20_000 + b"\n" for n in range(1, 6)]  # a long last body line
+    commit(mailgate_server, p, list(enumerate(big, 1)))
+    c = Consumer(mailgate_server, max_in_flight=100, max_in_flight_bytes=2 * len(big[0]) + 100)
+    try:
+        first = c.take(2)
+        assert c.nothing(0.3)  # two messages fill the bytes of the window
+        c.ack(first[0])
+        [third] = c.take(timeout=5)
+        assert third.message.subject == "message 3"
+    finally:
+        c.close()
+    alone = Consumer(mailgate_server, max_in_flight=100, max_in_flight_bytes=1000)  # smaller than any message
+    try:
+        [one] = alone.take(timeout=5)  # a message bigger than the window still comes, by itself
+        assert alone.nothing(0.3)
+    finally:
+        alone.close()

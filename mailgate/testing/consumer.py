@@ -14,12 +14,12 @@ class Consumer:
     """A StreamInboundMail client: a thread reading deliveries, a queue for requests."""
 
     def __init__(self, server, *, campaign="billing", providers=(), max_in_flight=10, deadline=10, name="c",
-                 include_raw=False):
+                 include_raw=False, max_in_flight_bytes=0):
         self.stub = inbound_service_pb2_grpc.InboundServiceStub(server.channel)
         self.requests: queue.Queue = queue.Queue()
         self.requests.put(ipb.StreamInboundMailRequest(
             campaign=campaign, providers=list(providers), consumer=name, max_in_flight=max_in_flight,
-            ack_deadline_seconds=deadline, include_raw=include_raw))
+            ack_deadline_seconds=deadline, include_raw=include_raw, max_in_flight_bytes=max_in_flight_bytes))
         self.received: queue.Queue = queue.Queue()
         self.call = self.stub.StreamInboundMail(iter(self.requests.get, None))
         self.thread = threading.Thread(target=self._read, daemon=True)

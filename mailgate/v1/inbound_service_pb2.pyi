@@ -96,7 +96,7 @@ class ReceivedInboundMessage(_message.Message):
     def __init__(self, ack_id: _Optional[str] = ..., message: _Optional[_Union[InboundMessage, _Mapping]] = ...) -> None: ...
 
 class StreamInboundMailRequest(_message.Message):
-    __slots__ = ("campaign", "providers", "consumer", "max_in_flight", "ack_deadline_seconds", "ack_ids", "modify_deadline_ack_ids", "modify_deadline_seconds", "include_raw")
+    __slots__ = ("campaign", "providers", "consumer", "max_in_flight", "ack_deadline_seconds", "ack_ids", "modify_deadline_ack_ids", "modify_deadline_seconds", "include_raw", "max_in_flight_bytes")
     CAMPAIGN_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class StreamInboundMailRequest(_message.Message):
     MODIFY_DEADLINE_ACK_IDS_FIELD_NUMBER: _ClassVar[int]
     MODIFY_DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RAW_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     campaign: str
     providers: _containers.RepeatedScalarFieldContainer[str]
     consumer: str
@@ -115,7 +116,8 @@ class StreamInboundMailRequest(_message.Message):
     modify_deadline_ack_ids: _containers.RepeatedScalarFieldContainer[str]
     modify_deadline_seconds: _containers.RepeatedScalarFieldContainer[int]
     include_raw: bool
-    def __init__(self, campaign: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., consumer: _Optional[str] = ..., max_in_flight: _Optional[int] = ..., ack_deadline_seconds: _Optional[int] = ..., ack_ids: _Optional[_Iterable[str]] = ..., modify_deadline_ack_ids: _Optional[_Iterable[str]] = ..., modify_deadline_seconds: _Optional[_Iterable[int]] = ..., include_raw: _Optional[bool] = ...) -> None: ...
+    max_in_flight_bytes: int
+    def __init__(self, campaign: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., consumer: _Optional[str] = ..., max_in_flight: _Optional[int] = ..., ack_deadline_seconds: _Optional[int] = ..., ack_ids: _Optional[_Iterable[str]] = ..., modify_deadline_ack_ids: _Optional[_Iterable[str]] = ..., modify_deadline_seconds: _Optional[_Iterable[int]] = ..., include_raw: _Optional[bool] = ..., max_in_flight_bytes: _Optional[int] = ...) -> None: ...
 
 class StreamInboundMailResponse(_message.Message):
     __slots__ = ("received_messages",)

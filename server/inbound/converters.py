@@ -10,6 +10,7 @@ from .parse import Body
 from .queue import InboundSettings, Subscription
 
 MAX_IN_FLIGHT = 1000
+MAX_IN_FLIGHT_BYTES = 1 << 30
 
 
 def inbound_id(name: str) -> str:
@@ -23,11 +24,14 @@ def subscription(r: inbound_service_pb2.StreamInboundMailRequest, defaults: Inbo
         raise InvalidArgument([Violation("campaign", "subscribe to a campaign or to providers (not both)")])
     if not 0 <= r.max_in_flight <= MAX_IN_FLIGHT:
         raise InvalidArgument([Violation("max_in_flight", f"must be between 1 and {MAX_IN_FLIGHT}")])
+    if not 0 <= r.max_in_flight_bytes <= MAX_IN_FLIGHT_BYTES:
+        raise InvalidArgument([Violation("max_in_flight_bytes", f"must be between 1 and {MAX_IN_FLIGHT_BYTES} (1 GB)")])
     if r.ack_deadline_seconds and not 10 <= r.ack_deadline_seconds <= 600:
         raise InvalidArgument([Violation("ack_deadline_seconds", "must be between 10 and 600")])
     return Subscription(campaign=r.campaign or None, provider_ids=providers, consumer=r.consumer or "anonymous",
                         max_in_flight=r.max_in_flight or defaults.default_in_flight,
-                        deadline=r.ack_deadline_seconds or defaults.default_deadline, include_raw=r.include_raw)
+                        deadline=r.ack_deadline_seconds or defaults.default_deadline, include_raw=r.include_raw,
+                        max_in_flight_bytes=r.max_in_flight_bytes or defaults.default_in_flight_bytes)
 
 
 def inbound_to_proto(m: InboundMessage, body: Body | None = None, *, with_raw: bool = False,

@@ -41,6 +41,7 @@ class InboundSettings:
     campaigns: dict[str, int] = field(default_factory=dict)
     default_deadline: int = 60
     default_in_flight: int = 10
+    default_in_flight_bytes: int = 100 << 20
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
     parse_workers: int = 0               # processes parsing mail (ParseWorkers)
 
@@ -57,6 +58,7 @@ class Subscription:
     max_in_flight: int
     deadline: int
     include_raw: bool = False  # deliveries carry the raw bytes too
+    max_in_flight_bytes: int = 100 << 20
 
     @property
     def topics(self) -> list[str]:
@@ -70,7 +72,8 @@ class InboundQueue:
         consumers wait on (wake-ups come from the watchers' threads and the listener's)."""
         self.db, self.run_blocking, self.settings = db, run_blocking, settings
         self._loop = loop
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[str, dict[asyncio.Event, None]] = defaultdict(dict)  # in subscription order
+        self._turns: dict[str, int] = defaultdict(int)
         self._releasing: set[asyncio.Task[None]] = set()
         self.parsers = ParseWorkers(settings.parse_workers, run_blocking)
 
@@ -104,40 +107,52 @@ class InboundQueue:
         return queued
 
     def wake(self, topics: list[str]) -> None:
-        """Wakes this process's consumers waiting on these topics; from any thread."""
+        """Wakes this process's consumers waiting on these topics; from any thread.
+        The first woken claims first: each wake-up of a topic starts with the next
+        of its consumers, so a trickle of mail is shared among them."""
         def set_events() -> None:
             for topic in topics:
-                for event in self._waiters.get(topic, ()):
-                    event.set()
+                waiters = self._waiters.get(topic)
+                if waiters:
+                    turn = self._turns[topic] = (self._turns[topic] + 1) % len(waiters)
+                    order = list(waiters)
+                    for event in order[turn:] + order[:turn]:
+                        event.set()
         self._loop.call_soon_threadsafe(set_events)
+
+    def consumers(self, topics: list[str]) -> int:
+        """How many of this process's streams wait on any of these topics."""
+        return len({e for topic in topics for e in self._waiters.get(topic, ())})
 
     # -- consumers
     def subscribe(self, topics: list[str], event: asyncio.Event) -> None:
         """`event` is set when any of `topics` has news (see wake)."""
         for topic in topics:
-            self._waiters[topic].add(event)
+            self._waiters[topic][event] = None
 
     def unsubscribe(self, topics: list[str], event: asyncio.Event) -> None:
         for topic in topics:
             waiters = self._waiters.get(topic)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.pop(event, None)
                 if not waiters:
                     del self._waiters[topic]
+                    self._turns.pop(topic, None)
 
-    async def claim(self, sub: Subscription, limit: int, *, holder: str = "",
+    async def claim(self, sub: Subscription, limit: int, *, holder: str = "", max_bytes: int | None = None,
                     recheck: list[tuple[str, str]] | None = None) -> tuple[dict[str, datetime], list[Delivery]]:
-        """Up to `limit` deliveries for `holder`, in one transaction. `recheck`: leases
-        the holder counts in its window that may have been acknowledged or given back
-        elsewhere; each that is no longer held leaves room for one more. Returns the
-        deadlines of those still held, and the deliveries."""
+        """Up to `limit` deliveries for `holder`, of at most `max_bytes` together (but
+        at least one), in one transaction. `recheck`: leases the holder counts in its
+        window that may have been acknowledged or given back elsewhere; each that is
+        no longer held leaves room for one more. Returns the deadlines of those still
+        held, and the deliveries."""
         def claim(s: Any) -> tuple[dict[str, datetime], list[Delivery]]:
             store = InboundStore(s)
             still = store.leases(recheck) if recheck else {}
             deliveries = store.claim(
                 campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer,
                 limit=limit + len(recheck or ()) - len(still), deadline=timedelta(seconds=sub.deadline),
-                now=utcnow(), dead_letter_after=self.settings.limit, holder=holder)
+                now=utcnow(), dead_letter_after=self.settings.limit, holder=holder, max_bytes=max_bytes)
             return still, deliveries
         claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
         try:

@@ -150,12 +150,13 @@ class InboundStore:
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
               deadline: timedelta, now: datetime, dead_letter_after: Callable[[str], int],
-              holder: str = "") -> list[Delivery]:
+              holder: str = "", max_bytes: int | None = None) -> list[Delivery]:
         """Up to `limit` messages, oldest first: queued ones and those whose lease
         expired. Each gets a lease with a token of its own (its ack id), given to
         `holder` (see messages.new_token). An expired lease is a failed attempt: a
         message that reaches its campaign's `dead_letter_after` (0: never) goes to
-        the dead letters instead."""
+        the dead letters instead. With `max_bytes`, the messages taken hold at most
+        that many bytes together, but at least one is taken."""
         if limit <= 0:
             return []
         t = INBOUND
@@ -168,6 +169,8 @@ class InboundStore:
             rows += self.session.execute(select(*_COLUMNS, _RAW).where(where, state).order_by(t.c.seq).limit(limit)
                                          .with_for_update(skip_locked=True)).all()
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
+        if max_bytes is not None:
+            rows = _within(rows, max_bytes)
         attempts = {r.seq: r.attempts + (r.state == InState.DELIVERED.value) for r in rows}
         dead = [r.seq for r in rows if _exhausted(attempts[r.seq], dead_letter_after(r.campaign))]
         for seq in dead:  # rare: one statement each
@@ -274,6 +277,17 @@ class InboundStore:
         if r is None:
             raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
         return _message(r, r.raw if raw else None)
+
+
+def _within(rows: list[Row[Any]], max_bytes: int) -> list[Row[Any]]:
+    """The first rows whose sizes add up to at most `max_bytes`, and at least one."""
+    total, n = 0, 0
+    for r in rows:
+        total += r.size_bytes
+        if n and total > max_bytes:
+            break
+        n += 1
+    return rows[:n]
 
 
 def _exhausted(attempts: int, dead_letter_after: int) -> bool:

@@ -1,8 +1,10 @@
 """One consumer's subscription to a campaign queue: the leases it holds and the
 batches of deliveries it is given.
 
-A stream claims its whole free window in one transaction and sends what it took in
-batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
+Its window is counted in messages and in bytes (max_in_flight, max_in_flight_bytes).
+A stream claims its share of the free window (the window split among the streams
+waiting on the same campaign, so that they claim in turns and none starves the
+others) in one transaction, and sends what it took in batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
 subscription asks for them, count too), their bodies parsed side by side in
 ParseWorkers. Its window counts the leases it still holds: those acknowledged
 anywhere (AckInboundMail, another stream, another replica: each lease token names
@@ -39,6 +41,7 @@ class Stream:
         # message id -> (lease token, deadline) of this stream's deliveries. The window
         # counts those whose deadline has not passed: an expired lease is anyone's.
         self._held: dict[str, tuple[str, datetime]] = {}
+        self._sizes: dict[str, int] = {}  # message id -> bytes, of those held
         self._wake = asyncio.Event()
         # Set when this stream's leases may have been acknowledged or changed elsewhere
         # (AckInboundMail, another stream, another replica): the next claim looks
@@ -57,14 +60,19 @@ class Stream:
         while not until.done() and not self._left:
             self._wake.clear()  # before looking: a wake-up that comes while we look is not lost
             self._expire(utcnow())
-            room = self.sub.max_in_flight - len(self._held)
+            room = self._room()
             if swept and room <= 0:
                 self._elsewhere.set()  # a wake-up missed (a replica's notification lost) costs a sweep
             recheck = [(mid, token) for mid, (token, _) in self._held.items()] if self._elsewhere.is_set() else []
             self._elsewhere.clear()
             deliveries: list[Delivery] = []
+            share = 0
             if room > 0 or recheck:
-                still, deliveries = await self.queue.claim(self.sub, room, holder=self.holder, recheck=recheck)
+                # A share of the room: the others waiting on the campaign claim between our turns.
+                share = -(-room // max(1, self.queue.consumers(self.sub.topics))) if room > 0 else 0
+                still, deliveries = await self.queue.claim(
+                    self.sub, share, holder=self.holder, recheck=recheck,
+                    max_bytes=max(0, self.sub.max_in_flight_bytes - sum(self._sizes.values())))
                 if self._left:  # while claiming: nobody will release them but us
                     await self.queue.release([(d.message.id, d.token) for d in deliveries])
                     return
@@ -75,6 +83,7 @@ class Stream:
             swept = False
             for d in deliveries:
                 self._held[d.message.id] = (d.token, d.until)
+                self._sizes[d.message.id] = d.message.size_bytes
             # A message sent with its raw bytes counts twice: they come on top of its parsed parts.
             parts = list(_by_size(deliveries, RESPONSE_BYTES // 2 if self.sub.include_raw else RESPONSE_BYTES))
             parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
@@ -85,12 +94,24 @@ class Stream:
             finally:
                 for pending in parsing:
                     pending.cancel()
+            if len(deliveries) < share:  # the queue had no more: wait for news, in turn with the others
+                swept = await self._sleep(until)
+
+    def _room(self) -> int:
+        """How many more messages the window takes: none once its bytes are full."""
+        if self._sizes and sum(self._sizes.values()) >= self.sub.max_in_flight_bytes:
+            return 0
+        return self.sub.max_in_flight - len(self._held)
+
+    def _drop(self, mid: str) -> None:
+        del self._held[mid]
+        self._sizes.pop(mid, None)
 
     def _expire(self, now: datetime) -> None:
         """Leases past their deadline leave the window: the next claim (this stream's
         or another's) delivers them again, or dead-letters them."""
         for mid in [mid for mid, (_, until) in self._held.items() if until <= now]:
-            del self._held[mid]
+            self._drop(mid)
 
     def _settle(self, recheck: list[tuple[str, str]], still: dict[str, datetime]) -> None:
         """After a claim that rechecked these leases: those no longer held leave the
@@ -101,7 +122,7 @@ class Stream:
             if mid in still:
                 self._held[mid] = (token, still[mid])
             else:
-                del self._held[mid]
+                self._drop(mid)
 
     async def _sleep(self, until: asyncio.Future[None]) -> bool:
         """Until a wake-up, the consumer's leaving, the first of this stream's leases
@@ -122,7 +143,7 @@ class Stream:
         await self.queue.ack(ack_ids, holder=self.holder)
         for mid, token in filter(None, map(split_ack_id, ack_ids)):
             if self._held.get(mid, ("",))[0] == token:
-                del self._held[mid]
+                self._drop(mid)
         self._wake.set()  # room for more
 
     async def modify_deadlines(self, ack_ids: list[str], seconds: list[int]) -> None:
@@ -134,7 +155,7 @@ class Stream:
             if not pair or self._held.get(pair[0], ("",))[0] != pair[1]:
                 continue
             if sec <= 0:
-                del self._held[pair[0]]
+                self._drop(pair[0])
             else:
                 self._held[pair[0]] = (pair[1], now + timedelta(seconds=sec))
         self._wake.set()  # room for more, or messages given back
@@ -155,6 +176,7 @@ class Stream:
         self.queue.unsubscribe([holder_topic(self.holder)], self._elsewhere)
         leases = [(mid, token) for mid, (token, _) in self._held.items()]
         self._held.clear()
+        self._sizes.clear()
         await self.queue.release(leases)
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
 
