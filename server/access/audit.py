@@ -58,6 +58,8 @@ def resource(request: Any, response: Any = None) -> str:
 
 
 def record(principal: Principal | None, peer: str, method: str, what: str, result: str, **extra: Any) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     entry = {"time": utcnow().isoformat(timespec="milliseconds"), "principal": principal.name if principal else "",
              "principal_display_name": principal.display_name if principal else "", "peer": peer,
              "method": method.rsplit("/", 1)[-1], "resource": what, "outcome": result, **extra}
