@@ -97,3 +97,12 @@ def test_the_audit_file_takes_the_records_alone(tmp_path, caplog):
     assert [(r["method"], r["outcome"]) for r in lines] == [("CreateProvider", "OK"), ("GetProvider", "UNAUTHENTICATED")]
     assert path.stat().st_mode & 0o777 == 0o600
     assert not records(caplog)
+
+
+def test_records_are_written_whatever_the_log_level(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)  # as MAILGATE_LOG_LEVEL=WARNING
+    monkeypatch.setattr(logging.getLogger("mailgate.audit"), "level", logging.NOTSET)
+    with ServerThread(make_settings(tmp_path), [mailgate_echo_driver]) as server:
+        provider_service_pb2_grpc.ProviderServiceStub(server.channel).CreateProvider(
+            provider_service_pb2.CreateProviderRequest(provider=echo("Quiet")))
+    assert [r["method"] for r in records(caplog)] == ["CreateProvider"]

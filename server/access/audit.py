@@ -67,7 +67,9 @@ def record(principal: Principal | None, peer: str, method: str, what: str, resul
 
 
 def configure(path: str) -> None:
-    """MAILGATE_AUDIT_FILE: audit records go to this file (mode 0600) instead of the log."""
+    """Audit records are written whatever the log level; with MAILGATE_AUDIT_FILE,
+    to this file (mode 0600) instead of the log."""
+    log.setLevel(logging.INFO)
     if not path:
         return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
