@@ -102,7 +102,7 @@ def test_the_inbound_writes_store_what_core_stores(db):
     rows = [dict(id=f"00000000-0000-4000-8000-00000000000{i}", provider_id="p", campaign="support",
                  folder="INBOX", uidvalidity=7, uid=i + 1, message_id=f"<{i}@example.test>", content_hash="h",
                  conversation_id=f"c{i}", headers={"subject": "Grüße", "to": ["a@example.test"]},
-                 automatic=i == 1, oversized=False, size_bytes=10, state="QUEUED", delivery_count=0,
+                 automatic=i == 1, oversized=False, size_bytes=10, state="QUEUED", delivery_count=0, attempts=0,
                  lease_token=None, lease_consumer=None, lease_until=None, receive_time=NOW, ack_time=None)
             for i in range(3)]
     raws = [dict(id=r["id"], raw=bytes([i]) * 10) for i, r in enumerate(rows)]
@@ -119,7 +119,8 @@ def test_the_inbound_writes_store_what_core_stores(db):
         execute(session, inbound._INSERT_REF, refs)
         first = session.execute(text("SELECT min(seq) FROM inbound_messages")).scalar()
         matched = execute(session, inbound._LEASE, [dict(b_seq=first, b_state="DELIVERED", b_token="k",
-                                                         b_consumer="agent-1", b_until=NOW + timedelta(seconds=60))])
+                                                         b_consumer="agent-1", b_until=NOW + timedelta(seconds=60),
+                                                         b_attempts=1)])
         queue = [tuple(r) for r in session.connection().exec_driver_sql(
             f"SELECT {columns} FROM inbound_messages ORDER BY seq")]
         return matched, queue, stored(session, "inbound_raw", "id"), stored(session, "message_refs", "message_id")
