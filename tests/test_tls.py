@@ -135,3 +135,21 @@ def test_a_bad_clients_file_stops_the_server_at_start(tmp_path):
     (tmp_path / "clients.toml").write_text('[clients.x]\npermissions = ["mail.everything"]\n')
     with pytest.raises(ConfigError, match="unknown: mail.everything"):
         ServerThread(make_settings(tmp_path, clients_file=str(tmp_path / "clients.toml"))).start()
+
+
+def test_the_cli_speaks_tls_and_mutual_tls_from_the_environment(mtls_server, cas, monkeypatch, capsys):
+    from mailgate.cli import main
+
+    a, _ = cas
+    cert, key = a.client_certificate("dialer-sales")
+    monkeypatch.delenv("MAILGATE_TOKEN", raising=False)
+    monkeypatch.setenv("MAILGATE_TOKEN_FILE", str(mtls_server.settings.key_file.with_name("no-token-here")))
+    monkeypatch.setenv("MAILGATE_TLS_CA", str(a.ca_path))
+    monkeypatch.setenv("MAILGATE_TLS_CLIENT_CERT", str(cert))
+    monkeypatch.setenv("MAILGATE_TLS_CLIENT_KEY", str(key))
+    assert main(["--server", mtls_server.address, "providers", "list"]) == 0  # the certificate's principal
+    assert "no providers yet" in capsys.readouterr().out
+    monkeypatch.delenv("MAILGATE_TLS_CLIENT_CERT")
+    monkeypatch.delenv("MAILGATE_TLS_CLIENT_KEY")
+    assert main(["--server", mtls_server.address, "providers", "list"]) == 3  # no certificate: no connection
+    assert "UNAVAILABLE" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from mailgate.v1 import driver_pb2, mail_service_pb2, mail_service_pb2_grpc, pro
 from mailgate.v1 import provider_service_pb2 as pb
 from mailgate.v1 import provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc
 
-from .credentials import find_token, with_token
+from .credentials import find_token, tls_from_environment, with_token
 from .errors import MailgateError, from_rpc_error
 
 Provider = provider_pb2.Provider
@@ -28,13 +28,17 @@ PREFIX = "providers/"
 
 class MailgateClient:
     def __init__(self, target: str = "127.0.0.1:50051", *, channel: grpc.Channel | None = None,
-                 timeout: float = 30.0, token: str | None = None):
-        """`token`: the API token to present; None looks for one (credentials.find_token)."""
+                 timeout: float = 30.0, token: str | None = None, tls: grpc.ChannelCredentials | None = None):
+        """`token`: the API token to present; None looks for one (credentials.find_token).
+        `tls`: the channel's TLS; None takes it from the environment (credentials.tls_from_environment)."""
         # A channel passed in belongs to the caller (it may carry TLS or interceptors); close only ours.
         self._owns_channel = channel is None
         if channel is None:
             # No receive limit: GetInboundMessage with raw bytes and attachments passes 4 MB.
-            channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", -1)])
+            options = [("grpc.max_receive_message_length", -1)]
+            tls = tls or tls_from_environment()
+            channel = (grpc.secure_channel(target, tls, options=options) if tls
+                       else grpc.insecure_channel(target, options=options))
             token = find_token() if token is None else token
         self.channel = with_token(channel, token) if token else channel
         self.target = target

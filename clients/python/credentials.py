@@ -45,6 +45,17 @@ def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
     return grpc.intercept_channel(channel, _Bearer(token))
 
 
+def tls_from_environment() -> grpc.ChannelCredentials | None:
+    """TLS for a channel from MAILGATE_TLS_CA (PEM CAs to trust; `system` for the
+    system's), MAILGATE_TLS_CLIENT_CERT and MAILGATE_TLS_CLIENT_KEY (a client
+    certificate, for mutual TLS); None (plaintext) when none is set."""
+    ca, cert, key = (os.environ.get(f"MAILGATE_TLS_{n}", "") for n in ("CA", "CLIENT_CERT", "CLIENT_KEY"))
+    if not (ca or cert):
+        return None
+    read = lambda path: Path(path).read_bytes() if path else None  # noqa: E731
+    return grpc.ssl_channel_credentials(None if ca in ("", "system") else read(ca), read(key), read(cert))
+
+
 def find_token() -> str:
     """The token in MAILGATE_TOKEN, else the file MAILGATE_TOKEN_FILE names, else
     ./mailgate.token (where a server started in this directory put its administrator

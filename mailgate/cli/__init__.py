@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "exit status: 0 ok, 1 the server said no or a check failed, 2 usage error, "
         "3 server unreachable. Credentials: the API token in MAILGATE_TOKEN, else in the file "
         "MAILGATE_TOKEN_FILE names, else in ./mailgate.token (the administrator token a server "
-        "started in this directory wrote)"))
+        "started in this directory wrote). TLS: MAILGATE_TLS_CA (the CAs to trust, or 'system'), "
+        "MAILGATE_TLS_CLIENT_CERT and MAILGATE_TLS_CLIENT_KEY (a client certificate)"))
     _global_options(parser)
     # The same options work after the subcommand too (`mailgate providers list --json`).
     common = argparse.ArgumentParser(add_help=False)
