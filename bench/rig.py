@@ -15,7 +15,7 @@ from typing import Iterator
 import grpc
 
 from mailgate.testing.servers.certs import TestCA
-from mailgate.testing.harness import connect_process
+from mailgate.testing.harness import LOOPBACK, connect_process
 from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
 
@@ -27,7 +27,8 @@ def mailgate_process(root: Path, env: dict[str, str] | None = None, credentials:
     (TLS needs the channel's `credentials`); yields (pid, channel), the channel
     presenting the administrator token unless not `token`."""
     [port] = free_ports(1)
-    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING", **(env or {}))
+    env = dict(os.environ, MAILGATE_KEY_FILE=str(root / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING",
+               MAILGATE_NETWORK_ALLOW=LOOPBACK, **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
                              "--database-url", f"sqlite:///{root / 'mailgate.db'}"], env=env)
     channel = None

@@ -12,6 +12,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from mailgate.drivers import network
+from mailgate.drivers.network import NetworkPolicy
 from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc)
@@ -20,7 +22,7 @@ from .access import audit, tls
 from .access.interceptor import AccessInterceptor
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
-from .config import Settings, check_listen, load_campaigns, load_drivers_config
+from .config import ConfigError, Settings, check_listen, load_campaigns, load_drivers_config
 from .inbound.queue import InboundQueue, InboundSettings
 from .inbound.servicer import InboundServicer
 from .inbound.sources import Sources
@@ -61,6 +63,7 @@ class App:
     tokens: Tokens
     callback: CallbackListener | None = None
     wakeups: Listener | None = None
+    previous_policy: NetworkPolicy | None = None  # put back on stop (tests run servers one after another)
 
     @property
     def address(self) -> str:
@@ -82,6 +85,8 @@ class App:
             await asyncio.to_thread(self.wakeups.close)
         self.runtime.close()
         self.db.close()
+        if self.previous_policy is not None:
+            network.use(self.previous_policy)
         log.info("stopped")
 
 
@@ -89,6 +94,10 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     check_listen(settings)  # refuse a bad address or an open network before touching anything
     configs = load_drivers_config(settings.drivers_config)
     campaigns = load_campaigns(settings)
+    try:
+        policy = NetworkPolicy.parse(settings.network_allow, settings.network_deny)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if settings.auth:
         tls.Clients.load(settings.clients_file)  # a bad file, too
     db = Database(settings.database_url)
@@ -129,6 +138,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
         interceptors.append(AccessInterceptor(tokens, tls.Clients.load(settings.clients_file)))
+    previous_policy = network.use(policy)
     server = grpc.aio.server(interceptors=interceptors, options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with
@@ -155,7 +165,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if callback:
         callback.start(providers, asyncio.get_running_loop())
     app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, sources,
-              drivers, tokens, callback, listener)
+              drivers, tokens, callback, listener, previous_policy)
     access = (f"API tokens required; administrator token in {settings.admin_token_file}" if settings.auth
               else "authentication OFF: anyone who reaches the port may do anything")
     log.info("mailgate listening on %s (database %s; drivers: %s; %s)", app.address,

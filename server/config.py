@@ -58,6 +58,10 @@ class Settings:
     token_file: str = field(default_factory=lambda: _env("MAILGATE_TOKEN_FILE", ""))
     # listening beyond loopback without TLS and tokens is refused unless the network is trusted
     trusted_network: bool = field(default_factory=lambda: _env("MAILGATE_TRUSTED_NETWORK", "") == "yes")
+    # mail servers a caller names: CIDR lists, the longest matching prefix decides
+    # (mailgate.drivers.network); MAILGATE_NETWORK_DENY replaces the default list
+    network_allow: str = field(default_factory=lambda: _env("MAILGATE_NETWORK_ALLOW", ""))
+    network_deny: str | None = field(default_factory=lambda: os.environ.get("MAILGATE_NETWORK_DENY"))
     # TLS: certificate chain and key (PEM files, re-read when they change); empty: plaintext
     tls_cert: str = field(default_factory=lambda: _env("MAILGATE_TLS_CERT", ""))
     tls_key: str = field(default_factory=lambda: _env("MAILGATE_TLS_KEY", ""))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.testing.harness import connect_process
+from mailgate.testing.harness import connect_process, serve_env
 from mailgate.testing.servers.silent import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +56,7 @@ def test_a_go_client_from_the_generated_stubs_reads_rich_errors(go_env, tmp_path
     binary = tmp_path / "interop-go"
     go(go_env, "build", "-o", str(binary), ".")
     [port] = free_ports(1)
-    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_SECRET_KEY"}
-    env["MAILGATE_LOG_LEVEL"] = "WARNING"
+    env = serve_env()
     proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}"],
                             cwd=tmp_path, env=env)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mailgate.testing.harness import connect_process
+from mailgate.testing.harness import connect_process, serve_env
 from mailgate.testing.servers.silent import free_ports
 from mailgate.testing.servers.smtpd import SmtpServer
 
@@ -42,8 +42,7 @@ def test_a_typescript_client_from_the_generated_stubs_works_the_whole_contract(
         clean_dovecot.deliver(USER, raw)
 
     [port] = free_ports(1)
-    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_SECRET_KEY"}
-    env["MAILGATE_LOG_LEVEL"] = "WARNING"
+    env = serve_env()
     with SmtpServer("STARTTLS", dict(mail_users), mail_ca, deliver_to=deliver) as smtp:
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}"],
                                 cwd=tmp_path, env=env)

@@ -1,7 +1,6 @@
 """Receiving end to end: Dovecot -> watcher -> campaign queue -> StreamInboundMail."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import grpc
 from imapclient import IMAPClient
 
 from mailgate.testing.consumer import Consumer
-from mailgate.testing.harness import connect_process
+from mailgate.testing.harness import connect_process, serve_env
 from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
@@ -85,8 +84,7 @@ def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledge
 
     def serve() -> tuple[subprocess.Popen, ServerHandle]:
         [port] = free_ports(1)
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_SECRET_KEY"}
-        env.update(MAILGATE_KEY_FILE=str(tmp_path / "mailgate.key"), MAILGATE_LOG_LEVEL="WARNING")
+        env = serve_env(MAILGATE_KEY_FILE=str(tmp_path / "mailgate.key"))
         proc = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--listen", f"127.0.0.1:{port}",
                                  "--database-url", f"sqlite:///{tmp_path / 'mailgate.db'}"], env=env)
         return proc, ServerHandle(connect_process(f"127.0.0.1:{port}", tmp_path / "mailgate.token"))

@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from mailgate.drivers import network
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
 
 from . import _watchdog
@@ -56,8 +57,9 @@ class Attempt:
             raise
 
     def open_socket(self) -> socket.socket:
-        """TCP connect with the per-operation timeout; starts the overall deadline."""
-        sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.timeout)
+        """TCP connect with the per-operation timeout, to an address the network policy
+        allows; starts the overall deadline."""
+        sock = network.policy.connect(self.endpoint.host, self.endpoint.port, self.timeout)
         self._tcp_connected = True
         remaining = self.deadline - (time.monotonic() - self._started)
         self._guard = _watchdog.watch(sock, max(remaining, 0.0))

@@ -16,6 +16,7 @@ import socket
 import ssl
 
 from mailgate.drivers.api import CheckResult, ErrorCode, Outcome
+from mailgate.drivers import network
 
 from .limits import TooLarge
 
@@ -104,6 +105,8 @@ def classify(exc: BaseException, side: str, step: str, *, timeout: float | None 
         return _classify_imap(exc, err, step, timeout)
     if isinstance(exc, poplib.error_proto):
         return _classify_pop3(exc, err, step)
+    if isinstance(exc, network.Refused):
+        return err(ErrorCode.CONNECT_FAILED, str(exc))
     if isinstance(exc, ConnectionRefusedError):
         return err(ErrorCode.CONNECT_FAILED, "connection refused")
     if isinstance(exc, socket.gaierror):

@@ -87,6 +87,17 @@ class ServerThread:
         self.stop()
 
 
+LOOPBACK = "127.0.0.0/8,::1/128"  # where the test mail servers listen: the network policy lets them be
+
+
+def serve_env(**overrides: str) -> dict[str, str]:
+    """The environment of a `mailgate serve` process in a test: this one's, without a
+    secret key (the process makes its key file), quiet, reaching the test servers."""
+    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_SECRET_KEY"}
+    env.update(MAILGATE_LOG_LEVEL="WARNING", MAILGATE_NETWORK_ALLOW=LOOPBACK, **overrides)
+    return env
+
+
 def connect_process(address: str, token_file: Path | None, timeout: float = 30,
                     credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
     """A channel to a `mailgate serve` process, once it listens, presenting the
@@ -105,7 +116,7 @@ def make_settings(directory: Path, database_url: str | None = None, **overrides:
                         database_url=database_url or f"sqlite:///{directory / 'mailgate.db'}",
                         key_file=directory / "mailgate.key", io_workers=8, login_backoff=0.5,
                         login_backoff_cap=2.0, grace=1.0, retry_base=0.3, first_attempt_wait=5.0,
-                        poll_interval=0.5)
+                        poll_interval=0.5, network_allow=LOOPBACK)
     for k, v in overrides.items():
         setattr(settings, k, v)
     return settings
