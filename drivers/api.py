@@ -33,9 +33,21 @@ class ErrorCode(enum.Enum):
     TOKEN_UNAVAILABLE = "TOKEN_UNAVAILABLE"
 
 
+MAX_SERVER_MESSAGE = 300  # characters of what a server said that a report carries
+
+
+def excerpt(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
+    """What a server said, fit to show: printable characters only (no terminal escapes,
+    no control characters), blanks collapsed, at most `limit` characters."""
+    clean = "".join(c if c.isprintable() else " " for c in text[: limit * 4])
+    clean = " ".join(clean.split())
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class CheckResult:
-    """One step of checking a provider, e.g. `smtp.auth`."""
+    """One step of checking a provider, e.g. `smtp.auth`. `server_message` is kept as
+    an excerpt (see excerpt): a report never echoes more of a server than that."""
 
     id: str
     side: str
@@ -46,6 +58,10 @@ class CheckResult:
     server_message: str = ""
     duration: float = 0.0  # seconds
     retry_after: float | None = None  # seconds, for BACKOFF
+
+    def __post_init__(self) -> None:
+        if self.server_message:
+            object.__setattr__(self, "server_message", excerpt(self.server_message))
 
     @property
     def failed(self) -> bool:

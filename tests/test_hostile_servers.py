@@ -409,3 +409,18 @@ def test_a_dripped_pop3_listing_hits_an_overall_deadline(hostile):
     assert problem.server_message == "no complete answer within 0.6 s (overall limit)"
     server.wait(2)
     assert server.hung_up[:2] == [True, True]
+
+
+def test_a_report_shows_only_a_short_clean_excerpt_of_what_a_server_said(hostile):
+    """A greeting of 7 KB with terminal escapes and control characters: the report
+    names the refusal in a few printable words, not the server's whole banner."""
+    def refuse(peer: Peer) -> None:
+        peer.conn.sendall(b"554 \x1b[2J\x1b[31mgo away\x07 " + b"\x00\x08junk " * 1000 + b"\r\n")
+        peer.line()
+    server = hostile(refuse)
+    trace: list[CheckResult] = []
+    with pytest.raises(TransportError):
+        connect_smtp(server.endpoint(), AUTH, timeout=5, trace=trace, throttle=LoginThrottle())
+    [failed] = [c for c in trace if c.outcome is Outcome.FAILED]
+    assert "go away" in failed.server_message and len(failed.server_message) <= 300
+    assert all(c.isprintable() for c in failed.server_message)
