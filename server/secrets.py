@@ -16,8 +16,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .logs import known_secrets
-
 log = logging.getLogger("mailgate.secrets")
 
 ENV_KEY = "MAILGATE_SECRET_KEY"
@@ -56,9 +54,7 @@ class SecretBox:
         if data[:2] != _VERSION or data[2:6] != self.key_id:
             raise SecretKeyError("secret sealed with another key: is MAILGATE_SECRET_KEY the one "
                                  "this database was created with?")
-        plaintext = self._aead.decrypt(data[6:18], data[18:], context.encode()).decode()
-        known_secrets.add(plaintext)
-        return plaintext
+        return self._aead.decrypt(data[6:18], data[18:], context.encode()).decode()
 
     @classmethod
     def from_environment(cls, key_file: Path) -> "SecretBox":
