@@ -1,5 +1,5 @@
 """What reaches a log: credentials are redacted by their shape (never by matching
-the values the process has seen)."""
+the values the process has seen), message bodies never."""
 from __future__ import annotations
 
 import base64
@@ -14,9 +14,10 @@ from google.protobuf import struct_pb2
 import mailgate_echo_driver
 from mailgate.server import logs
 from mailgate.server.logs import REDACTED, RedactingFilter, protect
-from mailgate.v1 import provider_pb2, provider_service_pb2 as pb
+from mailgate.testing.consumer import Consumer
+from mailgate.v1 import mail_service_pb2 as mpb, provider_pb2, provider_service_pb2 as pb
 
-from support import USER
+from support import PASSWORD, USER, mail, wait_state
 
 
 @pytest.fixture
@@ -162,3 +163,43 @@ def test_each_kind_of_secret_is_redacted_wherever_it_appears_in_a_line(secret, l
 ])
 def test_ordinary_log_lines_pass_unchanged(line):
     assert _filtered(line) == line
+
+
+# -- message bodies -------------------------------------------------------------------------
+
+def test_debug_logging_of_sending_and_receiving_never_writes_a_message_body(mailgate_server, clean_dovecot,
+                                                                            smtp_server, mail_ca, caplog):
+    """The whole process at DEBUG (MAILGATE_LOG_LEVEL=DEBUG): mailgate, imapclient's
+    protocol trace, every library. Sent (with a copy saved over IMAP) and received
+    mail's bodies are nowhere in the log. The test SMTP server's own log (aiosmtpd,
+    `mail.log`, in this process only for the test) is left out."""
+    caplog.set_level(logging.DEBUG)
+    marker = "body-marker-5c1e0a"
+    smtp = smtp_server("STARTTLS")
+    p = mailgate_server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+        display_name="Desk", type="smtp_imap", account=USER, receive_emails=True, campaign="support",
+        smtp_imap=provider_pb2.SmtpImapSettings(
+            password=PASSWORD, ca_certificates_pem=mail_ca.ca_pem, sent_folder="Sent",
+            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
+            inbound=provider_pb2.Endpoint(host=clean_dovecot.host, port=clean_dovecot.imaps_port,
+                                          security=provider_pb2.SECURITY_TLS)))))
+    sent = mail(mailgate_server).SendEmail(mpb.SendEmailRequest(
+        provider=p.name, to=["customer@example.test"], subject="Your parcel", text_body=f"Sent {marker}-out"))
+    assert wait_state(mailgate_server, sent.name, mpb.OutboundMessage.STATE_SENT).state == mpb.OutboundMessage.STATE_SENT
+    [got] = smtp.wait_for_messages(1)
+    assert f"{marker}-out".encode() in got.content
+    consumer = Consumer(mailgate_server, campaign="support")
+    try:
+        clean_dovecot.deliver(USER, b"From: customer@example.test\r\nTo: agent@example.test\r\nSubject: help\r\n"
+                                    b"Message-ID: <m1@example.test>\r\n\r\nReceived " + f"{marker}-in".encode() + b"\r\n")
+        [r] = consumer.take(timeout=10)
+        assert f"{marker}-in" in r.message.text_body
+        consumer.ack(r)
+    finally:
+        consumer.close()
+    records = [r for r in caplog.records if r.name != "mail.log"]  # before this test's own IMAP reads
+    # SENT comes after the copy was saved in Sent (IMAP APPEND): that path ran too.
+    assert any(f"{marker}-out".encode() in m for m in clean_dovecot.fetch_all(USER, "Sent").values())
+    assert {"imapclient.imaplib", "mailgate.watch"} <= {r.name for r in records}  # the trace was on
+    logged = "\n".join(r.getMessage() for r in records)
+    assert marker not in logged
