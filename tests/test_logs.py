@@ -1,10 +1,13 @@
 """What reaches a log: credentials are redacted by their shape (never by matching
-the values the process has seen), message bodies never."""
+the values the process has seen), message bodies never, and the database files
+are private like the key file."""
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import os
+import stat
 import tracemalloc
 from urllib.parse import quote, urlencode
 
@@ -14,6 +17,7 @@ from google.protobuf import struct_pb2
 import mailgate_echo_driver
 from mailgate.server import logs
 from mailgate.server.logs import REDACTED, RedactingFilter, protect
+from mailgate.server.store.db import Database
 from mailgate.testing.consumer import Consumer
 from mailgate.v1 import mail_service_pb2 as mpb, provider_pb2, provider_service_pb2 as pb
 
@@ -203,3 +207,30 @@ def test_debug_logging_of_sending_and_receiving_never_writes_a_message_body(mail
     assert {"imapclient.imaplib", "mailgate.watch"} <= {r.name for r in records}  # the trace was on
     logged = "\n".join(r.getMessage() for r in records)
     assert marker not in logged
+
+
+# -- database files ---------------------------------------------------------------------------
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_fresh_servers_database_files_are_private(tmp_path, mailgate_server, mailgate_database_url):
+    if not mailgate_database_url.startswith("sqlite"):
+        pytest.skip("SQLite's files")
+    mailgate_server.stub.CreateProvider(pb.CreateProviderRequest(provider=_echo("let-me-in")))
+    files = {name: _mode(tmp_path / name) for name in ("mailgate.db", "mailgate.db-wal", "mailgate.db-shm")}
+    assert files == dict.fromkeys(files, 0o600)
+
+
+def test_database_files_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+        db.upgrade()
+        db.transaction(lambda s: s.execute(__import__("sqlalchemy").text("CREATE TABLE t (x)")))
+        modes = {p.name: _mode(p) for p in tmp_path.glob("m.db*")}
+        db.close()
+    finally:
+        os.umask(old)
+    assert modes == {"m.db": 0o600, "m.db-wal": 0o600, "m.db-shm": 0o600}
