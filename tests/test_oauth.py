@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -529,3 +531,75 @@ def test_the_callback_listener_listens_on_ipv6_loopback_and_answers_only_its_pat
         assert no_state.value.code == 400 and b"no state parameter" in no_state.value.read()
     finally:
         listener.close()
+
+
+def _closed_by_the_server(sock: socket.socket) -> bool:
+    """Waits (up to the socket's generous timeout) for the server to end the connection."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_the_callback_listener_drops_a_connection_that_sends_nothing_or_dribbles():
+    from mailgate.server.providers.callback import CallbackListener
+
+    listener = CallbackListener("127.0.0.1:0", read_timeout=0.5)
+    listener.start(providers=None, loop=None)
+    address = urlsplit(listener.redirect_uri)
+    stop = threading.Event()
+    silent = socket.create_connection((address.hostname, address.port), timeout=30)
+    dribbler = socket.create_connection((address.hostname, address.port), timeout=30)
+
+    def dribble() -> None:  # a byte every 50 ms: each read is quick, the request never ends
+        for byte in b"GET /oauth/callback?state=x HTTP/1.1\r\nHost: x\r\n" * 100:
+            try:
+                if stop.wait(0.05) or not dribbler.send(bytes([byte])):
+                    return
+            except OSError:
+                return
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    try:
+        assert _closed_by_the_server(silent)
+        assert _closed_by_the_server(dribbler)
+    finally:
+        stop.set()
+        thread.join(5)
+        silent.close()
+        dribbler.close()
+        listener.close()
+
+
+def test_the_callback_listener_serves_a_bounded_number_of_connections_dropping_the_oldest_idle_one():
+    from mailgate.server.providers.callback import CallbackListener
+
+    listener = CallbackListener("127.0.0.1:0", read_timeout=60, max_connections=4)
+    listener.start(providers=None, loop=None)
+    address = urlsplit(listener.redirect_uri)
+    sockets = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(10)]
+    try:
+        assert all(_closed_by_the_server(s) for s in sockets[:6])  # dropped to make room, oldest first
+        for s in sockets[6:]:  # the four newest are still waiting for their request
+            s.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                s.recv(1)
+    finally:
+        for s in sockets:
+            s.close()
+        listener.close()
+
+
+def test_idle_connections_to_the_callback_listener_do_not_keep_a_real_redirect_out(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    address = urlsplit(redirect)
+    idle = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(100)]
+    try:
+        with urllib.request.urlopen(redirect, timeout=30) as page:
+            assert page.status == 200 and b"Signed in" in page.read()
+    finally:
+        for s in idle:
+            s.close()
+    assert mg.get(p.name).state == GREEN
