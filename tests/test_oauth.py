@@ -26,6 +26,7 @@ from mailgate.v1 import provider_service_pb2 as pb
 USER = "agent@example.test"
 TYPES = ("outlook", "gmail")
 GREY, GREEN, RED = provider_pb2.Provider.STATE_GREY, provider_pb2.Provider.STATE_GREEN, provider_pb2.Provider.STATE_RED
+CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's, of every personal account
 # Inside the token source's renewal margin (300 s): every use renews, so refreshes are easy to cause.
 SHORT_LIVED = 200
 
@@ -248,6 +249,61 @@ def test_signing_in_as_someone_else_turns_red_and_keeps_no_tokens(mg, oauth_dove
 def test_the_account_is_compared_without_regard_to_case(mg, oauth_dovecot, oauth_smtp):
     p = mg.create("outlook", oauth_dovecot, oauth_smtp)
     mg.oauth.sign_in_as = USER.upper()
+    assert mg.sign_in(p.name).provider.state == GREEN
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_a_discovery_document_without_an_issuer_is_a_configuration_error(mg, type_, oauth_dovecot, oauth_smtp):
+    mg.oauth.discovery_changes = {"issuer": None}  # ID tokens could not be checked against it
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)
+    err = expect_error(lambda: mg.start_sign_in(p.name))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.info.reason == "DRIVER_NOT_CONFIGURED"
+    assert "lacks issuer" in err.message and f"[{type_}] section" in err.message
+    assert not [what for what, _ in mg.oauth.requests if what == "/authorize"]
+    assert mg.get(p.name).state == GREY
+
+
+@pytest.mark.parametrize("claims", [{"email_verified": None}, {"email_verified": False}], ids=["missing", "false"])
+def test_gmail_signs_in_only_an_address_google_has_verified(mg, claims, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = claims
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason == f"sign-in failed: Google has not verified the address {USER!r}"
+    assert mg.stored(p.name).config.secrets == {}
+
+
+def test_the_outlook_account_is_the_upn_the_tenant_assigns_not_a_claim_a_user_can_edit(mg, oauth_dovecot,
+                                                                                       oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    # Someone else, whose preferred_username and email say they are the provider's account
+    mg.oauth.sign_in_as = "intruder@example.test"
+    mg.oauth.id_token_claims = {"preferred_username": USER, "email": USER}
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason == (f"signed in as intruder@example.test, the provider's account is {USER}: "
+                                          f"sign in as {USER}")
+    assert mg.stored(p.name).config.secrets == {}
+    # The account itself, whatever those claims say
+    mg.oauth.sign_in_as = None
+    mg.oauth.id_token_claims = {"preferred_username": "Agent (support desk)", "email": "agent@elsewhere.test"}
+    done = mg.sign_in(p.name)
+    assert done.provider.state == GREEN and done.provider.state_reason == f"signed in as {USER}; mailbox checked"
+
+
+def test_an_outlook_id_token_without_upn_is_refused_with_what_to_configure(mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = {"upn": None}  # an app registration that does not ask for the optional claim
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason.startswith("sign-in failed: the ID token has no upn claim: add the optional "
+                                                 "claim upn to the ID token")
+    assert mg.stored(p.name).config.secrets == {}
+
+
+def test_a_personal_microsoft_account_signs_in_with_the_address_microsoft_verified(mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = {"upn": None, "tid": CONSUMERS_TENANT}  # Outlook.com: no upn
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
     assert mg.sign_in(p.name).provider.state == GREEN
 
 

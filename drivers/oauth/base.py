@@ -26,6 +26,8 @@ SECURITY = ("STARTTLS", "TLS", "NONE")
 PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
 AUTHORIZATION_ID = "authorization_id"  # secret naming the sign-in the tokens come from
 APP_ONLY = "APP_ONLY"
+# What a discovery document must name: the ID token's issuer is always checked.
+DISCOVERY_FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 
 
 class OAuthDriver(MailboxDriver):
@@ -197,13 +199,22 @@ class OAuthDriver(MailboxDriver):
         return app
 
     def discovery(self, app: Mapping[str, Any], url: str) -> Mapping[str, Any]:
-        """The issuer's OpenID discovery document (endpoints, jwks_uri), read once."""
+        """The issuer's OpenID discovery document (endpoints, jwks_uri), read once.
+        One without the issuer or an endpoint this needs is a configuration error
+        (NotConfigured), not kept: ID tokens could not be checked against it."""
         with self._lock:
             known = self._discovered.get(url)
         if known is None:
             answer = self.session(app).get(url, timeout=10)
             answer.raise_for_status()
-            known = answer.json()
+            document = answer.json()
+            missing = [k for k in DISCOVERY_FIELDS
+                       if not (isinstance(document, dict) and isinstance(document.get(k), str) and document[k])]
+            if missing:
+                raise NotConfigured(f"the discovery document {url} lacks {', '.join(missing)}: check the "
+                                    f"authority (or discovery_url) in the [{self.type}] section of the "
+                                    f"drivers configuration")
+            known = document
             with self._lock:
                 self._discovered[url] = known
         return known
