@@ -26,6 +26,7 @@ from mailgate.v1 import provider_service_pb2 as pb
 USER = "agent@example.test"
 TYPES = ("outlook", "gmail")
 GREY, GREEN, RED = provider_pb2.Provider.STATE_GREY, provider_pb2.Provider.STATE_GREEN, provider_pb2.Provider.STATE_RED
+DELEGATED, APP_ONLY = provider_pb2.OAuthMailboxSettings.ACCESS_DELEGATED, provider_pb2.OAuthMailboxSettings.ACCESS_APP_ONLY
 CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's, of every personal account
 # Inside the token source's renewal margin (300 s): every use renews, so refreshes are easy to cause.
 SHORT_LIVED = 200
@@ -34,18 +35,30 @@ SHORT_LIVED = 200
 class OAuthMailgate:
     """A mailgate whose OAuth applications point at the test authorization server."""
 
-    def __init__(self, tmp_path, database_url, oauth, ca, **overrides):
+    def __init__(self, tmp_path, database_url, oauth, ca, *, extra_config: str = "", **overrides):
+        """`extra_config`: lines added to both drivers' sections."""
         self.oauth, self.ca = oauth, ca
-        account = tmp_path / "service-account.json"
-        account.write_text(json.dumps(oauth.add_service_account("mailgate@project.test")))
-        config = tmp_path / "drivers.toml"
-        config.write_text(f"""
+        self.service_account = tmp_path / "service-account.json"
+        self.service_account.write_text(json.dumps(oauth.add_service_account("mailgate@project.test")))
+        self.config = config = tmp_path / "drivers.toml"
+        self.write_config(extra_config)
+        self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
+                                      oauth_callback_listen="127.0.0.1:0", **overrides)
+        self.server = ServerThread(self.settings).start()
+        self.stub = self.server.stub
+        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
+
+    def write_config(self, extra: str = "") -> None:
+        """The drivers configuration (read at start: restart() for a change)."""
+        oauth, ca, account = self.oauth, self.ca, self.service_account
+        self.config.write_text(f"""
 [outlook]
 client_id = "{OUTLOOK_CLIENT_ID}"
 client_secret = "{OAUTH_CLIENTS[OUTLOOK_CLIENT_ID]}"
 authority = "{oauth.authority(oauth.tenant_id)}"
 ca_file = "{ca.ca_path}"
 mail_hosts = ["127.0.0.1"]
+{extra}
 
 [gmail]
 client_id = "{GMAIL_CLIENT_ID}"
@@ -54,12 +67,8 @@ discovery_url = "{oauth.url}/.well-known/openid-configuration"
 ca_file = "{ca.ca_path}"
 mail_hosts = ["127.0.0.1"]
 service_account_file = "{account}"
+{extra}
 """)
-        self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
-                                      oauth_callback_listen="127.0.0.1:0", **overrides)
-        self.server = ServerThread(self.settings).start()
-        self.stub = self.server.stub
-        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
 
     def restart(self) -> None:
         self.server.stop()
@@ -464,6 +473,44 @@ def test_app_only_access_needs_no_sign_in(mg, type_, oauth_dovecot, oauth_smtp):
     grants = {what for what, _ in mg.oauth.requests}
     assert grants & {"client_credentials", "urn:ietf:params:oauth:grant-type:jwt-bearer"}
     assert mg.stored(p.name).config.secrets == {}  # nothing per provider to keep
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_app_only_access_acts_only_for_the_accounts_the_configuration_allows(
+        tmp_path, mailgate_database_url, clean_oauth, mail_ca, oauth_dovecot, oauth_smtp, type_):
+    oauth_dovecot.clear()
+    mg = OAuthMailgate(tmp_path, mailgate_database_url, clean_oauth, mail_ca,
+                       extra_config='allowed_accounts = ["*@example.test", "desk@Other.test"]')
+    try:
+        allowed = mg.create(type_, oauth_dovecot, oauth_smtp, access=APP_ONLY)  # a mailbox of an allowed domain
+        assert mg.start_sign_in(allowed.name).provider.state == GREEN
+        mg.create(type_, oauth_dovecot, oauth_smtp, account="DESK@other.test", access=APP_ONLY, name="Desk")
+        err = expect_error(lambda: mg.create(type_, oauth_dovecot, oauth_smtp, account="ceo@other.test",
+                                             access=APP_ONLY, name="CEO"))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and set(err.violations) == {"provider.account"}
+        assert err.violations["provider.account"] == (
+            "app-only access acts only for the accounts this server allows: *@example.test, desk@Other.test "
+            f"(allowed_accounts in the [{type_}] section of the drivers configuration)")
+        # Delegated access is not limited: whoever signs in opens only their own mailboxes.
+        delegated = mg.create(type_, oauth_dovecot, oauth_smtp, account="ceo@other.test", name="CEO")
+        err = expect_error(lambda: mg.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=delegated.name, **{type_: provider_pb2.OAuthMailboxSettings(
+                access=APP_ONLY)}), update_mask={"paths": [f"{type_}.access"]})))
+        assert set(err.violations) == {"provider.account"}
+
+        # A provider stored before the configuration narrowed gets no token any more.
+        mg.write_config('allowed_accounts = ["desk@other.test"]')
+        mg.restart()
+        red = mg.start_sign_in(allowed.name).provider
+        assert red.state == RED and "acts only for the accounts this server allows: desk@other.test" in red.state_reason
+
+        mg.write_config('allowed_accounts = ["sales*@example.test"]')
+        mg.restart()
+        err = expect_error(lambda: mg.create(type_, oauth_dovecot, oauth_smtp, access=APP_ONLY, name="Sales"))
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.info.reason == "DRIVER_NOT_CONFIGURED"
+        assert "'sales*@example.test' is neither an address nor *@domain" in err.message
+    finally:
+        mg.close()
 
 
 # -- the driver contract -------------------------------------------------------------------

@@ -107,6 +107,10 @@ class OAuthDriver(MailboxDriver):
         configuration adds: a caller cannot have them sent to a host of its choice."""
         allowed = self.mail_hosts(ctx)
         found = super().problems(config, ctx)
+        if config.settings.get("access") == APP_ONLY:
+            refusal = self.app_only_refusal(config.account, ctx)
+            if refusal:
+                found.append(("account", refusal))
         for side in ("smtp", "imap"):
             host = str(config.settings[side]["host"]).lower().rstrip(".")
             if host not in allowed:
@@ -115,6 +119,28 @@ class OAuthDriver(MailboxDriver):
                     f"{', '.join(sorted(allowed))} (add it to mail_hosts in the [{self.type}] section of "
                     f"the drivers configuration)")))
         return found
+
+    def app_only_refusal(self, account: str, ctx: DriverContext) -> str | None:
+        """Why app-only access may not act for `account` (None: it may). An app-only
+        token opens every mailbox of the tenant: `allowed_accounts` in the driver's
+        section of the drivers configuration limits the accounts a provider may name,
+        as addresses and `*@domain` entries; without it, any account."""
+        allowed = ctx.driver_config(self.type).get("allowed_accounts")
+        if allowed is None:
+            return None
+        entries = [allowed] if isinstance(allowed, str) else list(allowed)
+        for entry in entries:
+            local, at, domain = entry.partition("@") if isinstance(entry, str) else ("", "", "")
+            if not (at and local and domain) or "@" in domain or "*" in domain or ("*" in local and local != "*"):
+                raise NotConfigured(f"allowed_accounts in the [{self.type}] section of the drivers "
+                                    f"configuration: {entry!r} is neither an address nor *@domain")
+        local, _, domain = account.casefold().rpartition("@")
+        for entry in entries:
+            e_local, _, e_domain = entry.casefold().partition("@")
+            if e_domain == domain and e_local in ("*", local):
+                return None
+        return (f"app-only access acts only for the accounts this server allows: {', '.join(entries)} "
+                f"(allowed_accounts in the [{self.type}] section of the drivers configuration)")
 
     def mail_hosts(self, ctx: DriverContext) -> set[str]:
         added = ctx.driver_config(self.type).get("mail_hosts", ())
@@ -148,6 +174,9 @@ class OAuthDriver(MailboxDriver):
                 return known
             try:
                 app = self.app_config(ctx)
+                refusal = self.app_only_refusal(config.account, ctx) if app_only else None
+                if refusal:  # allowed_accounts changed since the provider was stored
+                    return identity, Unavailable(refusal, refused=True)
                 renew = self.app_only(config, app) if app_only else self.delegated(config, app)
             except NotConfigured as e:  # not kept: the next call looks again
                 return identity, Unavailable(str(e))
