@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import pytest
 
+from mailgate.server.logs import protect
 from mailgate.testing.fixtures import GMAIL_CLIENT_ID, OAUTH_CLIENTS, OUTLOOK_CLIENT_ID
 from mailgate.testing.conformance import DriverConformance
 from mailgate.testing.consumer import Consumer
@@ -192,15 +193,24 @@ def test_a_pending_sign_in_survives_a_restart(mg, oauth_dovecot, oauth_smtp):
     assert done.provider.state == GREEN, done.provider.state_reason
 
 
-def test_no_token_reaches_a_log_line_even_at_debug_level(mg, oauth_dovecot, oauth_smtp, caplog):
+@pytest.mark.parametrize("type_, access", [(t, a) for t in TYPES for a in (DELEGATED, APP_ONLY)])
+def test_no_credential_reaches_a_log_handler_even_at_debug_level(mg, type_, access, oauth_dovecot, oauth_smtp,
+                                                                caplog):
+    """The real libraries at DEBUG (MSAL logs the authorization code and the PKCE
+    verifier there): through the server's redacting filter, no token, code, verifier,
+    assertion or client secret is written."""
     caplog.set_level(logging.DEBUG)
+    protect(caplog.handler)
     mg.oauth.access_token_lifetime = SHORT_LIVED  # renewals too
-    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
-    assert mg.sign_in(p.name).provider.state == GREEN
+    p = mg.create(type_, oauth_dovecot, oauth_smtp, access=access)
+    done = mg.start_sign_in(p.name).provider if access == APP_ONLY else mg.sign_in(p.name).provider
+    assert done.state == GREEN, done.state_reason
     assert mg.wait_sent(mg.send(p.name)).state == mpb.OutboundMessage.STATE_SENT
-    logged = "\n".join(r.getMessage() for r in caplog.records)
+    secrets = [*mg.oauth.issued, *OAUTH_CLIENTS.values()] + [
+        params[k] for _, params in mg.oauth.requests for k in ("code", "code_verifier", "assertion") if params.get(k)]
+    logged = caplog.text
     assert "access token renewed" in logged  # the log was captured
-    assert mg.oauth.issued and not [t for t in mg.oauth.issued if t in logged]
+    assert mg.oauth.issued and not [t for t in secrets if t in logged]
 
 
 def test_the_cli_prints_the_sign_in_address_and_completes_with_the_redirect(mg, oauth_dovecot, oauth_smtp,
