@@ -11,8 +11,8 @@ a word that merely equals somebody's password.
 
 What is redacted (the value only; the name around it stays):
 
-* `name=value` and `name: value`, bare or quoted (URL queries, form bodies, JSON,
-  Python reprs), for the names in `_NAMES` (password, client_secret,
+* `name=value`, and `name: value` with a quoted name or value (URL queries, form
+  bodies, JSON, Python reprs), for the names in `_NAMES` (password, client_secret,
   access_token, refresh_token, id_token, code, code_verifier, assertion, ...);
   an authorization code (`code`) only from 20 characters on, so status codes
   stay readable;
@@ -58,7 +58,7 @@ _SHAPES = re.compile("|".join([
     r"(?P<google>\bya29\.[\w-]{16,}|(?<![\w/])1//[\w-]{16,})",
     r"(?P<pem>-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*))",
     r"(?P<userinfo>\b[a-zA-Z][\w+.-]{0,31}://[^\s/:@]*:)(?P<userinfoval>[^\s/@]+)(?=@)",
-    # SASL initial responses and continuations as traces show them
+    # SASL initial responses as traces show them
     r"(?P<sasl>(?i:\bauth(?:enticate)?\s+(?:plain|login|xoauth2|oauthbearer|cram-md5|scram-sha-[\w-]+))\s+)"
     r"(?P<saslval>[A-Za-z0-9+/]+=*)",
     # IMAP: tag LOGIN user password; POP3: PASS password (as the protocols spell them)
