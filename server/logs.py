@@ -1,53 +1,110 @@
-"""Logging set-up, with a last line of defence: every secret the process has opened
-is scrubbed from every log record, whatever code wrote it."""
+"""Logging set-up, and a last line of defence: a filter that redacts credentials
+from every record by their shape, whatever code wrote it.
+
+mailgate itself never puts a secret in a log record (passwords, tokens, codes and
+verifiers stay out of its messages, reprs and errors). The filter is for the code
+below it: MSAL logs the authorization code and the PKCE verifier at DEBUG, a
+library's exception may carry a URL with a code in it, a protocol trace an AUTH
+line. It knows what a credential looks like, not which credentials the process
+has seen: it keeps no state, costs the same whatever came before, and leaves alone
+a word that merely equals somebody's password.
+
+What is redacted (the value only; the name around it stays):
+
+* `name=value`, and `name: value` with a quoted name or value (URL queries, form
+  bodies, JSON, Python reprs), for the names in `_NAMES` (password, client_secret,
+  access_token, refresh_token, id_token, code, code_verifier, assertion, ...);
+  an authorization code (`code`) only from 20 characters on, so status codes
+  stay readable;
+* `Authorization:` headers, and `Bearer` credentials anywhere (XOAUTH2's
+  `auth=Bearer ...` too);
+* mailgate API tokens `mgt_<id>_<secret>` (the id stays: it names the token);
+* JWTs (ID tokens, most Microsoft access tokens), Google's `ya29.` access and
+  `1//` refresh tokens, PEM private keys, passwords in URLs
+  (`scheme://user:password@host`);
+* protocol traces: SASL payloads (`AUTH PLAIN ...`, `AUTHENTICATE XOAUTH2 ...`),
+  IMAP `LOGIN user password`, POP3 `PASS password`.
+
+A message longer than `MAX_MESSAGE` characters is cut (and a traceback past
+`MAX_TRACEBACK`): what one record may cost is bounded too.
+"""
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import weakref
 
 REDACTED = "[REDACTED]"
+MAX_MESSAGE = 64 * 1024
+MAX_TRACEBACK = 256 * 1024
+
+# Names whose value is a credential, in key=value and JSON shapes.
+_NAMES = ("password|passwd|pwd|pass_?phrase|client_secret|secret|access_token|refresh_token|id_token|"
+          "code_verifier|client_assertion|assertion|api_key|private_key|session_token|token|code")
+_Q = r"""(?:\\?["'])"""  # a quote, maybe escaped (JSON inside a JSON string)
+_SHAPES = re.compile("|".join([
+    # name=value, "name": "value", 'name': 'value', \"name\": \"value\" (a bare name
+    # and a colon only before a quoted value: "password: wrong" in prose stays)
+    rf"(?P<kv>(?P<open>{_Q}?)\b(?P<name>(?i:{_NAMES}))\b(?P=open)"
+    r"""(?:\s*=\s*|(?<=["'])\s*:\s*|\s*:\s*(?=\\?["'])))"""
+    r"""(?P<kvval>\\"(?:(?!\\").)*\\"|\\'(?:(?!\\').)*\\'|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|"""
+    r"""\\?["'][^\s"'\\]*|[^\s&"',;)}\]>]+)""",
+    # Authorization / Proxy-Authorization headers: the scheme stays
+    r"""(?P<hdr>(?i:\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:basic|digest|negotiate|ntlm|token)\s+))"""
+    r"(?P<hdrval>[\w\-.~+/]{8,}=*)",
+    r"(?P<bearer>(?i:\bbearer)\s+)(?P<bearerval>[\w\-.~+/]{16,}=*)",
+    r"(?P<mgt>\bmgt_[0-9a-f]{32}_)(?P<mgtval>[\w-]+)",
+    r"(?P<jwt>\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*(?:\.[\w-]*\.[\w-]*)?)",
+    r"(?P<google>\bya29\.[\w-]{16,}|(?<![\w/])1//[\w-]{16,})",
+    r"(?P<pem>-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*))",
+    r"(?P<userinfo>\b[a-zA-Z][\w+.-]{0,31}://[^\s/:@]*:)(?P<userinfoval>[^\s/@]+)(?=@)",
+    # SASL initial responses as traces show them
+    r"(?P<sasl>(?i:\bauth(?:enticate)?\s+(?:plain|login|xoauth2|oauthbearer|cram-md5|scram-sha-[\w-]+))\s+)"
+    r"(?P<saslval>[A-Za-z0-9+/]+=*)",
+    # IMAP: tag LOGIN user password; POP3: PASS password (as the protocols spell them)
+    r"""(?P<login>\b[A-Za-z0-9]{1,16} LOGIN\s+(?:"(?:[^"\\]|\\.)*"|[^\s"]+)\s+)"""
+    r"""(?P<loginval>"(?:[^"\\]|\\.)*"|\{\d+\+?\}|[^\s"']+)""",
+    r"(?P<pass>\bPASS\s+)(?P<passval>[^\s'\"]+)",
+]), re.DOTALL)
+_KEEP = ("kv", "hdr", "bearer", "mgt", "userinfo", "sasl", "login", "pass")
+_SHORT_CODE = 20  # an authorization code is longer; SMTP and HTTP codes are not
 
 
-class _Secrets:
-    def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self._lock = threading.Lock()
-
-    def add(self, value: str) -> None:
-        if len(value) < 4:  # too short to scrub without mangling ordinary words
-            return
-        with self._lock:
-            if value not in self._values:
-                self._values.add(value)
-                self._pattern = None
-
-    def scrub(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None:
-            with self._lock:
-                if not self._values:
-                    return text
-                alternatives = sorted(self._values, key=len, reverse=True)
-                pattern = self._pattern = re.compile("|".join(map(re.escape, alternatives)))
-        return pattern.sub(REDACTED, text)
+def _replace(m: re.Match[str]) -> str:
+    if m.group("kv") is not None:
+        value = m.group("kvval")
+        if m.group("name").lower() == "code" and len(value.strip("\\\"'")) < _SHORT_CODE:
+            return m.group(0)
+        quote = value[:2] if value[:1] == "\\" else value[:1] if value[:1] in "\"'" else ""
+        return m.group("kv") + quote + REDACTED + quote
+    for kept in _KEEP:
+        if m.group(kept) is not None:
+            return m.group(kept) + REDACTED
+    return REDACTED
 
 
-known_secrets = _Secrets()
+def redact(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` with every credential the shapes above recognize replaced, cut at `limit`."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... [{len(text) - limit:,} more characters cut]"
+    return _SHAPES.sub(_replace, text)
 
 
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = known_secrets.scrub(message)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format: the handler reports it
+            return True
+        clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = known_secrets.scrub(logging.Formatter().formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = known_secrets.scrub(record.exc_text)
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, MAX_TRACEBACK)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, MAX_TRACEBACK)
         return True
 
 
@@ -55,6 +112,7 @@ _installed: "weakref.WeakSet[logging.Handler]" = weakref.WeakSet()
 
 
 def protect(handler: logging.Handler) -> None:
+    """Adds the redacting filter to a handler (once)."""
     if handler not in _installed:
         handler.addFilter(RedactingFilter())
         _installed.add(handler)

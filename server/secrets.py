@@ -25,8 +25,6 @@ from typing import Sequence
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .logs import known_secrets
-
 log = logging.getLogger("mailgate.secrets")
 
 ENV_KEY = "MAILGATE_SECRET_KEY"
@@ -88,9 +86,7 @@ class SecretBox:
         if aead is None:
             raise SecretKeyError("secret sealed with another key: is MAILGATE_SECRET_KEY the one "
                                  "this database was created with?")
-        plaintext = aead.decrypt(data[6:18], data[18:], context.encode()).decode()
-        known_secrets.add(plaintext)
-        return plaintext
+        return aead.decrypt(data[6:18], data[18:], context.encode()).decode()
 
     def _reload(self, force: bool) -> None:
         """Reads the key file again if it changed (at most once a second unless forced)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
@@ -13,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import pytest
 
+from mailgate.server.logs import protect
 from mailgate.testing.fixtures import GMAIL_CLIENT_ID, OAUTH_CLIENTS, OUTLOOK_CLIENT_ID
 from mailgate.testing.conformance import DriverConformance
 from mailgate.testing.consumer import Consumer
@@ -24,6 +27,8 @@ from mailgate.v1 import provider_service_pb2 as pb
 USER = "agent@example.test"
 TYPES = ("outlook", "gmail")
 GREY, GREEN, RED = provider_pb2.Provider.STATE_GREY, provider_pb2.Provider.STATE_GREEN, provider_pb2.Provider.STATE_RED
+DELEGATED, APP_ONLY = provider_pb2.OAuthMailboxSettings.ACCESS_DELEGATED, provider_pb2.OAuthMailboxSettings.ACCESS_APP_ONLY
+CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's, of every personal account
 # Inside the token source's renewal margin (300 s): every use renews, so refreshes are easy to cause.
 SHORT_LIVED = 200
 
@@ -31,18 +36,30 @@ SHORT_LIVED = 200
 class OAuthMailgate:
     """A mailgate whose OAuth applications point at the test authorization server."""
 
-    def __init__(self, tmp_path, database_url, oauth, ca, **overrides):
+    def __init__(self, tmp_path, database_url, oauth, ca, *, extra_config: str = "", **overrides):
+        """`extra_config`: lines added to both drivers' sections."""
         self.oauth, self.ca = oauth, ca
-        account = tmp_path / "service-account.json"
-        account.write_text(json.dumps(oauth.add_service_account("mailgate@project.test")))
-        config = tmp_path / "drivers.toml"
-        config.write_text(f"""
+        self.service_account = tmp_path / "service-account.json"
+        self.service_account.write_text(json.dumps(oauth.add_service_account("mailgate@project.test")))
+        self.config = config = tmp_path / "drivers.toml"
+        self.write_config(extra_config)
+        self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
+                                      oauth_callback_listen="127.0.0.1:0", **overrides)
+        self.server = ServerThread(self.settings).start()
+        self.stub = self.server.stub
+        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
+
+    def write_config(self, extra: str = "") -> None:
+        """The drivers configuration (read at start: restart() for a change)."""
+        oauth, ca, account = self.oauth, self.ca, self.service_account
+        self.config.write_text(f"""
 [outlook]
 client_id = "{OUTLOOK_CLIENT_ID}"
 client_secret = "{OAUTH_CLIENTS[OUTLOOK_CLIENT_ID]}"
 authority = "{oauth.authority(oauth.tenant_id)}"
 ca_file = "{ca.ca_path}"
 mail_hosts = ["127.0.0.1"]
+{extra}
 
 [gmail]
 client_id = "{GMAIL_CLIENT_ID}"
@@ -51,12 +68,8 @@ discovery_url = "{oauth.url}/.well-known/openid-configuration"
 ca_file = "{ca.ca_path}"
 mail_hosts = ["127.0.0.1"]
 service_account_file = "{account}"
+{extra}
 """)
-        self.settings = make_settings(tmp_path, database_url, drivers_config=str(config),
-                                      oauth_callback_listen="127.0.0.1:0", **overrides)
-        self.server = ServerThread(self.settings).start()
-        self.stub = self.server.stub
-        self.mail = mail_service_pb2_grpc.MailServiceStub(self.server.channel)
 
     def restart(self) -> None:
         self.server.stop()
@@ -180,15 +193,24 @@ def test_a_pending_sign_in_survives_a_restart(mg, oauth_dovecot, oauth_smtp):
     assert done.provider.state == GREEN, done.provider.state_reason
 
 
-def test_no_token_reaches_a_log_line_even_at_debug_level(mg, oauth_dovecot, oauth_smtp, caplog):
+@pytest.mark.parametrize("type_, access", [(t, a) for t in TYPES for a in (DELEGATED, APP_ONLY)])
+def test_no_credential_reaches_a_log_handler_even_at_debug_level(mg, type_, access, oauth_dovecot, oauth_smtp,
+                                                                caplog):
+    """The real libraries at DEBUG (MSAL logs the authorization code and the PKCE
+    verifier there): through the server's redacting filter, no token, code, verifier,
+    assertion or client secret is written."""
     caplog.set_level(logging.DEBUG)
+    protect(caplog.handler)
     mg.oauth.access_token_lifetime = SHORT_LIVED  # renewals too
-    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
-    assert mg.sign_in(p.name).provider.state == GREEN
+    p = mg.create(type_, oauth_dovecot, oauth_smtp, access=access)
+    done = mg.start_sign_in(p.name).provider if access == APP_ONLY else mg.sign_in(p.name).provider
+    assert done.state == GREEN, done.state_reason
     assert mg.wait_sent(mg.send(p.name)).state == mpb.OutboundMessage.STATE_SENT
-    logged = "\n".join(r.getMessage() for r in caplog.records)
+    secrets = [*mg.oauth.issued, *OAUTH_CLIENTS.values()] + [
+        params[k] for _, params in mg.oauth.requests for k in ("code", "code_verifier", "assertion") if params.get(k)]
+    logged = caplog.text
     assert "access token renewed" in logged  # the log was captured
-    assert mg.oauth.issued and not [t for t in mg.oauth.issued if t in logged]
+    assert mg.oauth.issued and not [t for t in secrets if t in logged]
 
 
 def test_the_cli_prints_the_sign_in_address_and_completes_with_the_redirect(mg, oauth_dovecot, oauth_smtp,
@@ -246,6 +268,61 @@ def test_signing_in_as_someone_else_turns_red_and_keeps_no_tokens(mg, oauth_dove
 def test_the_account_is_compared_without_regard_to_case(mg, oauth_dovecot, oauth_smtp):
     p = mg.create("outlook", oauth_dovecot, oauth_smtp)
     mg.oauth.sign_in_as = USER.upper()
+    assert mg.sign_in(p.name).provider.state == GREEN
+
+
+@pytest.mark.parametrize("type_", TYPES)
+def test_a_discovery_document_without_an_issuer_is_a_configuration_error(mg, type_, oauth_dovecot, oauth_smtp):
+    mg.oauth.discovery_changes = {"issuer": None}  # ID tokens could not be checked against it
+    p = mg.create(type_, oauth_dovecot, oauth_smtp)
+    err = expect_error(lambda: mg.start_sign_in(p.name))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.info.reason == "DRIVER_NOT_CONFIGURED"
+    assert "lacks issuer" in err.message and f"[{type_}] section" in err.message
+    assert not [what for what, _ in mg.oauth.requests if what == "/authorize"]
+    assert mg.get(p.name).state == GREY
+
+
+@pytest.mark.parametrize("claims", [{"email_verified": None}, {"email_verified": False}], ids=["missing", "false"])
+def test_gmail_signs_in_only_an_address_google_has_verified(mg, claims, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = claims
+    p = mg.create("gmail", oauth_dovecot, oauth_smtp)
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason == f"sign-in failed: Google has not verified the address {USER!r}"
+    assert mg.stored(p.name).config.secrets == {}
+
+
+def test_the_outlook_account_is_the_upn_the_tenant_assigns_not_a_claim_a_user_can_edit(mg, oauth_dovecot,
+                                                                                       oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    # Someone else, whose preferred_username and email say they are the provider's account
+    mg.oauth.sign_in_as = "intruder@example.test"
+    mg.oauth.id_token_claims = {"preferred_username": USER, "email": USER}
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason == (f"signed in as intruder@example.test, the provider's account is {USER}: "
+                                          f"sign in as {USER}")
+    assert mg.stored(p.name).config.secrets == {}
+    # The account itself, whatever those claims say
+    mg.oauth.sign_in_as = None
+    mg.oauth.id_token_claims = {"preferred_username": "Agent (support desk)", "email": "agent@elsewhere.test"}
+    done = mg.sign_in(p.name)
+    assert done.provider.state == GREEN and done.provider.state_reason == f"signed in as {USER}; mailbox checked"
+
+
+def test_an_outlook_id_token_without_upn_is_refused_with_what_to_configure(mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = {"upn": None}  # an app registration that does not ask for the optional claim
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    done = mg.sign_in(p.name)
+    assert done.provider.state == RED
+    assert done.provider.state_reason.startswith("sign-in failed: the ID token has no upn claim: add the optional "
+                                                 "claim upn to the ID token")
+    assert mg.stored(p.name).config.secrets == {}
+
+
+def test_a_personal_microsoft_account_signs_in_with_the_address_microsoft_verified(mg, oauth_dovecot, oauth_smtp):
+    mg.oauth.id_token_claims = {"upn": None, "tid": CONSUMERS_TENANT}  # Outlook.com: no upn
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
     assert mg.sign_in(p.name).provider.state == GREEN
 
 
@@ -408,6 +485,44 @@ def test_app_only_access_needs_no_sign_in(mg, type_, oauth_dovecot, oauth_smtp):
     assert mg.stored(p.name).config.secrets == {}  # nothing per provider to keep
 
 
+@pytest.mark.parametrize("type_", TYPES)
+def test_app_only_access_acts_only_for_the_accounts_the_configuration_allows(
+        tmp_path, mailgate_database_url, clean_oauth, mail_ca, oauth_dovecot, oauth_smtp, type_):
+    oauth_dovecot.clear()
+    mg = OAuthMailgate(tmp_path, mailgate_database_url, clean_oauth, mail_ca,
+                       extra_config='allowed_accounts = ["*@example.test", "desk@Other.test"]')
+    try:
+        allowed = mg.create(type_, oauth_dovecot, oauth_smtp, access=APP_ONLY)  # a mailbox of an allowed domain
+        assert mg.start_sign_in(allowed.name).provider.state == GREEN
+        mg.create(type_, oauth_dovecot, oauth_smtp, account="DESK@other.test", access=APP_ONLY, name="Desk")
+        err = expect_error(lambda: mg.create(type_, oauth_dovecot, oauth_smtp, account="ceo@other.test",
+                                             access=APP_ONLY, name="CEO"))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and set(err.violations) == {"provider.account"}
+        assert err.violations["provider.account"] == (
+            "app-only access acts only for the accounts this server allows: *@example.test, desk@Other.test "
+            f"(allowed_accounts in the [{type_}] section of the drivers configuration)")
+        # Delegated access is not limited: whoever signs in opens only their own mailboxes.
+        delegated = mg.create(type_, oauth_dovecot, oauth_smtp, account="ceo@other.test", name="CEO")
+        err = expect_error(lambda: mg.stub.UpdateProvider(pb.UpdateProviderRequest(
+            provider=provider_pb2.Provider(name=delegated.name, **{type_: provider_pb2.OAuthMailboxSettings(
+                access=APP_ONLY)}), update_mask={"paths": [f"{type_}.access"]})))
+        assert set(err.violations) == {"provider.account"}
+
+        # A provider stored before the configuration narrowed gets no token any more.
+        mg.write_config('allowed_accounts = ["desk@other.test"]')
+        mg.restart()
+        red = mg.start_sign_in(allowed.name).provider
+        assert red.state == RED and "acts only for the accounts this server allows: desk@other.test" in red.state_reason
+
+        mg.write_config('allowed_accounts = ["sales*@example.test"]')
+        mg.restart()
+        err = expect_error(lambda: mg.create(type_, oauth_dovecot, oauth_smtp, access=APP_ONLY, name="Sales"))
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION and err.info.reason == "DRIVER_NOT_CONFIGURED"
+        assert "'sales*@example.test' is neither an address nor *@domain" in err.message
+    finally:
+        mg.close()
+
+
 # -- the driver contract -------------------------------------------------------------------
 
 def oauth_settings(dovecot, smtp, ca, **fields) -> provider_pb2.OAuthMailboxSettings:
@@ -529,3 +644,75 @@ def test_the_callback_listener_listens_on_ipv6_loopback_and_answers_only_its_pat
         assert no_state.value.code == 400 and b"no state parameter" in no_state.value.read()
     finally:
         listener.close()
+
+
+def _closed_by_the_server(sock: socket.socket) -> bool:
+    """Waits (up to the socket's generous timeout) for the server to end the connection."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_the_callback_listener_drops_a_connection_that_sends_nothing_or_dribbles():
+    from mailgate.server.providers.callback import CallbackListener
+
+    listener = CallbackListener("127.0.0.1:0", read_timeout=0.5)
+    listener.start(providers=None, loop=None)
+    address = urlsplit(listener.redirect_uri)
+    stop = threading.Event()
+    silent = socket.create_connection((address.hostname, address.port), timeout=30)
+    dribbler = socket.create_connection((address.hostname, address.port), timeout=30)
+
+    def dribble() -> None:  # a byte every 50 ms: each read is quick, the request never ends
+        for byte in b"GET /oauth/callback?state=x HTTP/1.1\r\nHost: x\r\n" * 100:
+            try:
+                if stop.wait(0.05) or not dribbler.send(bytes([byte])):
+                    return
+            except OSError:
+                return
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    try:
+        assert _closed_by_the_server(silent)
+        assert _closed_by_the_server(dribbler)
+    finally:
+        stop.set()
+        thread.join(5)
+        silent.close()
+        dribbler.close()
+        listener.close()
+
+
+def test_the_callback_listener_serves_a_bounded_number_of_connections_dropping_the_oldest_idle_one():
+    from mailgate.server.providers.callback import CallbackListener
+
+    listener = CallbackListener("127.0.0.1:0", read_timeout=60, max_connections=4)
+    listener.start(providers=None, loop=None)
+    address = urlsplit(listener.redirect_uri)
+    sockets = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(10)]
+    try:
+        assert all(_closed_by_the_server(s) for s in sockets[:6])  # dropped to make room, oldest first
+        for s in sockets[6:]:  # the four newest are still waiting for their request
+            s.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                s.recv(1)
+    finally:
+        for s in sockets:
+            s.close()
+        listener.close()
+
+
+def test_idle_connections_to_the_callback_listener_do_not_keep_a_real_redirect_out(mg, oauth_dovecot, oauth_smtp):
+    p = mg.create("outlook", oauth_dovecot, oauth_smtp)
+    redirect = mg.oauth.sign_in(mg.start_sign_in(p.name).authorization.authorization_uri)
+    address = urlsplit(redirect)
+    idle = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(100)]
+    try:
+        with urllib.request.urlopen(redirect, timeout=30) as page:
+            assert page.status == 200 and b"Signed in" in page.read()
+    finally:
+        for s in idle:
+            s.close()
+    assert mg.get(p.name).state == GREEN

@@ -26,6 +26,8 @@ SECURITY = ("STARTTLS", "TLS", "NONE")
 PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
 AUTHORIZATION_ID = "authorization_id"  # secret naming the sign-in the tokens come from
 APP_ONLY = "APP_ONLY"
+# What a discovery document must name: the ID token's issuer is always checked.
+DISCOVERY_FIELDS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
 
 
 class OAuthDriver(MailboxDriver):
@@ -105,6 +107,10 @@ class OAuthDriver(MailboxDriver):
         configuration adds: a caller cannot have them sent to a host of its choice."""
         allowed = self.mail_hosts(ctx)
         found = super().problems(config, ctx)
+        if config.settings.get("access") == APP_ONLY:
+            refusal = self.app_only_refusal(config.account, ctx)
+            if refusal:
+                found.append(("account", refusal))
         for side in ("smtp", "imap"):
             host = str(config.settings[side]["host"]).lower().rstrip(".")
             if host not in allowed:
@@ -113,6 +119,28 @@ class OAuthDriver(MailboxDriver):
                     f"{', '.join(sorted(allowed))} (add it to mail_hosts in the [{self.type}] section of "
                     f"the drivers configuration)")))
         return found
+
+    def app_only_refusal(self, account: str, ctx: DriverContext) -> str | None:
+        """Why app-only access may not act for `account` (None: it may). An app-only
+        token opens every mailbox of the tenant: `allowed_accounts` in the driver's
+        section of the drivers configuration limits the accounts a provider may name,
+        as addresses and `*@domain` entries; without it, any account."""
+        allowed = ctx.driver_config(self.type).get("allowed_accounts")
+        if allowed is None:
+            return None
+        entries = [allowed] if isinstance(allowed, str) else list(allowed)
+        for entry in entries:
+            local, at, domain = entry.partition("@") if isinstance(entry, str) else ("", "", "")
+            if not (at and local and domain) or "@" in domain or "*" in domain or ("*" in local and local != "*"):
+                raise NotConfigured(f"allowed_accounts in the [{self.type}] section of the drivers "
+                                    f"configuration: {entry!r} is neither an address nor *@domain")
+        local, _, domain = account.casefold().rpartition("@")
+        for entry in entries:
+            e_local, _, e_domain = entry.casefold().partition("@")
+            if e_domain == domain and e_local in ("*", local):
+                return None
+        return (f"app-only access acts only for the accounts this server allows: {', '.join(entries)} "
+                f"(allowed_accounts in the [{self.type}] section of the drivers configuration)")
 
     def mail_hosts(self, ctx: DriverContext) -> set[str]:
         added = ctx.driver_config(self.type).get("mail_hosts", ())
@@ -146,6 +174,9 @@ class OAuthDriver(MailboxDriver):
                 return known
             try:
                 app = self.app_config(ctx)
+                refusal = self.app_only_refusal(config.account, ctx) if app_only else None
+                if refusal:  # allowed_accounts changed since the provider was stored
+                    return identity, Unavailable(refusal, refused=True)
                 renew = self.app_only(config, app) if app_only else self.delegated(config, app)
             except NotConfigured as e:  # not kept: the next call looks again
                 return identity, Unavailable(str(e))
@@ -197,13 +228,22 @@ class OAuthDriver(MailboxDriver):
         return app
 
     def discovery(self, app: Mapping[str, Any], url: str) -> Mapping[str, Any]:
-        """The issuer's OpenID discovery document (endpoints, jwks_uri), read once."""
+        """The issuer's OpenID discovery document (endpoints, jwks_uri), read once.
+        One without the issuer or an endpoint this needs is a configuration error
+        (NotConfigured), not kept: ID tokens could not be checked against it."""
         with self._lock:
             known = self._discovered.get(url)
         if known is None:
             answer = self.session(app).get(url, timeout=10)
             answer.raise_for_status()
-            known = answer.json()
+            document = answer.json()
+            missing = [k for k in DISCOVERY_FIELDS
+                       if not (isinstance(document, dict) and isinstance(document.get(k), str) and document[k])]
+            if missing:
+                raise NotConfigured(f"the discovery document {url} lacks {', '.join(missing)}: check the "
+                                    f"authority (or discovery_url) in the [{self.type}] section of the "
+                                    f"drivers configuration")
+            known = document
             with self._lock:
                 self._discovered[url] = known
         return known

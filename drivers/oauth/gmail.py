@@ -82,9 +82,12 @@ class GmailDriver(OAuthDriver):
             raise AuthorizationFailed("Google sent no refresh token: remove mailgate's access from the "
                                       "Google account's security settings and sign in again")
         claims = verify_id_token(session, meta, result.get("id_token", ""), app["client_id"], flow["nonce"])
-        if claims.get("email_verified") is False:
-            raise AuthorizationFailed(f"Google has not verified the address {claims.get('email')!r}")
-        return Authorized(str(claims.get("email", "")), {REFRESH_TOKEN: result["refresh_token"]})
+        email = claims.get("email")
+        if not isinstance(email, str) or not email:
+            raise AuthorizationFailed("the ID token names no email address (is the email scope granted?)")
+        if claims.get("email_verified") not in (True, "true"):  # missing counts as not verified
+            raise AuthorizationFailed(f"Google has not verified the address {email!r}")
+        return Authorized(email, {REFRESH_TOKEN: result["refresh_token"]})
 
     def delegated(self, config: ProviderConfig, app: Mapping[str, Any]) -> Callable[[], Grant]:
         saved = [config.secrets[REFRESH_TOKEN]]

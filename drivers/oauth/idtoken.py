@@ -11,12 +11,16 @@ from typing import Any, Mapping
 import jwt
 import requests
 
-from ..api import AuthorizationFailed
+from ..api import AuthorizationFailed, NotConfigured
 
 
 def verify_id_token(session: requests.Session, meta: Mapping[str, Any], token: str, client_id: str,
                     nonce: str | None = None, *, leeway: float = 120) -> Mapping[str, Any]:
-    """`meta`: the issuer's discovery document (issuer, jwks_uri)."""
+    """`meta`: the issuer's discovery document (issuer, jwks_uri). The issuer is
+    always checked: a document without one is a configuration error."""
+    if not meta.get("issuer"):
+        raise NotConfigured("the authorization server's discovery document names no issuer: "
+                            "ID tokens cannot be checked")
     if not token:
         raise AuthorizationFailed("the authorization server sent no ID token (is the openid scope granted?)")
     try:
@@ -33,8 +37,8 @@ def verify_id_token(session: requests.Session, meta: Mapping[str, Any], token: s
     except jwt.PyJWTError as e:
         raise AuthorizationFailed(f"the ID token is not valid: {e}") from None
     # Multi-tenant Microsoft authorities publish "{tenantid}" in the issuer.
-    issuer = str(meta.get("issuer", "")).replace("{tenantid}", str(claims.get("tid", "")))
-    if issuer and claims["iss"] not in (issuer, issuer.removeprefix("https://")):  # Google uses both
+    issuer = str(meta["issuer"]).replace("{tenantid}", str(claims.get("tid", "")))
+    if claims["iss"] not in (issuer, issuer.removeprefix("https://")):  # Google uses both
         raise AuthorizationFailed(f"the ID token comes from {claims['iss']!r}, not {issuer!r}")
     if nonce is not None and claims.get("nonce") != nonce:
         raise AuthorizationFailed("the ID token does not answer this sign-in (nonce mismatch)")

@@ -32,6 +32,8 @@ AUTHORITY = "https://login.microsoftonline.com/common"
 # MSAL adds openid, profile and offline_access itself (and refuses them here).
 SCOPES = ("https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send")
 APP_SCOPES = ("https://outlook.office365.com/.default",)
+# The tenant of every personal Microsoft account (Outlook.com, Hotmail)
+CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 CACHE = "msal_token_cache"
 # Answers that only a new sign-in (or the tenant administrator) can mend.
 REFUSALS = {"invalid_grant", "interaction_required", "invalid_client", "unauthorized_client",
@@ -56,7 +58,12 @@ class OutlookDriver(OAuthDriver):
             authority=app.get("authority") or AUTHORITY, instance_discovery=False,
             token_cache=cache, http_client=self.session(app))
 
+    def _discovery(self, app: Mapping[str, Any]) -> Mapping[str, Any]:
+        return self.discovery(app, (app.get("authority") or AUTHORITY).rstrip("/")
+                              + "/v2.0/.well-known/openid-configuration")
+
     def start(self, config: ProviderConfig, app: Mapping[str, Any]) -> Authorization:
+        self._discovery(app)  # a document that cannot vouch for ID tokens stops the sign-in here
         flow = self._app(app).initiate_auth_code_flow(
             list(app.get("scopes") or SCOPES), redirect_uri=redirect_uri(app), login_hint=config.account,
             prompt="select_account")
@@ -73,11 +80,9 @@ class OutlookDriver(OAuthDriver):
         if "access_token" not in result:
             raise failed("Microsoft refused the sign-in", result)
         # MSAL checked the nonce (it sends a digest of flow["nonce"]); the rest is checked here.
-        meta = self.discovery(app, (app.get("authority") or AUTHORITY).rstrip("/")
-                              + "/v2.0/.well-known/openid-configuration")
+        meta = self._discovery(app)
         claims = verify_id_token(self.session(app), meta, result.get("id_token", ""), app["client_id"])
-        account = claims.get("preferred_username") or claims.get("email") or claims.get("upn") or ""
-        return Authorized(account, {CACHE: cache.serialize()})
+        return Authorized(signed_in_account(claims), {CACHE: cache.serialize()})
 
     def delegated(self, config: ProviderConfig, app: Mapping[str, Any]) -> Callable[[], Grant]:
         cache = msal.SerializableTokenCache()
@@ -112,6 +117,29 @@ class OutlookDriver(OAuthDriver):
                 return _grant(self._app(app, msal.TokenCache()).acquire_token_for_client(scopes))
 
         return renew
+
+
+def signed_in_account(claims: Mapping[str, Any]) -> str:
+    """Who signed in, from a claim the tenant controls. A work or school account:
+    `upn`, the user principal name the tenant's administrators assign, always in one
+    of the tenant's verified domains; the user cannot change it (an optional claim of
+    v2.0 ID tokens: the app registration asks for it, docs/providers.md).
+    `preferred_username` and `email` are not used: Microsoft documents both as
+    mutable and not for authorization, and another tenant can set them to any
+    address. A personal Microsoft account has no upn; its tenant is Microsoft's
+    own, which verifies the address the account signs in with (preferred_username)."""
+    if claims.get("tid") == CONSUMERS_TENANT:
+        account = claims.get("preferred_username")
+    else:
+        account = claims.get("upn")
+        if not account:
+            raise AuthorizationFailed(
+                "the ID token has no upn claim: add the optional claim upn to the ID token in the "
+                "application's registration (Token configuration); preferred_username and email are "
+                "not trusted for the account")
+    if not isinstance(account, str) or not account:
+        raise AuthorizationFailed("the ID token names no account")
+    return account
 
 
 def _grant(result: Mapping[str, Any]) -> Grant:

@@ -24,7 +24,6 @@ byte what imapclient's fetch(BODY.PEEK[]) returns. The private names used:
 from __future__ import annotations
 
 import imaplib
-import logging
 import select
 import socket
 import ssl
@@ -33,9 +32,6 @@ import imapclient
 from imapclient.response_parser import parse_fetch_response
 
 from .limits import MAX_ANSWER_BYTES, MAX_ANSWER_LINES, MAX_LISTING_BYTES, MAX_LISTING_LINES
-
-# where imapclient sends imaplib's protocol trace
-_IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")
 
 __all__ = ["ImapWire"]
 
@@ -46,12 +42,7 @@ class ImapWire:
 
     def __init__(self, client: imapclient.IMAPClient) -> None:
         self.client = client
-        self._imap: imaplib.IMAP4 = client._imap
-        if not _IMAPLIB_LOG.isEnabledFor(logging.DEBUG):
-            # imapclient sets imaplib's debug level to 5: every response is then formatted
-            # (repr of each message's bytes, of each FETCH's whole answer) for a debug log
-            # line that is dropped; ~40 % of a FETCH's CPU time.
-            self._imap.debug = 0
+        self._imap: imaplib.IMAP4 = client._imap  # its trace level: see imap._IMAPClient
 
     def socket(self) -> socket.socket:
         return self.client.socket()

@@ -2,7 +2,15 @@
 (MAILGATE_OAUTH_CALLBACK_LISTEN): `GET /oauth/callback?state=…&code=…` completes
 the sign-in and answers a plain page saying how it went. For deployments
 without an admin UI that receives the redirect itself (which would call
-CompleteAuthorization). The standard library's HTTP server, in a thread."""
+CompleteAuthorization). The standard library's HTTP server, in a thread.
+
+It faces browsers, so anyone who reaches it: a connection has READ_TIMEOUT
+seconds to send its whole request (a client that sends nothing, or a byte at a
+time, is dropped when they pass), and at most MAX_CONNECTIONS are served at once.
+One more arriving then makes room by dropping the oldest that is still sending
+its request (a browser sends its redirect as soon as it is connected, so idle
+connections cannot keep a real one out); when all of them are sign-ins under way,
+it is answered 503 at once and closed."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +18,7 @@ import html
 import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
@@ -22,16 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailgate.oauth_callback")
 
 PATH = "/oauth/callback"
+READ_TIMEOUT = 5.0  # seconds a connection has to send its request line and headers
+MAX_CONNECTIONS = 32  # connections served at once
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class CallbackListener:
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, *, read_timeout: float = READ_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]") or "127.0.0.1"
-        server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer
-        self._server = server_class((host, int(port)), _Handler)
-        self._server.daemon_threads = True
-        self._server.listener = self  # type: ignore[attr-defined]
+        server_class = _HTTPServer6 if ":" in host else _HTTPServer
+        self._server = server_class((host, int(port)), _Handler, read_timeout=read_timeout,
+                                    max_connections=max_connections)
+        self._server.listener = self
         self._thread: threading.Thread | None = None
         self.providers: Providers | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -70,18 +83,91 @@ class CallbackListener:
         return 200, "Sign-in failed", f"{stored.config.display_name}: {stored.state_reason}"
 
 
-class _HTTPServer6(ThreadingHTTPServer):
+class _HTTPServer(ThreadingHTTPServer):
+    """Tracks the connections it serves: since when each has been reading its
+    request (None once read). The accept loop drops the ones past their time
+    (`service_actions`, every poll interval) and makes room for new ones."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst of connections waits in the kernel, not refused there
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 read_timeout: float, max_connections: int) -> None:
+        self.read_timeout, self.max_connections = read_timeout, max_connections
+        self.listener: CallbackListener | None = None
+        self._lock = threading.Lock()
+        self._reading: dict[socket.socket, float | None] = {}
+        super().__init__(address, handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with self._lock:
+            if len(self._reading) >= self.max_connections:
+                waiting = [(since, sock) for sock, since in self._reading.items() if since is not None]
+                if not waiting:  # every one a sign-in under way: no room
+                    self._refuse(request)
+                    return
+                self._drop(min(waiting, key=lambda w: w[0])[1])
+            self._reading[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._reading.pop(request, None)
+
+    def request_read(self, request: socket.socket) -> None:
+        with self._lock:
+            if request in self._reading:
+                self._reading[request] = None
+
+    def service_actions(self) -> None:
+        late = time.monotonic() - self.read_timeout
+        with self._lock:
+            for sock in [s for s, since in self._reading.items() if since is not None and since < late]:
+                self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        """Ends a connection still reading (lock held): its thread reads the end and stops."""
+        self._reading.pop(sock, None)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)
+            request.send(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
+class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "mailgate"
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # each read; the whole request: service_actions
+        super().setup()
+
+    def parse_request(self) -> bool:
+        done = super().parse_request()
+        self.server.request_read(self.request)  # read: a sign-in may take longer than that
+        return done
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)
         if url.path != PATH:
             return self._page(404, "Not found", "Nothing here.")
-        listener: CallbackListener = self.server.listener  # type: ignore[attr-defined]
+        listener = self.server.listener
+        assert listener is not None
         try:
             self._page(*listener.complete(url.query))
         except Exception:  # noqa: BLE001 - the browser gets a page; the log gets the rest
@@ -99,5 +185,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        # The query holds the code: log the path only.
-        log.debug("%s %s", self.command, urlsplit(self.path).path)
+        # The query holds the code: log the path only (none yet for a request cut short).
+        log.debug("%s %s", getattr(self, "command", None) or "-",
+                  urlsplit(getattr(self, "path", "") or "").path or "-")

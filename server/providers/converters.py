@@ -22,7 +22,6 @@ from mailgate.v1 import driver_pb2, provider_pb2, provider_service_pb2, validati
 from .state import State, StoredProvider
 from ..converters import timestamp
 from ..errors import InvalidArgument, Violation
-from ..logs import known_secrets
 from .lifecycle import WRITABLE
 from .validation import copy_tree, get_path, set_path
 
@@ -60,7 +59,6 @@ def to_config(msg: provider_pb2.Provider, drivers: DriverRegistry,
         set_path(settings, path, None)
         set_path(settings, path + "_set", None)
         if value:
-            known_secrets.add(value)
             secrets[path] = value
     return ProviderConfig(
         type=type_, display_name=msg.display_name, account=msg.account, from_name=msg.from_name,

@@ -105,7 +105,10 @@ class Providers:
                               account=config.account.strip())
         config, notices = driver.prepare(config)
         v = Violations()
-        validation.check_provider(config, driver, self.ctx, v)
+        try:
+            validation.check_provider(config, driver, self.ctx, v)
+        except NotConfigured as e:  # a rule from the server's configuration that cannot be read
+            raise not_configured(e, driver) from None
         v.raise_if_any()
         return config, notices
 

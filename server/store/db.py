@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -53,9 +54,13 @@ BUSY_TIMEOUT = 30.0  # seconds a SQLite transaction waits for another process's 
 
 
 def make_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
+    """hide_parameters: an error never quotes the statement's values (message bytes,
+    sealed secrets) into a log line."""
     u = normalize_url(url)
     if u.get_backend_name() == "sqlite":
-        engine = create_engine(u, connect_args={"timeout": busy_timeout, "check_same_thread": False})
+        private_sqlite_file(u)
+        engine = create_engine(u, hide_parameters=True,
+                               connect_args={"timeout": busy_timeout, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -66,7 +71,32 @@ def make_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
         return engine
-    return create_engine(u, pool_pre_ping=True, pool_size=8, max_overflow=4)
+    return create_engine(u, hide_parameters=True, pool_pre_ping=True, pool_size=8, max_overflow=4)
+
+
+_reported: set[str] = set()
+
+
+def private_sqlite_file(u: URL) -> None:
+    """Creates a SQLite database file with mode 0600 (whatever the umask) before
+    SQLite opens it: SQLite would create it 0644 less the umask, and it gives the
+    -wal, -shm and -journal files it makes beside it the database file's mode. An
+    existing file that others may read is reported, as the key file is."""
+    path = u.database or ""
+    if path in ("", ":memory:") or path.startswith("file:") or u.query.get("mode") == "memory":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no such directory, no permission: SQLite says so when it opens it
+        return
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077 and path not in _reported:
+        _reported.add(path)
+        log.warning("database file %s is readable by others (mode %o): chmod 600 it (and its -wal "
+                    "and -shm files)", path, mode)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -23,7 +23,10 @@ Token answers: ``access_token`` (opaque, 1280 characters like real ones, so long
 AUTH lines get exercised), ``token_type``, ``expires_in``, ``scope`` (the requested
 string, unchanged), ``refresh_token`` (user grants), ``id_token`` when ``openid`` was
 in the scope (RS256, ``kid``; issuer ``{url}/{tenant}/v2.0`` on the tenant token
-path, ``url`` on ``/token``), ``client_info`` when asked with ``client_info=1``.
+path, ``url`` on ``/token``; claims ``email``, ``email_verified``,
+``preferred_username``, ``oid``, ``tid``, and ``upn`` on the tenant path, as an app
+registration that asks for that optional claim gets them), ``client_info`` when
+asked with ``client_info=1``.
 
 App-only tokens (client_credentials) act for any mailbox. Introspection cannot tell
 which mailbox is being logged in to: Dovecot 2.3 POSTs only ``token=`` and expands
@@ -156,6 +159,12 @@ class _Response:
         self.headers = headers or {}
 
 
+def _changed(document: dict, changes: dict) -> dict:
+    """`document` with `changes` applied: a None value removes the field."""
+    out = {**document, **changes}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _error(status: int, error: str, description: str) -> _Response:
     return _Response(status, {"error": error, "error_description": description})
 
@@ -259,7 +268,7 @@ class OAuthServer:
 
     Knobs (attributes; :meth:`reset` restores them): ``sign_in_as``, ``deny_next``,
     ``access_token_lifetime``, ``rotate_refresh_tokens``, ``refuse_refresh``,
-    ``drop_token_requests``. Record: ``requests``, a list of (what, params): what is
+    ``drop_token_requests``, ``discovery_changes``, ``id_token_claims``. Record: ``requests``, a list of (what, params): what is
     the grant_type for /token (dropped requests included), else "/authorize",
     "/introspect", "/jwks", "/.well-known/openid-configuration"; params are the
     query or form fields, ``client_secret`` redacted.
@@ -311,6 +320,10 @@ class OAuthServer:
         self.refuse_refresh: tuple[str, str] | None = None
         #: The next N /token requests get their connection closed, no answer.
         self.drop_token_requests = 0
+        #: Changes to both discovery documents: {field: value}, None removes the field.
+        self.discovery_changes: dict[str, object] = {}
+        #: Changes to the claims of new ID tokens: {claim: value}, None removes the claim.
+        self.id_token_claims: dict[str, object] = {}
 
     def revoke(self, user: str) -> None:
         """Invalidate every access and refresh token of ``user`` (any case)."""
@@ -511,7 +524,7 @@ class OAuthServer:
         else:
             base = f"{self.url}/{tenant}/oauth2/v2.0"
             authorize, token = f"{base}/authorize", f"{base}/token"
-        return {
+        document = {
             "issuer": self.issuer(tenant),
             "authorization_endpoint": authorize,
             "token_endpoint": token,
@@ -530,6 +543,7 @@ class OAuthServer:
                                  "email_verified", "preferred_username", "name", "oid", "tid"],
             "tenant_region_scope": "NA",
         }
+        return _changed(document, self.discovery_changes)
 
     def jwks(self) -> dict:
         """The JWK set with the ID-token signing key."""
@@ -743,8 +757,11 @@ class OAuthServer:
             "name": user.partition("@")[0], "oid": self._oid(user), "tid": self.tenant_id,
             "ver": "2.0",
         }
+        if issuer != self.url:  # Microsoft-style: the app registration asks for upn (docs/providers.md)
+            claims["upn"] = user
         if nonce is not None:
             claims["nonce"] = nonce
+        claims = _changed(claims, self.id_token_claims)
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
 
     def _introspect(self, token: str) -> _Response:
