@@ -36,6 +36,9 @@ class Servers:
     ca_pem: str | None = None  # trusted instead of the system's
 
 
+# The longest per-operation timeout a provider may set: a check waits at most 4x it (probe).
+MAX_TIMEOUT = 60
+
 PLAINTEXT_LOGIN = SettingField(
     "allow_plaintext_login", "Allow login without encryption", Kind.BOOLEAN,
     description="A server whose security is NONE receives the credentials unencrypted: "

@@ -16,7 +16,7 @@ import requests
 
 from ..api import (Activation, Authorization, AuthorizationFailed, Authorized, Capabilities, CheckResult,
                    DriverContext, Kind, Notice, NotConfigured, Outcome, ProviderConfig, Report, SettingField)
-from ..mailbox import PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
+from ..mailbox import MAX_TIMEOUT, PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
 from ..smtp_imap.presets import DEFAULT_PORTS, DEFAULT_SECURITY, Preset
 from ..transport.auth import TokenSource, XOAuth2Auth
 from ..transport.errors import TokenError
@@ -61,7 +61,7 @@ class OAuthDriver(MailboxDriver):
             SettingField("imap.host", "IMAP server", Kind.HOSTNAME, default=p.imap.host),
             SettingField("imap.port", "IMAP port", **PORT, default=p.imap.port),
             SettingField("imap.security", "IMAP security", Kind.ENUM, choices=SECURITY, default=p.imap.security),
-            SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
+            SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=MAX_TIMEOUT,
                          default=10, description="Per network operation."),
             SettingField("sending_limits.per_minute", "Messages per minute", Kind.INTEGER, minimum=0,
                          maximum=1_000_000, description="0: no limit. Mail over it waits in the outbox."),

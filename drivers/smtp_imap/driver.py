@@ -9,7 +9,7 @@ import imapclient
 
 from ..addresses import is_address
 from ..api import Capabilities, DriverContext, Envelope, Kind, Notice, ProviderConfig, SettingField
-from ..mailbox import PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
+from ..mailbox import MAX_TIMEOUT, PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
 from ..transport import _watchdog
 from ..transport.auth import PasswordAuth
 from ..transport.endpoint import Endpoint
@@ -54,7 +54,7 @@ class SmtpImapDriver(MailboxDriver):
         SettingField("ca_certificates_pem", "Trusted certificates (PEM)", Kind.PEM,
                      description="Trust these instead of the system's, for a private server."),
         PLAINTEXT_LOGIN,
-        SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=300,
+        SettingField("timeout_seconds", "Timeout (seconds)", Kind.INTEGER, minimum=1, maximum=MAX_TIMEOUT,
                      default=10, description="Per network operation."),
         SettingField("sent_folder", "Save sent mail in folder",
                      description="IMAP folder that gets a copy of every message sent (e.g. Sent); "

@@ -10,7 +10,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ContextManager, Iterable, Mapping
 
 from mailgate.drivers.api import (AuthorizationFailed, Driver, DriverContext, Notice, NotConfigured,
                                   ProviderConfig, Report)
@@ -22,6 +22,7 @@ from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
 from ..errors import FailedPrecondition, InvalidArgument, Violation, Violations, etag_mismatch, name_taken
 from ..secrets import SecretBox
+from ..runtime import lane
 from ..store.db import Database
 from ..store.models import ProviderRow
 from . import reasons, validation
@@ -84,7 +85,8 @@ class Providers:
         if driver.capabilities.oauth:
             status = reasons.sign_in_pending("waiting for authorization: call ActivateProvider")
         else:
-            report = await driver.validate(config, self.ctx)
+            with checking(config):
+                report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("create %r refused: %s", config.display_name, _summary(report))
                 raise reasons.checks_failed(report, "not created")
@@ -136,7 +138,8 @@ class Providers:
             config = config.with_(secrets={})
             status = reasons.sign_in_pending(f"account changed to {config.account}: sign in again (ActivateProvider)")
         elif changed and current.state is not State.GREY and driver.needs_recheck(changed):
-            report = await driver.validate(config, self.ctx)
+            with checking(config):
+                report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("update of %s refused: %s", provider_id, _summary(report))
                 raise reasons.checks_failed(report, "not updated")
@@ -178,7 +181,8 @@ class Providers:
         else:
             driver = self._driver(target.type)
             config, notices = self.prepare(driver, target)
-        return await driver.validate(config, self.ctx), notices
+        with checking(config):
+            return await driver.validate(config, self.ctx), notices
 
     async def activate(self, provider_id: str
                        ) -> tuple[StoredProvider, Report, PendingAuthorization | None]:
@@ -188,7 +192,8 @@ class Providers:
         driver = self._driver(current.config.type)
         await driver.release(provider_id)  # a fresh start: no pooled connection, no refused token
         try:
-            activation = await driver.activate(current.config, self.ctx)
+            with checking(current.config):
+                activation = await driver.activate(current.config, self.ctx)
         except NotConfigured as e:
             raise not_configured(e, driver) from None
         if activation.authorization:
@@ -222,7 +227,8 @@ class Providers:
                 v for v in (response.get("error"), response.get("error_description")) if v)
         else:
             try:
-                done = await driver.complete_authorization(current.config, flow, response, self.ctx)
+                with checking(current.config):
+                    done = await driver.complete_authorization(current.config, flow, response, self.ctx)
             except AuthorizationFailed as e:
                 failure = f"sign-in failed: {e}"
             except NotConfigured as e:
@@ -239,7 +245,8 @@ class Providers:
         # Stored before they are used: a refresh token rotated by the checks is saved over them.
         config = current.config.with_(secrets=dict(done.secrets))
         await self.db.run(lambda s: self._store(s).update(config, None))
-        report = await driver.validate(config, self.ctx)
+        with checking(config):
+            report = await driver.validate(config, self.ctx)
         return await self._write(config, reasons.signed_in(done.account, report), reread=True), report
 
     async def _write(self, config: ProviderConfig, status: Status, reread: bool = False) -> StoredProvider:
@@ -260,6 +267,14 @@ class Providers:
             problem = "required" if not type_ else f"unknown driver {type_!r}; installed: {installed}"
             raise InvalidArgument([Violation("type", problem)])
         return driver
+
+
+def checking(config: ProviderConfig) -> ContextManager[None]:
+    """The lane (server.runtime) of the checks a caller waits on: its own, for this
+    provider, or for a candidate's servers."""
+    target = config.id or "candidate " + ",".join(sorted(
+        f"{v.get('host')}:{v.get('port')}" for v in config.settings.values() if isinstance(v, dict) and v.get("host")))
+    return lane(scope.current().name, target)
 
 
 def merge(current: ProviderConfig, patch: ProviderConfig, paths: Iterable[str]) -> ProviderConfig:
