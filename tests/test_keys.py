@@ -121,7 +121,13 @@ def test_with_keys_in_the_environment_the_operator_names_the_new_one(tmp_path, m
 
 
 def test_the_cli_rotates_and_says_what_it_did(tmp_path, monkeypatch, capsys):
+    import logging
+
     from mailgate.cli import main
+
+    root = logging.getLogger()  # the command sets up logging for the process: undone after the test
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
 
     settings = make_settings(tmp_path)
     with ServerThread(settings, [mailgate_echo_driver]) as server:
