@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import secrets as _random
@@ -42,9 +43,17 @@ class SecretBox:
             raise SecretKeyError("the secret key must be 32 bytes (base64: 44 characters)")
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(key).digest()[:4]
+        # Keys for other purposes come from this, never from the sealing key itself.
+        self._root = hmac.digest(key, b"mailgate derived keys v1", "sha256")
 
     def __repr__(self) -> str:
         return f"SecretBox(key_id={self.key_id.hex()})"
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key of its own for `purpose` (e.g. "page-tokens"), the same on every
+        replica with this secret key; knowing it reveals neither the secret key nor
+        another purpose's key."""
+        return hmac.digest(self._root, purpose.encode(), "sha256")
 
     def seal(self, plaintext: str, context: str) -> Sealed:
         nonce = _random.token_bytes(12)

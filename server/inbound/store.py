@@ -149,10 +149,13 @@ class InboundStore:
 
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
-              deadline: timedelta, now: datetime, max_deliveries: int, holder: str = "") -> list[Delivery]:
+              deadline: timedelta, now: datetime, max_deliveries: int, holder: str = "",
+              max_bytes: int = 0, with_raw: bool = False) -> list[Delivery]:
         """Up to `limit` messages, oldest first: queued ones and those whose lease
         expired. Each gets a lease with a token of its own (its ack id), given to
-        `holder` (see messages.new_token)."""
+        `holder` (see messages.new_token). Their raw bytes are read for those whose body
+        is parsed (not oversized), or all with `with_raw`: at most `max_bytes` of them
+        (0: no limit), at least one message; the rest stay queued for the next claim."""
         if limit <= 0:
             return []
         t = INBOUND
@@ -162,16 +165,28 @@ class InboundStore:
         rows: list[Row[Any]] = []
         for state in ((t.c.state == InState.QUEUED.value),
                       (t.c.state == InState.DELIVERED.value) & (t.c.lease_until < now)):
-            rows += self.session.execute(select(*_COLUMNS, _RAW).where(where, state).order_by(t.c.seq).limit(limit)
+            rows += self.session.execute(select(*_COLUMNS).where(where, state).order_by(t.c.seq).limit(limit)
                                          .with_for_update(skip_locked=True)).all()
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
         dead = [r.seq for r in rows if r.delivery_count >= max_deliveries]  # given out too often, never acknowledged
         for part in _chunks(dead):
             self.session.execute(update(t).where(t.c.seq.in_(part)).values(
                 state=InState.DEAD_LETTER.value, lease_token=None, lease_until=None))
+        taken, size = [], 0
+        for r in rows:
+            if r.delivery_count >= max_deliveries:
+                continue
+            need = r.size_bytes if with_raw or not r.oversized else 0
+            if taken and max_bytes > 0 and size + need > max_bytes:
+                break
+            taken.append(r)
+            size += need
+        raws: dict[str, bytes] = {}
+        for part in _chunks([r.id for r in taken if with_raw or not r.oversized]):
+            raws.update((i, raw) for i, raw in self.session.execute(select(RAW.c.id, RAW.c.raw).where(RAW.c.id.in_(part))))
         until = now + deadline
-        out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
-                        new_token(holder), until) for r in rows if r.delivery_count < max_deliveries]
+        out = [Delivery(_message(r, raws.get(r.id), state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
+                        new_token(holder), until) for r in taken]
         _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
                                            "b_until": until, "b_state": InState.DELIVERED.value} for d in out])
         return out
