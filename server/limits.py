@@ -13,8 +13,10 @@ from __future__ import annotations
 HEADER_TEXT = 998
 # RFC 5321 4.5.3.1.3: a path is at most 256 octets with its angle brackets.
 ADDRESS = 254
-# One recipient or Reply-To entry, display name and address: one header line.
-RECIPIENT_ENTRY = 998
+# One recipient or Reply-To entry, display name and address. The address is at most
+# ADDRESS; this leaves a display name room. (Parsing an entry costs time that grows
+# faster than its length: ~5 ms for the worst 320 characters, ~40 ms for 998.)
+RECIPIENT_ENTRY = 320
 # to + cc + bcc of one message; the server setting MAILGATE_MAX_RECIPIENTS changes it.
 DEFAULT_MAX_RECIPIENTS = 1000
 # Reply-To entries of a provider (after splitting on ";").

@@ -145,10 +145,17 @@ def check_draft(draft: Draft, *, max_bytes: int, max_recipients: int = limits.DE
     check_limits(draft, max_bytes=max_bytes, max_recipients=max_recipients, v=v)
     if len(v.items) > before:
         return
+    bad = 0
     for name in ("to", "cc", "bcc"):
         for i, entry in enumerate(getattr(draft, name)):
             if problem := entry_problem(entry):
                 v.add(f"{name}[{i}]", problem)
+                bad += 1
+            if bad == limits.VIOLATIONS - 1:  # what an answer can list: the rest are not parsed
+                v.add("recipients", f"the first {bad} bad entries are named; the ones after them were not checked")
+                break
+        if bad == limits.VIOLATIONS - 1:
+            break
     if not (draft.to or draft.cc or draft.bcc):
         v.add("recipients", "give at least one of to, cc, bcc")
     if problem := text_problem(draft.subject):
@@ -293,6 +300,11 @@ def estimated_size(draft: Draft) -> int:
     for a in draft.attachments:
         size += _base64_size(len(a.data)) + 3 * len(a.filename.encode()) + 256
     return size
+
+
+def recipient_chars(draft: Draft) -> int:
+    """The length of every recipient entry together: what checking them costs."""
+    return sum(len(e) for e in (*draft.to, *draft.cc, *draft.bcc))
 
 
 def payload_size(draft: Draft) -> int:

@@ -70,6 +70,9 @@ class OutboxSettings:
 
 # A batch inserting more message bytes than this is written off the event loop.
 HEAVY_BYTES = 256 * 1024
+# Recipients longer than this together (about 100 addresses) are checked off the event
+# loop: parsing an entry costs up to a few milliseconds.
+INLINE_CHECK_CHARS = 4096
 
 
 class GroupCommit:
@@ -361,8 +364,12 @@ class Outbox:
             v.add("provider", f"provider {config.display_name!r} is {stored.state.value}"
                               + (f": {stored.state_reason}" if stored.state_reason else "")
                               + "; activate it first")
-        compose.check_draft(draft, max_bytes=self.settings.max_message_bytes,
-                            max_recipients=self.settings.max_recipients, v=v)
+        if compose.recipient_chars(draft) <= INLINE_CHECK_CHARS:
+            compose.check_draft(draft, max_bytes=self.settings.max_message_bytes,
+                                max_recipients=self.settings.max_recipients, v=v)
+        else:  # parsing many addresses is CPU work: in the worker pool, not on the event loop
+            await self.ctx.run_blocking(lambda: compose.check_draft(
+                draft, max_bytes=self.settings.max_message_bytes, max_recipients=self.settings.max_recipients, v=v))
 
         answered = ""
         if reply_to_message_id.strip():
