@@ -121,6 +121,9 @@ class SettingField:
     minimum: int | None = None
     maximum: int | None = None
     secret: bool = False
+    # Text kinds: at most this many characters. None: the server's limit for the kind
+    # (docs/security.md, Caller input); a smaller one here wins.
+    max_length: int | None = None
     # For a secret: the Provider fields and settings paths (prefixes: `settings.smtp`
     # covers `settings.smtp.host`) that say where the secret is presented. The server
     # never presents a stored secret after one of them changed: the change must bring

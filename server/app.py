@@ -18,6 +18,7 @@ from mailgate.drivers.registry import DriverRegistry
 from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc,
                          provider_service_pb2, provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc)
 
+from . import limits
 from .access import audit, tls
 from .access.interceptor import AccessInterceptor
 from .access.servicer import TokenServicer
@@ -29,6 +30,7 @@ from .inbound.sources import Sources
 from .inbound.wakeups import Listener
 from .outbound.outbox import Outbox, OutboxSettings
 from .outbound.servicer import MailServicer
+from .paging import PageTokens
 from .providers.callback import CallbackListener
 from .providers.events import ProviderEvents
 from .providers.lifecycle import Providers
@@ -114,13 +116,15 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
                       login_backoff=settings.login_backoff, login_backoff_cap=settings.login_backoff_cap,
                       poll_interval=settings.poll_interval, driver_configs=configs)
     providers = Providers(db, box, events, drivers, runtime, authorization_ttl=settings.authorization_ttl)
+    pages = PageTokens(box.derive_key("page-tokens"))
     outbox = Outbox(db, records, drivers, runtime, OutboxSettings(
         max_message_bytes=settings.max_message_bytes, retry_base=settings.retry_base,
         first_attempt_wait=settings.first_attempt_wait, commit_delay=settings.commit_delay,
-        lease=settings.outbox_lease))
+        lease=settings.outbox_lease, max_recipients=settings.max_recipients,
+        budget_bytes=settings.send_budget_bytes), pages)
     inbound = InboundQueue(db, runtime.run_blocking, InboundSettings(
-        parse_workers=settings.parse_workers, dead_letter_after=settings.dead_letter_after, campaigns=campaigns),
-        asyncio.get_running_loop())
+        parse_workers=settings.parse_workers, claim_bytes=settings.claim_bytes,
+        dead_letter_after=settings.dead_letter_after, campaigns=campaigns), asyncio.get_running_loop(), pages)
     sources = Sources(records, drivers, runtime, inbound)
     # Told of every provider created, changed or deleted, after the store.
     events.listen(outbox.provider_changed)  # mail that waited for a provider now GREEN
@@ -133,13 +137,16 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
             tokens.forget(topics)
         listener = Listener(db.engine, heard)
         await asyncio.to_thread(listener.start)
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    # SendEmail's requests may be as large as a message; every other method's are small.
+    large = {f"/{SERVICE_NAMES[1]}/SendEmail": 2 * settings.max_message_bytes + (1 << 20)}
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(limits.REQUEST_BYTES, large)]
     audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
         interceptors.append(AccessInterceptor(tokens, tls.Clients.load(settings.clients_file)))
     previous_policy = network.use(policy)
-    server = grpc.aio.server(interceptors=interceptors, options=[
+    server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
+                             options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with
         # its attachments) may be larger still.
@@ -149,7 +156,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     provider_service_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(providers, drivers), server)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailServicer(outbox, providers), server)
     inbound_service_pb2_grpc.add_InboundServiceServicer_to_server(InboundServicer(inbound, providers), server)
-    token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(tokens), server)
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(tokens, pages), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .inbound.parse_workers import default_workers as default_parse_workers
 
 
@@ -29,6 +30,17 @@ class Settings:
     login_backoff_cap: float = field(default_factory=lambda: float(_env("MAILGATE_LOGIN_BACKOFF_CAP", "900")))
     # sending: the largest MIME message accepted, and the first retry delay (doubling)
     max_message_bytes: int = field(default_factory=lambda: int(_env("MAILGATE_MAX_MESSAGE_BYTES", str(25 << 20))))
+    # recipients (to + cc + bcc) of one message SendEmail takes
+    max_recipients: int = field(default_factory=lambda: int(_env("MAILGATE_MAX_RECIPIENTS",
+                                                                  str(limits.DEFAULT_MAX_RECIPIENTS))))
+    # admission: calls under way at once (open streams count), beyond which gRPC answers
+    # RESOURCE_EXHAUSTED; bytes SendEmail calls under way may hold together; raw mail
+    # bytes one claim of a stream reads at once
+    max_concurrent_calls: int = field(default_factory=lambda: int(_env(
+        "MAILGATE_MAX_CONCURRENT_CALLS", str(limits.DEFAULT_MAX_CONCURRENT_CALLS))))
+    send_budget_bytes: int = field(default_factory=lambda: int(_env(
+        "MAILGATE_SEND_BUDGET_BYTES", str(limits.DEFAULT_SEND_BUDGET_BYTES))))
+    claim_bytes: int = field(default_factory=lambda: int(_env("MAILGATE_CLAIM_BYTES", str(limits.DEFAULT_CLAIM_BYTES))))
     retry_base: float = field(default_factory=lambda: float(_env("MAILGATE_RETRY_BASE", "30")))
     first_attempt_wait: float = field(default_factory=lambda: float(_env("MAILGATE_FIRST_ATTEMPT_WAIT", "10")))
     # how long an outbox commit waits for writes on their way (under load only); 0: never

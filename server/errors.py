@@ -7,6 +7,8 @@ from typing import Mapping
 
 from mailgate.drivers.api import Report
 
+from . import limits
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -34,7 +36,16 @@ class InvalidArgument(MailgateError):
 
     def __init__(self, violations: list[Violation], message: str | None = None):
         self.violations = violations
-        super().__init__(message or "; ".join(f"{v.field}: {v.description}" for v in violations))
+        super().__init__(message or _summary(violations))
+
+
+def _summary(violations: list[Violation], shown: int = 3) -> str:
+    """The first few violations in words; the BadRequest detail has them all (up to
+    limits.VIOLATIONS)."""
+    words = "; ".join(f"{limits.cut(v.field, 64)}: {limits.cut(v.description, 120)}" for v in violations[:shown])
+    if len(violations) > shown:
+        words += f"; and {len(violations) - shown:,} more"
+    return words
 
 
 class NotFound(MailgateError):
@@ -73,6 +84,17 @@ def denied(permission: str) -> PermissionDenied:
     """The same answer whether or not the resource exists (AIP-211)."""
     return PermissionDenied(f"the caller lacks the permission {permission!r} for this request, "
                             "or the resource does not exist", metadata={"permission": permission})
+
+
+class ResourceExhausted(MailgateError):
+    """The server is at one of its admission limits: try again after `retry_after` seconds."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after: float, reason: str | None = None,
+                 metadata: Mapping[str, str] | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
 
 
 class FailedPrecondition(MailgateError):

@@ -1,14 +1,17 @@
-"""AIP-158 page tokens and the AIP-160 filter subset ListProviders accepts."""
+"""AIP-158 page tokens and the AIP-160 filter subset the List methods accept."""
 from __future__ import annotations
 
 import base64
 import enum
 import hashlib
+import hmac
 import json
 import re
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+from . import limits
+from .converters import name_problem
 from .errors import InvalidArgument, Violation
 
 DEFAULT_PAGE_SIZE = 50
@@ -24,29 +27,43 @@ def parse_filter(text: str, fields: dict[str, Callable[[str], Any]]) -> dict[str
     `fields` maps each filterable field to a function that converts (and checks) its
     value. Quoted values are read whole before the terms are split, so one may hold
     " AND "; a field may appear once."""
+    if len(text) > limits.FILTER:
+        raise _bad(limits.too_long(limits.FILTER, len(text)))
     result: dict[str, Any] = {}
     tokens = _tokens(text, fields)
     expected = f"field = value joined by AND ({', '.join(fields)})"
     i = 0
     while i < len(tokens):
         if i and tokens[i] != ("word", "AND"):
-            raise _bad(f"expected AND before {tokens[i][1]!r}")
+            raise _bad(f"expected AND before {limits.shown(tokens[i][1])}")
         i += 1 if i else 0
         term = tokens[i:i + 3]
         if len(term) < 3 or term[0][0] != "word" or term[1][0] != "equals" or term[2][0] == "equals":
-            raise _bad(f"cannot parse {' '.join(v for _, v in term) or 'the end'!r}: expected {expected}")
+            raise _bad(f"cannot parse {limits.shown(' '.join(v for _, v in term) or 'the end')}: expected {expected}")
         (_, name), _, (kind, raw) = term
         if name not in fields:
-            raise _bad(f"cannot filter on {name!r}; filterable: {', '.join(fields)}")
+            raise _bad(f"cannot filter on {limits.shown(name)}; filterable: {', '.join(fields)}")
         if name in result:
             raise _bad(f"{name!r} appears more than once; give each field at most once")
-        value = json.loads(raw) if kind == "string" else raw
+        value = _string(raw) if kind == "string" else raw
         try:
             result[name] = fields[name](value)
         except ValueError as e:
             raise _bad(f"{name}: {e}") from None
         i += 3
     return result
+
+
+def _string(raw: str) -> str:
+    """A quoted value's text (JSON escapes), refused when it is not one or would hold a
+    character no stored value has: controls, lone surrogates."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise _bad(f"{limits.shown(raw)} is not a quoted string: escapes are JSON's (\\\" \\\\ \\n \\uXXXX)") from None
+    if any(c < " " or "\x7f" <= c < "\xa0" or "\ud800" <= c <= "\udfff" for c in value):
+        raise _bad(f"{limits.shown(value)} holds a control character or a lone surrogate; no value has one")
+    return value
 
 
 def _tokens(text: str, fields: dict[str, Callable[[str], Any]]) -> list[tuple[str, str]]:
@@ -73,10 +90,9 @@ def _bad(description: str) -> InvalidArgument:
 def id_from_name(collection: str) -> Callable[[str], str]:
     """A filter value converter: `providers/x` -> `x`."""
     def convert(value: str) -> str:
-        prefix, _, rid = value.partition("/")
-        if prefix != collection or not rid:
-            raise ValueError(f"{value!r} is not a {collection} name ({collection}/{{id}})")
-        return rid
+        if problem := name_problem(value, collection):
+            raise ValueError(problem)
+        return value.partition("/")[2]
     return convert
 
 
@@ -85,19 +101,9 @@ def state_name(states: type[enum.Enum]) -> Callable[[str], str]:
     def convert(value: str) -> str:
         name = value.removeprefix("STATE_")
         if name not in states.__members__:
-            raise ValueError(f"unknown state {value!r}; use " + ", ".join(f"STATE_{s}" for s in states.__members__))
+            raise ValueError(f"unknown state {limits.shown(value)}; use " + ", ".join(f"STATE_{s}" for s in states.__members__))
         return name
     return convert
-
-
-async def page(fetch: Callable[[Any, int], Awaitable[list[Any]]], key: Callable[[Any], tuple[datetime, str]],
-               filter_text: str, page_token: str, size: int) -> tuple[list[Any], str]:
-    """One page: `fetch(after, limit)` reads up to `limit` rows after the position
-    `after` (None: from the start); `key(row)` is a row's position for the next token."""
-    limit = page_size(size)
-    rows = await fetch(decode_token(page_token, filter_text), limit + 1)  # one more: is there a next page?
-    token = encode_token(key(rows[limit - 1]), filter_text) if len(rows) > limit else ""
-    return rows[:limit], token
 
 
 def page_size(requested: int, maximum: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE) -> int:
@@ -106,25 +112,57 @@ def page_size(requested: int, maximum: int = MAX_PAGE_SIZE, default: int = DEFAU
     return min(requested or default, maximum)
 
 
+class PageTokens:
+    """Page tokens (AIP-158): opaque to callers, and authenticated. A token is the
+    position after which the next page starts, bound to its list and its filter, with
+    an HMAC-SHA256 (truncated to 128 bits) under a key derived from the server's secret
+    key: a token that was not issued by a server with that key (forged, altered, or from
+    another list or filter) is refused before anything in it is read."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    async def page(self, fetch: Callable[[Any, int], Awaitable[list[Any]]], key: Callable[[Any], tuple[datetime, str]],
+                   collection: str, filter_text: str, page_token: str, size: int) -> tuple[list[Any], str]:
+        """One page of `collection`: `fetch(after, limit)` reads up to `limit` rows after
+        the position `after` (None: from the start); `key(row)` is a row's position for
+        the next token."""
+        limit = page_size(size)
+        after = self.decode(page_token, collection, filter_text)
+        rows = await fetch(after, limit + 1)  # one more: is there a next page?
+        token = self.encode(key(rows[limit - 1]), collection, filter_text) if len(rows) > limit else ""
+        return rows[:limit], token
+
+    def _mac(self, collection: str, payload: bytes) -> bytes:
+        return hmac.new(self._key, collection.encode() + b"\0" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+    def encode(self, after: tuple[datetime, str], collection: str, query: str) -> str:
+        t, i = after
+        payload = json.dumps({"t": t.isoformat(), "i": i, "q": _fingerprint(query)}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(payload + self._mac(collection, payload)).decode().rstrip("=")
+
+    def decode(self, token: str, collection: str, query: str) -> tuple[datetime, str] | None:
+        if not token:
+            return None
+        if len(token) > limits.PAGE_TOKEN:
+            raise InvalidArgument([Violation("page_token", "not a page token from this service: "
+                                             + limits.too_long(limits.PAGE_TOKEN, len(token)))])
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            raw = b""
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if len(raw) <= _MAC_BYTES or not hmac.compare_digest(mac, self._mac(collection, payload)):
+            raise InvalidArgument([Violation("page_token", "not a page token of this list from this service "
+                                             "(or the server's key changed): start again without one")])
+        data = json.loads(payload)  # ours: it carries our MAC
+        if data["q"] != _fingerprint(query):
+            raise InvalidArgument([Violation("page_token", "was issued for another filter")])
+        return datetime.fromisoformat(data["t"]), str(data["i"])
+
+
+_MAC_BYTES = 16
+
+
 def _fingerprint(query: str) -> str:
-    return hashlib.sha256(query.encode()).hexdigest()[:12]
-
-
-def encode_token(after: tuple[datetime, str], query: str) -> str:
-    t, i = after
-    raw = json.dumps({"t": t.isoformat(), "i": i, "q": _fingerprint(query)}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, query: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after = (datetime.fromisoformat(data["t"]), str(data["i"]))
-        same_query = data["q"] == _fingerprint(query)
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument([Violation("page_token", "not a page token from this service")]) from None
-    if not same_query:
-        raise InvalidArgument([Violation("page_token", "was issued for another filter")])
-    return after
+    return hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()[:12]

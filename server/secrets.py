@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import logging
 import os
 import secrets as _random
@@ -68,9 +69,17 @@ class SecretBox:
         self._aeads = {key_id(k): AESGCM(k) for k in keys}
         self.key_id = key_id(keys[0])
         self.key_ids = [key_id(k) for k in keys]
+        # Keys for other purposes come from the current key, never the sealing key itself.
+        self._root = hmac.digest(keys[0], b"mailgate derived keys v1", "sha256")
 
     def __repr__(self) -> str:
         return f"SecretBox(key_id={self.key_id.hex()})"
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key of its own for `purpose` (e.g. "page-tokens"), the same on every
+        replica with this secret key; knowing it reveals neither the secret key nor
+        another purpose's key."""
+        return hmac.digest(self._root, purpose.encode(), "sha256")
 
     def seal(self, plaintext: str, context: str) -> Sealed:
         self._reload(force=False)

@@ -33,7 +33,8 @@ class SmtpImapDriver(MailboxDriver):
                    "POP3) to receive when receive_emails is on.")
     capabilities = Capabilities(send=True, receive=True, oauth=False, handover=True)
     settings_schema = (
-        SettingField("username", "User name", description="Login name; defaults to the account."),
+        SettingField("username", "User name", description="Login name; defaults to the account.",
+                     max_length=320),
         SettingField("password", "Password", secret=True, required=True, bound_to=(
             "account", "settings.username", "settings.smtp", "settings.inbound_protocol", "settings.inbound",
             "settings.ca_certificates_pem")),

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+from .. import limits
 from ..clock import utcnow
 from ..errors import MailgateError
 from .permissions import INBOUND_MANAGE, MAIL_SEND, PROVIDERS_WRITE, TOKENS_ADMIN
@@ -38,7 +39,13 @@ def outcome(exc: BaseException | None) -> str:
 
 
 def resource(request: Any, response: Any = None) -> str:
-    """The resource a call touched, by name: the response's when it made one."""
+    """The resource a call touched, by name: the response's when it made one. Cut to
+    limits.NAME characters (or a few names' worth): a request is recorded before its
+    fields are checked."""
+    return limits.cut(_resource(request, response), 4 * limits.NAME)
+
+
+def _resource(request: Any, response: Any) -> str:
     for message in (response, request):
         if message is None or not hasattr(message, "DESCRIPTOR"):
             continue
@@ -53,7 +60,7 @@ def resource(request: Any, response: Any = None) -> str:
         if "campaign" in fields and message.campaign:
             return f"campaigns/{message.campaign}"
         if "providers" in fields and list(message.providers):
-            return ",".join(message.providers)
+            return ",".join(list(message.providers)[:4])
     return ""
 
 

@@ -38,8 +38,8 @@ def _within_own(creator: Principal, permissions: list[str], campaigns: list[str]
 
 
 class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
-    def __init__(self, tokens: Tokens):
-        self.tokens = tokens
+    def __init__(self, tokens: Tokens, pages: paging.PageTokens):
+        self.tokens, self.pages = tokens, pages
 
     async def CreateToken(self, request: pb.CreateTokenRequest, context):
         t = request.token
@@ -52,8 +52,8 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         return pb.CreateTokenResponse(token=token_to_proto(row), secret=secret)
 
     async def ListTokens(self, request: pb.ListTokensRequest, context):
-        rows, next_token = await paging.page(self.tokens.list, lambda r: (r.create_time, r.id), "tokens",
-                                             request.page_token, request.page_size)
+        rows, next_token = await self.pages.page(self.tokens.list, lambda r: (r.create_time, r.id), "tokens", "",
+                                                 request.page_token, request.page_size)
         return pb.ListTokensResponse(tokens=[token_to_proto(r) for r in rows], next_page_token=next_token)
 
     async def DeleteToken(self, request: pb.DeleteTokenRequest, context):

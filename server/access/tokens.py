@@ -23,9 +23,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import limits
 from ..clock import utcnow
+from ..converters import name_problem
 from ..errors import NotFound, Unauthenticated, Violations
 from ..inbound import wakeups
+from ..outbound.compose import text_problem
 from ..store.db import Database
 from ..store.models import ApiTokenRow
 from .permissions import ALL, PERMISSIONS
@@ -36,7 +39,7 @@ _SECRET = re.compile(r"mgt_([0-9a-f]{32})_[A-Za-z0-9_-]{43}")
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 10_000
 TOUCH_SECONDS = 60.0  # last_use_time is kept to the minute: not one write per call
-MAX_NAME = 200
+MAX_NAME = limits.DISPLAY_NAME
 MAX_SCOPE_ITEMS = 100
 
 
@@ -199,6 +202,8 @@ def check_request(display_name: str, permissions: list[str], campaigns: list[str
         v.add(f"{prefix}.display_name", "is required: say what the token is for")
     elif len(display_name) > MAX_NAME:
         v.add(f"{prefix}.display_name", f"must be at most {MAX_NAME} characters")
+    elif problem := text_problem(display_name):
+        v.add(f"{prefix}.display_name", problem)
     if not permissions:
         v.add(f"{prefix}.permissions", "give at least one permission; " + _known())
     for i, p in enumerate(permissions[:MAX_SCOPE_ITEMS]):
@@ -211,12 +216,13 @@ def check_request(display_name: str, permissions: list[str], campaigns: list[str
     for i, c in enumerate(campaigns[:MAX_SCOPE_ITEMS]):
         if not c or len(c) > MAX_NAME:
             v.add(f"{prefix}.campaigns[{i}]", f"must be 1 to {MAX_NAME} characters")
+        elif problem := text_problem(c):
+            v.add(f"{prefix}.campaigns[{i}]", problem)
     for i, name in enumerate(providers[:MAX_SCOPE_ITEMS]):
-        collection, _, pid = name.partition("/")
-        if collection != "providers" or not pid or len(pid) > 36 or "/" in pid:
+        if name_problem(name, "providers"):
             v.add(f"{prefix}.providers[{i}]", "must be a provider name, providers/{provider}")
         else:
-            ids.append(pid)
+            ids.append(name.partition("/")[2])
     if expire_time is not None and expire_time <= utcnow():
         v.add(f"{prefix}.expire_time", "is in the past")
     v.raise_if_any()

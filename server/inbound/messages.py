@@ -4,6 +4,7 @@ the store."""
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,10 +62,14 @@ class Delivery:
         return f"{self.message.id}.{self.token}"
 
 
+_ACK_ID = re.compile(r"([0-9a-f-]{36})\.([0-9a-f]{%d}|[0-9a-f]{%d})" % (TOKEN_HEX, 2 * TOKEN_HEX))
+
+
 def split_ack_id(ack_id: str) -> tuple[str, str] | None:
-    """(message id, lease token), or None for what no delivery ever gave out."""
-    mid, _, token = ack_id.partition(".")
-    return (mid, token) if mid and token else None
+    """(message id, lease token), or None for what no delivery ever gave out (what is
+    not the shape of one is never looked up)."""
+    m = _ACK_ID.fullmatch(ack_id)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def new_holder() -> str:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Awaitable, Callable, Sequence
 
 from . import parse as inbound_parse, wakeups
-from .. import paging
+from .. import limits, paging
 from ..access import scope
 from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
@@ -43,6 +43,7 @@ class InboundSettings:
     default_in_flight: int = 10
     default_in_flight_bytes: int = 100 << 20
     sweep_interval: float = LEASE_SWEEP  # a waiting stream looks for expired leases this often
+    claim_bytes: int = limits.DEFAULT_CLAIM_BYTES  # raw bytes one claim reads at most (one message at least)
     parse_workers: int = 0               # processes parsing mail (ParseWorkers)
 
     def limit(self, campaign: str) -> int:
@@ -67,10 +68,11 @@ class Subscription:
 
 class InboundQueue:
     def __init__(self, db: Database, run_blocking: Callable[..., Awaitable[Any]], settings: InboundSettings,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, pages: paging.PageTokens):
         """`run_blocking(fn, *args)` runs CPU work off the loop; `loop` is the one the
         consumers wait on (wake-ups come from the watchers' threads and the listener's)."""
         self.db, self.run_blocking, self.settings = db, run_blocking, settings
+        self.pages = pages
         self._loop = loop
         self._waiters: dict[str, dict[asyncio.Event, None]] = defaultdict(dict)  # in subscription order
         self._turns: dict[str, int] = defaultdict(int)
@@ -130,6 +132,10 @@ class InboundQueue:
         for topic in topics:
             self._waiters[topic][event] = None
 
+    def listening(self, topic: str) -> int:
+        """How many of this process's streams wait on `topic` (for operators and tests)."""
+        return len(self._waiters.get(topic, ()))
+
     def unsubscribe(self, topics: list[str], event: asyncio.Event) -> None:
         for topic in topics:
             waiters = self._waiters.get(topic)
@@ -152,7 +158,8 @@ class InboundQueue:
             deliveries = store.claim(
                 campaign=sub.campaign, provider_ids=sub.provider_ids, consumer=sub.consumer,
                 limit=limit + len(recheck or ()) - len(still), deadline=timedelta(seconds=sub.deadline),
-                now=utcnow(), dead_letter_after=self.settings.limit, holder=holder, max_bytes=max_bytes)
+                now=utcnow(), dead_letter_after=self.settings.limit, holder=holder, max_bytes=max_bytes or 0,
+                read_bytes=self.settings.claim_bytes, with_raw=sub.include_raw)
             return still, deliveries
         claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
         try:
@@ -260,9 +267,9 @@ class InboundQueue:
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
         where = scope.where(within, INBOUND.c.provider_id, INBOUND.c.campaign)
-        return await paging.page(
+        return await self.pages.page(
             lambda after, limit: self.db.run(lambda s: InboundStore(s).list(filters, after, limit, where)),
-            lambda m: (m.receive_time, str(m.seq)), filter_text, page_token, size)
+            lambda m: (m.receive_time, str(m.seq)), "inboundMessages", filter_text, page_token, size)
 
 
 def topics(campaign: str, provider_id: str) -> list[str]:

@@ -15,7 +15,6 @@ from mailgate.v1 import inbound_service_pb2 as pb, inbound_service_pb2_grpc
 from . import converters as conv
 from ..access import scope
 from ..access.permissions import INBOUND_READ
-from ..errors import InvalidArgument, Violation
 from ..providers.lifecycle import Providers
 from .messages import InboundMessage
 from .queue import InboundQueue, Subscription
@@ -76,17 +75,17 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
     async def _read(self, request: pb.StreamInboundMailRequest | None,
                     requests: AsyncIterator[pb.StreamInboundMailRequest], stream: Stream) -> None:
         while request is not None:
+            conv.check_acks(list(request.ack_ids), list(request.modify_deadline_ack_ids),
+                            list(request.modify_deadline_seconds))
             if request.ack_ids:
                 await stream.ack(list(request.ack_ids))
             if request.modify_deadline_ack_ids:
-                if len(request.modify_deadline_ack_ids) != len(request.modify_deadline_seconds):
-                    raise InvalidArgument([Violation("modify_deadline_seconds",
-                                                     "give one deadline per modify_deadline_ack_ids entry")])
                 await stream.modify_deadlines(list(request.modify_deadline_ack_ids),
                                               list(request.modify_deadline_seconds))
             request = await anext(requests, None)
 
     async def AckInboundMail(self, request: pb.AckInboundMailRequest, context):
+        conv.check_acks(list(request.ack_ids))
         await self.queue.ack(list(request.ack_ids))
         return empty_pb2.Empty()
 

@@ -150,13 +150,15 @@ class InboundStore:
     # -- the consumer side
     def claim(self, *, campaign: str | None, provider_ids: list[str], consumer: str, limit: int,
               deadline: timedelta, now: datetime, dead_letter_after: Callable[[str], int],
-              holder: str = "", max_bytes: int | None = None) -> list[Delivery]:
+              holder: str = "", max_bytes: int = 0, read_bytes: int = 0, with_raw: bool = False) -> list[Delivery]:
         """Up to `limit` messages, oldest first: queued ones and those whose lease
         expired. Each gets a lease with a token of its own (its ack id), given to
         `holder` (see messages.new_token). An expired lease is a failed attempt: a
         message that reaches its campaign's `dead_letter_after` (0: never) goes to
-        the dead letters instead. With `max_bytes`, the messages taken hold at most
-        that many bytes together, but at least one is taken."""
+        the dead letters instead. The messages taken hold at most `max_bytes` (the
+        consumer's window), and their raw bytes read (for those whose body is parsed,
+        not oversized, or all `with_raw`) at most `read_bytes` (0: no limit), but at
+        least one message is taken; the rest stay queued for the next claim."""
         if limit <= 0:
             return []
         t = INBOUND
@@ -166,20 +168,31 @@ class InboundStore:
         rows: list[Row[Any]] = []
         for state in ((t.c.state == InState.QUEUED.value),
                       (t.c.state == InState.DELIVERED.value) & (t.c.lease_until < now)):
-            rows += self.session.execute(select(*_COLUMNS, _RAW).where(where, state).order_by(t.c.seq).limit(limit)
+            rows += self.session.execute(select(*_COLUMNS).where(where, state).order_by(t.c.seq).limit(limit)
                                          .with_for_update(skip_locked=True)).all()
         rows = sorted(rows, key=lambda r: r.seq)[:limit]
-        if max_bytes is not None:
-            rows = _within(rows, max_bytes)
         attempts = {r.seq: r.attempts + (r.state == InState.DELIVERED.value) for r in rows}
         dead = [r.seq for r in rows if _exhausted(attempts[r.seq], dead_letter_after(r.campaign))]
         for seq in dead:  # rare: one statement each
             self.session.execute(update(t).where(t.c.seq == seq).values(
                 state=InState.DEAD_LETTER.value, attempts=attempts[seq], lease_token=None, lease_until=None))
-        until = now + deadline
         dead_set = set(dead)
-        out = [Delivery(_message(r, r.raw, state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
-                        new_token(holder), until) for r in rows if r.seq not in dead_set]
+        taken, size, read = [], 0, 0
+        for r in rows:
+            if r.seq in dead_set:
+                continue
+            need = r.size_bytes if with_raw or not r.oversized else 0
+            if taken and ((max_bytes > 0 and size + r.size_bytes > max_bytes)
+                          or (read_bytes > 0 and read + need > read_bytes)):
+                break
+            taken.append(r)
+            size, read = size + r.size_bytes, read + need
+        raws: dict[str, bytes] = {}
+        for part in _chunks([r.id for r in taken if with_raw or not r.oversized]):
+            raws.update((i, raw) for i, raw in self.session.execute(select(RAW.c.id, RAW.c.raw).where(RAW.c.id.in_(part))))
+        until = now + deadline
+        out = [Delivery(_message(r, raws.get(r.id), state=InState.DELIVERED, delivery_count=r.delivery_count + 1),
+                        new_token(holder), until) for r in taken]
         _LEASE.executemany(self.session, [{"b_seq": d.message.seq, "b_token": d.token, "b_consumer": consumer,
                                            "b_until": until, "b_state": InState.DELIVERED.value,
                                            "b_attempts": attempts[d.message.seq]} for d in out])
@@ -277,17 +290,6 @@ class InboundStore:
         if r is None:
             raise NotFound(f"inbound message {message_id!r} does not exist", metadata={"message": message_id})
         return _message(r, r.raw if raw else None)
-
-
-def _within(rows: list[Row[Any]], max_bytes: int) -> list[Row[Any]]:
-    """The first rows whose sizes add up to at most `max_bytes`, and at least one."""
-    total, n = 0, 0
-    for r in rows:
-        total += r.size_bytes
-        if n and total > max_bytes:
-            break
-        n += 1
-    return rows[:n]
 
 
 def _exhausted(attempts: int, dead_letter_after: int) -> bool:

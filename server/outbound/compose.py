@@ -52,6 +52,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailgate.drivers.addresses import address_problem
 
+from .. import limits
 from ..errors import Violations
 from ..message_ids import normalize_message_id
 
@@ -109,13 +110,52 @@ class Sender:
 
 # --- request checks ------------------------------------------------------------------
 
-def check_draft(draft: Draft, *, max_bytes: int, v: Violations) -> None:
-    """Appends every violation of `draft` to `v`; raises nothing itself.
-    `max_bytes` <= 0 means no size limit."""
+def check_limits(draft: Draft, *, max_bytes: int, max_recipients: int = limits.DEFAULT_MAX_RECIPIENTS,
+                 v: Violations) -> None:
+    """Appends to `v` what of `draft` is over a limit: counts, lengths, the size. Cheap
+    (no parsing): checked before anything else is done with the draft. `max_bytes` and
+    `max_recipients` <= 0 mean no limit."""
+    count = len(draft.to) + len(draft.cc) + len(draft.bcc)
+    if 0 < max_recipients < count:
+        v.add("recipients", f"at most {max_recipients:,} recipients (to, cc and bcc together), got {count:,}")
+    else:
+        for name in ("to", "cc", "bcc"):
+            for i, entry in enumerate(getattr(draft, name)):
+                if len(entry) > limits.RECIPIENT_ENTRY:
+                    v.add(f"{name}[{i}]", limits.too_long(limits.RECIPIENT_ENTRY, len(entry)))
+    if len(draft.subject) > limits.HEADER_TEXT:
+        v.add("subject", limits.too_long(limits.HEADER_TEXT, len(draft.subject)))
+    if len(draft.attachments) > limits.ATTACHMENTS:
+        v.add("attachments", f"at most {limits.ATTACHMENTS} attachments, got {len(draft.attachments):,}")
+    for i, a in enumerate(draft.attachments[:limits.ATTACHMENTS]):
+        if len(a.filename) > limits.FILENAME:
+            v.add(f"attachments[{i}].filename", limits.too_long(limits.FILENAME, len(a.filename)))
+        if len(a.content_type) > limits.CONTENT_TYPE:
+            v.add(f"attachments[{i}].content_type", limits.too_long(limits.CONTENT_TYPE, len(a.content_type)))
+    if max_bytes > 0 and (size := estimated_size(draft)) > max_bytes:
+        v.add("size", f"the message would be about {_human(size)} ({size:,} bytes), over the "
+                      f"limit of {_human(max_bytes)} ({max_bytes:,} bytes)")
+
+
+def check_draft(draft: Draft, *, max_bytes: int, max_recipients: int = limits.DEFAULT_MAX_RECIPIENTS,
+                v: Violations) -> None:
+    """Appends every violation of `draft` to `v`; raises nothing itself. Its limits
+    first (check_limits): with one exceeded, nothing is parsed."""
+    before = len(v.items)
+    check_limits(draft, max_bytes=max_bytes, max_recipients=max_recipients, v=v)
+    if len(v.items) > before:
+        return
+    bad = 0
     for name in ("to", "cc", "bcc"):
         for i, entry in enumerate(getattr(draft, name)):
             if problem := entry_problem(entry):
                 v.add(f"{name}[{i}]", problem)
+                bad += 1
+            if bad == limits.VIOLATIONS - 1:  # what an answer can list: the rest are not parsed
+                v.add("recipients", f"the first {bad} bad entries are named; the ones after them were not checked")
+                break
+        if bad == limits.VIOLATIONS - 1:
+            break
     if not (draft.to or draft.cc or draft.bcc):
         v.add("recipients", "give at least one of to, cc, bcc")
     if problem := text_problem(draft.subject):
@@ -129,9 +169,6 @@ def check_draft(draft: Draft, *, max_bytes: int, v: Violations) -> None:
             v.add(f"attachments[{i}].filename", problem)
         if problem := _content_type_problem(a.content_type):
             v.add(f"attachments[{i}].content_type", problem)
-    if max_bytes > 0 and (size := estimated_size(draft)) > max_bytes:
-        v.add("size", f"the message would be about {_human(size)} ({size:,} bytes), over the "
-                      f"limit of {_human(max_bytes)} ({max_bytes:,} bytes)")
 
 
 T = TypeVar("T")
@@ -158,6 +195,8 @@ def _memo(fn: Callable[[str], T]) -> Callable[[str], T]:
 def entry_problem(entry: str) -> str | None:
     """Why `entry` is not one recipient ("jane@example.test" or
     "Jane Doe <jane@example.test>"), or None."""
+    if len(entry) > limits.RECIPIENT_ENTRY:
+        return limits.too_long(limits.RECIPIENT_ENTRY, len(entry))
     if problem := text_problem(entry):
         return problem
     if not entry.strip():
@@ -166,11 +205,13 @@ def entry_problem(entry: str) -> str | None:
         address = _parse_entry(entry)
     except ValueError as e:
         return str(e)
+    if len(address.addr_spec) > limits.ADDRESS:
+        return f"not a valid email address: {limits.too_long(limits.ADDRESS, len(address.addr_spec))}"
     if problem := address_problem(address.addr_spec):
-        return f"{address.addr_spec!r} is not a valid email address: {problem}"
+        return f"{limits.shown(address.addr_spec)} is not a valid email address: {problem}"
     if not address.username.isascii():
         # It would need SMTPUTF8 end to end; mailgate sends 7-bit mail only.
-        return f"{address.addr_spec!r}: addresses with non-ASCII characters before the @ are not supported"
+        return f"{limits.shown(address.addr_spec)}: addresses with non-ASCII characters before the @ are not supported"
     return None
 
 
@@ -189,7 +230,7 @@ def _content_type_problem(value: str) -> str | None:
         return problem
     m = _CONTENT_TYPE.fullmatch(value.strip())
     if not m:
-        return f"must be type/subtype without parameters, like application/pdf; got {value!r}"
+        return f"must be type/subtype without parameters, like application/pdf; got {limits.shown(value)}"
     if m.group(1).lower() in ("multipart", "message"):
         # Attachments go out in base64, which RFC 2046 forbids for composite types.
         return f"{value!r} cannot be attached; send it as application/octet-stream"
@@ -259,6 +300,16 @@ def estimated_size(draft: Draft) -> int:
     for a in draft.attachments:
         size += _base64_size(len(a.data)) + 3 * len(a.filename.encode()) + 256
     return size
+
+
+def recipient_chars(draft: Draft) -> int:
+    """The length of every recipient entry together: what checking them costs."""
+    return sum(len(e) for e in (*draft.to, *draft.cc, *draft.bcc))
+
+
+def payload_size(draft: Draft) -> int:
+    """About the bytes the draft itself holds: its bodies and attachments."""
+    return len(draft.text_body) + len(draft.html_body) + sum(len(a.data) for a in draft.attachments)
 
 
 def _base64_size(n: int) -> int:

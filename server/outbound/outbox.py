@@ -28,7 +28,8 @@ from mailgate.drivers.api import DriverContext, Envelope, SendFailure
 from mailgate.drivers.registry import DriverRegistry
 
 from . import compose
-from .. import paging
+from .. import limits, paging
+from ..admission import ByteBudget
 from ..access import scope
 from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
@@ -59,10 +60,19 @@ class OutboxSettings:
     inline_compose_bytes: int = 128 * 1024
     max_batch: int = 64                # writes sharing one transaction (group commit)
     commit_delay: float = 0.001        # a commit waits this long for writes on their way (GroupCommit)
+    max_recipients: int = limits.DEFAULT_MAX_RECIPIENTS  # to + cc + bcc of one message
+    # The bytes SendEmail calls under way may hold together (their request, the message
+    # composed); a call that finds them taken waits up to budget_wait, then is refused
+    # with RESOURCE_EXHAUSTED and RetryInfo. 0: no budget.
+    budget_bytes: int = limits.DEFAULT_SEND_BUDGET_BYTES
+    budget_wait: float = 1.0
 
 
 # A batch inserting more message bytes than this is written off the event loop.
 HEAVY_BYTES = 256 * 1024
+# Recipients longer than this together (about 100 addresses) are checked off the event
+# loop: parsing an entry costs up to a few milliseconds.
+INLINE_CHECK_CHARS = 4096
 
 
 class GroupCommit:
@@ -187,6 +197,16 @@ class _Ids:
 _new_id = _Ids()
 
 
+def check_request(request_id: str, reply_to_message_id: str, v: Violations) -> None:
+    """The limits of SendEmail's fields beside the draft (compose.check_limits)."""
+    if len(request_id) > limits.REQUEST_ID:
+        v.add("request_id", limits.too_long(limits.REQUEST_ID, len(request_id)))
+    elif problem := compose.text_problem(request_id):
+        v.add("request_id", problem)
+    if len(reply_to_message_id) > limits.MESSAGE_ID:
+        v.add("reply_to_message_id", limits.too_long(limits.MESSAGE_ID, len(reply_to_message_id)))
+
+
 def _settle(done: asyncio.Future[Any], result: Any = None, *, error: BaseException | None = None) -> None:
     if done.done():  # the caller gave up waiting; the write stands
         return
@@ -219,8 +239,10 @@ def _stored_check(writing: asyncio.Future[Any]) -> Callable[[], Awaitable[None]]
 
 class Outbox:
     def __init__(self, db: Database, records: ProviderRecords, drivers: DriverRegistry, ctx: DriverContext,
-                 settings: OutboxSettings):
+                 settings: OutboxSettings, pages: paging.PageTokens):
         self.db, self.records, self.drivers, self.ctx = db, records, drivers, ctx
+        self.pages = pages
+        self.budget = ByteBudget(settings.budget_bytes, settings.budget_wait, "SendEmail")
         self.settings = settings
         self._wake = asyncio.Event()
         self._attempted: dict[str, asyncio.Future[Outbound | None]] = {}
@@ -248,7 +270,20 @@ class Outbox:
         fingerprint: version and secrets); if not, the message is composed again from
         a fresh read. A request_id already stored returns the first call's message:
         found by that same transaction, or, when this call cannot be sent (the
-        provider deleted or no longer GREEN, bad input), looked up before refusing."""
+        provider deleted or no longer GREEN, bad input), looked up before refusing.
+
+        Its limits are checked first, then it takes its share of the byte budget (its
+        request and the message it composes), held until it returns."""
+        v = Violations()
+        check_request(request_id, reply_to_message_id, v)
+        compose.check_limits(draft, max_bytes=self.settings.max_message_bytes,
+                             max_recipients=self.settings.max_recipients, v=v)
+        v.raise_if_any()
+        async with self.budget.hold(compose.estimated_size(draft) + compose.payload_size(draft)):
+            return await self._send(provider_id, draft, reply_to_message_id, reply_to_outbound, request_id)
+
+    async def _send(self, provider_id: str, draft: compose.Draft, reply_to_message_id: str,
+                    reply_to_outbound: str, request_id: str) -> Outbound:
         loop = asyncio.get_running_loop()
         for try_ in range(3):
             self._preparing += 1  # one of GroupCommit's expected writes: it is submitted in this step
@@ -329,13 +364,18 @@ class Outbox:
             v.add("provider", f"provider {config.display_name!r} is {stored.state.value}"
                               + (f": {stored.state_reason}" if stored.state_reason else "")
                               + "; activate it first")
-        compose.check_draft(draft, max_bytes=self.settings.max_message_bytes, v=v)
+        if compose.recipient_chars(draft) <= INLINE_CHECK_CHARS:
+            compose.check_draft(draft, max_bytes=self.settings.max_message_bytes,
+                                max_recipients=self.settings.max_recipients, v=v)
+        else:  # parsing many addresses is CPU work: in the worker pool, not on the event loop
+            await self.ctx.run_blocking(lambda: compose.check_draft(
+                draft, max_bytes=self.settings.max_message_bytes, max_recipients=self.settings.max_recipients, v=v))
 
         answered = ""
         if reply_to_message_id.strip():
             answered = compose.normalize_message_id(reply_to_message_id) or ""
             if not answered:
-                v.add("reply_to_message_id", f"{reply_to_message_id!r} is not a Message-ID")
+                v.add("reply_to_message_id", f"{limits.shown(reply_to_message_id)} is not a Message-ID")
         v.raise_if_any()
         if reply_to_outbound:
             answered = (await self.get(reply_to_outbound)).message_id
@@ -387,9 +427,9 @@ class Outbox:
         if "provider" in filters:
             filters["provider_id"] = filters.pop("provider")
         where = scope.where(within, OutboundRow.provider_id)
-        return await paging.page(
+        return await self.pages.page(
             lambda after, limit: self.db.run(lambda s: OutboxStore(s).list(filters, after, limit, where)),
-            lambda r: (r.create_time, r.id), filter_text, page_token, size)
+            lambda r: (r.create_time, r.id), "outboundMessages", filter_text, page_token, size)
 
     async def provider_changed(self, change: ProviderChange) -> None:
         """A provider that is GREEN after a change: what waited for it goes now."""

@@ -21,7 +21,8 @@ from mailgate.v1 import driver_pb2, provider_pb2, provider_service_pb2, validati
 
 from .state import State, StoredProvider
 from ..converters import timestamp
-from ..errors import InvalidArgument, Violation
+from .. import limits
+from ..errors import InvalidArgument, Violation, Violations
 from .lifecycle import WRITABLE
 from .validation import copy_tree, get_path, set_path
 
@@ -70,6 +71,8 @@ def mask_paths(msg: provider_pb2.Provider, mask: Iterable[str], type_: str,
                drivers: DriverRegistry) -> set[str]:
     """Field-mask paths (AIP-134) -> domain paths (`settings.smtp.port`, `secrets.password`)."""
     paths = list(mask)
+    if len(paths) > limits.UPDATE_MASK:
+        raise InvalidArgument([Violation("update_mask", f"at most {limits.UPDATE_MASK} paths, got {len(paths):,}")])
     which = settings_field(type_)
     if not paths:  # no mask: every populated field
         paths = [f.name for f, _ in msg.ListFields() if f.name not in OUTPUT_ONLY_FIELDS | {"type"}]
@@ -98,7 +101,7 @@ def mask_paths(msg: provider_pb2.Provider, mask: Iterable[str], type_: str,
             raise InvalidArgument([Violation("update_mask", f"{head} is output only"
                                              + ("; use ActivateProvider" if head == "state" else ""))])
         else:
-            raise InvalidArgument([Violation("update_mask", f"{path!r} is not a field of a "
+            raise InvalidArgument([Violation("update_mask", f"{limits.shown(path)} is not a field of a "
                                              f"{type_} provider")])
     return out
 
@@ -107,7 +110,7 @@ def violation_path(domain_path: str, type_: str, drivers: DriverRegistry) -> str
     """Domain path -> request field path: `settings.smtp.port` -> `provider.smtp_imap.smtp.port`."""
     head, _, rest = domain_path.partition(".")
     if head in ("settings", "secrets"):
-        return f"provider.{settings_field(type_)}.{rest}"
+        return f"provider.{settings_field(type_)}" + (f".{rest}" if rest else "")
     if head.split("[")[0] in WRITABLE or head == "type":
         return f"provider.{domain_path}"
     return domain_path
@@ -164,6 +167,13 @@ def state_from_proto(value: int) -> State:
 
 def authorization_response(r: provider_service_pb2.CompleteAuthorizationRequest) -> tuple[str, dict[str, str]]:
     """(state, the redirect's parameters) from either form of the request."""
+    v = Violations()
+    for name in ("state", "code", "error", "error_description"):
+        if len(getattr(r, name)) > limits.AUTHORIZATION_FIELD:
+            v.add(name, limits.too_long(limits.AUTHORIZATION_FIELD, len(getattr(r, name))))
+    if len(r.authorization_response) > limits.AUTHORIZATION_RESPONSE:
+        v.add("authorization_response", limits.too_long(limits.AUTHORIZATION_RESPONSE, len(r.authorization_response)))
+    v.raise_if_any()
     if r.authorization_response:
         if r.state or r.code or r.error:
             raise InvalidArgument([Violation("authorization_response", "give either the whole redirect "

@@ -16,7 +16,7 @@ from mailgate.drivers.api import (AuthorizationFailed, Driver, DriverContext, No
                                   ProviderConfig, Report)
 from mailgate.drivers.registry import DriverRegistry
 
-from .. import paging
+from .. import limits, paging
 from ..access import scope
 from ..access.tokens import UNRESTRICTED, Principal
 from ..clock import utcnow
@@ -52,6 +52,7 @@ class Providers:
     def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, drivers: DriverRegistry,
                  ctx: DriverContext, authorization_ttl: float = 600):
         self.db, self.box, self.events = db, box, events
+        self.pages = paging.PageTokens(box.derive_key("page-tokens"))
         self.drivers, self.ctx = drivers, ctx
         self.authorization_ttl = authorization_ttl
 
@@ -70,9 +71,9 @@ class Providers:
         filters = paging.parse_filter(filter_text, {
             "type": str, "campaign": str, "state": paging.state_name(State), "receive_emails": _bool_filter})
         where = scope.where(within, ProviderRow.id, ProviderRow.campaign)
-        return await paging.page(
+        return await self.pages.page(
             lambda after, limit: self.db.run(lambda s: self._store(s).list(filters, after, limit, where)),
-            lambda r: (r.create_time, r.id), filter_text, page_token, size)
+            lambda r: (r.create_time, r.id), "providers", filter_text, page_token, size)
 
     # -- create
     async def create(self, config: ProviderConfig, validate_only: bool = False
@@ -105,8 +106,10 @@ class Providers:
         config = config.with_(reply_to=tuple(_split_addresses(config.reply_to)),
                               display_name=config.display_name.strip(),
                               account=config.account.strip())
-        config, notices = driver.prepare(config)
         v = Violations()
+        validation.check_limits(config, driver, v)  # before the driver parses anything
+        v.raise_if_any()
+        config, notices = driver.prepare(config)
         try:
             validation.check_provider(config, driver, self.ctx, v)
         except NotConfigured as e:  # a rule from the server's configuration that cannot be read
@@ -330,7 +333,7 @@ def _etag_version(etag: str) -> int:
     try:
         return int(etag.removeprefix("W/").strip('"'))
     except ValueError:
-        raise InvalidArgument([Violation("etag", f"{etag!r} is not an etag from this service")]) from None
+        raise InvalidArgument([Violation("etag", f"{limits.shown(etag)} is not an etag from this service")]) from None
 
 
 def _bool_filter(value: str) -> bool:

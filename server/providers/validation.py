@@ -14,10 +14,14 @@ from typing import Any
 from mailgate.drivers.addresses import address_problem
 from mailgate.drivers.api import Driver, DriverContext, Kind, ProviderConfig, SettingField
 
+from .. import limits
 from ..outbound import compose
 from ..errors import Violations
 
-MAX_NAME = 200
+MAX_NAME = limits.DISPLAY_NAME
+# The longest text of each kind (SettingField.max_length may say less).
+_TEXT_LIMITS = {Kind.STRING: limits.SETTING_TEXT, Kind.ENUM: limits.SETTING_TEXT, Kind.HOSTNAME: 253,
+                Kind.EMAIL: limits.ADDRESS, Kind.PEM: limits.PEM}
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -29,7 +33,7 @@ def host_problem(value: str) -> str | None:
         pass
     name = value[:-1] if value.endswith(".") else value
     if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
-        return f"{value!r} is not a host name or IP address"
+        return f"{limits.shown(value)} is not a host name or IP address"
     return None
 
 
@@ -41,13 +45,32 @@ def pem_problem(value: str) -> str | None:
     return None
 
 
+def check_limits(config: ProviderConfig, driver: Driver, v: Violations) -> None:
+    """Appends to `v` every value of `config` over its limit (server/limits.py): checked
+    before anything else is done with them (the driver's prepare, address parsing)."""
+    for name, value, limit in (("display_name", config.display_name.strip(), MAX_NAME),
+                               ("from_name", config.from_name, limits.FROM_NAME),
+                               ("account", config.account, limits.ADDRESS),
+                               ("campaign", config.campaign, limits.CAMPAIGN)):
+        if len(value) > limit:
+            v.add(name, limits.too_long(limit, len(value)))
+    if len(config.reply_to) > limits.REPLY_TO:
+        v.add("reply_to", f"at most {limits.REPLY_TO} addresses, got {len(config.reply_to):,}")
+    for i, entry in enumerate(config.reply_to[:limits.REPLY_TO]):
+        if len(entry) > limits.RECIPIENT_ENTRY:
+            v.add(f"reply_to[{i}]", limits.too_long(limits.RECIPIENT_ENTRY, len(entry)))
+    _check_sizes(config, driver, v)
+
+
 def check_provider(config: ProviderConfig, driver: Driver, ctx: DriverContext, v: Violations) -> None:
-    """Appends every violation of `config` to `v`; raises nothing itself."""
+    """Appends every violation of `config` to `v`; raises nothing itself. Limits are
+    checked first: with a value over one, nothing else is looked at."""
+    check_limits(config, driver, v)
+    if v.items:
+        return
     name = config.display_name.strip()
     if not name:
         v.add("display_name", "required")
-    elif len(name) > MAX_NAME:
-        v.add("display_name", f"at most {MAX_NAME} characters")
     elif problem := compose.text_problem(name):
         v.add("display_name", problem)
     if problem := compose.text_problem(config.from_name):  # it goes into the From header
@@ -61,6 +84,8 @@ def check_provider(config: ProviderConfig, driver: Driver, ctx: DriverContext, v
     for i, addr in enumerate(config.reply_to):
         if problem := compose.entry_problem(addr):
             v.add(f"reply_to[{i}]", problem)
+    if problem := compose.text_problem(config.campaign):
+        v.add("campaign", problem)
     if config.receive_emails and not driver.capabilities.receive:
         v.add("receive_emails", f"the {driver.type} driver cannot receive mail")
     for f in driver.settings_schema:
@@ -68,6 +93,45 @@ def check_provider(config: ProviderConfig, driver: Driver, ctx: DriverContext, v
     if not v.items:
         for path, problem in driver.problems(config, ctx):
             v.add(path, problem)
+
+
+def _check_sizes(config: ProviderConfig, driver: Driver, v: Violations) -> None:
+    """The limits of every setting given, in the schema or not (what the schema does not
+    know is stored too): how many there are, each text's length, each list's entries."""
+    fields = {f.path: f for f in driver.settings_schema}
+    leaves = [(f"settings.{p}", value) for p, value in _leaves(config.settings)]
+    leaves += [(f"secrets.{p}", value) for p, value in config.secrets.items()]
+    if len(leaves) > limits.SETTINGS:
+        v.add("settings", f"at most {limits.SETTINGS} values, got {len(leaves):,}")
+        return
+    for path, value in leaves:
+        f = fields.get(path.partition(".")[2])
+        if path.startswith("secrets."):
+            limit = min(limits.SECRET, f.max_length or limits.SECRET) if f else limits.SECRET
+        elif f is None or f.kind is Kind.STRING_LIST:
+            limit = limits.SETTING_TEXT
+        else:
+            limit = min(_TEXT_LIMITS.get(f.kind, limits.SETTING_TEXT), f.max_length or limits.PEM)
+        if isinstance(value, str) and len(value) > limit:
+            v.add(path, limits.too_long(limit, len(value)))
+        elif isinstance(value, list) and len(value) > limits.LIST_ENTRIES:
+            v.add(path, f"at most {limits.LIST_ENTRIES} entries, got {len(value):,}")
+        elif isinstance(value, list) and any(isinstance(e, str) and len(e) > limits.LIST_ENTRY for e in value):
+            i = next(i for i, e in enumerate(value) if isinstance(e, str) and len(e) > limits.LIST_ENTRY)
+            v.add(f"{path}[{i}]", limits.too_long(limits.LIST_ENTRY, len(value[i])))
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items() if isinstance(tree, dict) else ():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _leaves(value, path + ".")
+        else:
+            out.append((path, value))
+        if len(out) > limits.SETTINGS:
+            break
+    return out
 
 
 def check_secrets_bound(driver: Driver, stored: ProviderConfig, changed: set[str], given: set[str],
@@ -103,26 +167,33 @@ def _kind_problem(f: SettingField, value: Any) -> str | None:
     if f.kind is Kind.INTEGER:
         # bool is an int in Python; a Struct carries numbers as floats
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            return f"must be a whole number, got {value!r}"
+            return f"must be a whole number, got {limits.shown(value)}"
         lo, hi = f.minimum, f.maximum
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             return f"must be between {lo} and {hi}, got {int(value)}"
         return None
     if f.kind is Kind.BOOLEAN:
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        return None if isinstance(value, bool) else f"must be true or false, got {limits.shown(value)}"
     if f.kind is Kind.STRING_LIST:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return f"must be a list of texts, got {value!r}"
-        bad = next((v for v in value if not v.strip() or len(v) > 200 or not v.isprintable()), None)
+            return f"must be a list of texts, got {limits.shown(value)}"
+        bad = next((v for v in value if not v.strip() or len(v) > limits.LIST_ENTRY or not v.isprintable()), None)
         if bad is not None:
-            return f"{bad!r}: each entry must be 1 to 200 printable characters"
+            return f"{limits.shown(bad)}: each entry must be 1 to {limits.LIST_ENTRY} printable characters"
         if len(set(value)) != len(value):
             return "lists an entry twice"
         return None
     if not isinstance(value, str):
-        return f"must be text, got {value!r}"
+        return f"must be text, got {limits.shown(value)}"
     if f.kind is Kind.ENUM and value not in f.choices:
-        return f"must be one of {', '.join(f.choices)}, got {value!r}"
+        return f"must be one of {', '.join(f.choices)}, got {limits.shown(value)}"
+    if f.kind is Kind.STRING and f.secret:
+        if any(c in value for c in "\r\n\0"):
+            return "must not contain CR, LF or NUL: it could not be sent in an SMTP or IMAP command"
+        return None
+    if f.kind is Kind.STRING:
+        # A text setting is one line: a user name with CR or LF would end an SMTP or IMAP command.
+        return compose.text_problem(value)
     if f.kind is Kind.HOSTNAME:
         return host_problem(value)
     if f.kind is Kind.EMAIL:
