@@ -141,15 +141,18 @@ class Stream:
 
     async def ack(self, ack_ids: list[str]) -> None:
         await self.queue.ack(ack_ids, holder=self.holder)
+        full = self._room() <= 0
         for mid, token in filter(None, map(split_ack_id, ack_ids)):
             if self._held.get(mid, ("",))[0] == token:
                 self._drop(mid)
-        self._wake.set()  # room for more
+        if full:  # room for more; with room already, only news of the queue is worth a look
+            self._wake.set()
 
     async def modify_deadlines(self, ack_ids: list[str], seconds: list[int]) -> None:
         """New deadlines, from now; 0 seconds gives the message back to the queue."""
         now = utcnow()
         await self.queue.extend(ack_ids, seconds, holder=self.holder, now=now)
+        full = self._room() <= 0
         for ack_id, sec in zip(ack_ids, seconds):
             pair = split_ack_id(ack_id)
             if not pair or self._held.get(pair[0], ("",))[0] != pair[1]:
@@ -158,7 +161,8 @@ class Stream:
                 self._drop(pair[0])
             else:
                 self._held[pair[0]] = (pair[1], now + timedelta(seconds=sec))
-        self._wake.set()  # room for more, or messages given back
+        if full:  # room for more (what was given back wakes the campaign's consumers in turn)
+            self._wake.set()
 
     def leave_soon(self) -> None:
         """`leave` in a task of its own, which shutdown waits for: from the end of the
