@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 import mailgate_echo_driver
-from mailgate.server import logs
+from mailgate.server import limits, logs
 from mailgate.server.logs import REDACTED, RedactingFilter, protect
 from mailgate.server.store.db import Database
 from mailgate.testing.consumer import Consumer
@@ -44,14 +44,15 @@ def _filtered(message: str) -> str:
 # -- the filter keeps nothing and mangles nothing ------------------------------------------
 
 def test_a_huge_refused_secret_leaves_nothing_behind_in_the_log_filter(mailgate_server, caplog):
-    """A 10 MB key, refused by the check, then ordinary logging: nothing the filter
-    allocated is still held (a filter that remembered secrets would hold the key, or
-    a pattern built from it, and rebuild it for every new one)."""
+    """The largest key a request may carry, refused by the check, then ordinary
+    logging: nothing the filter allocated is still held (a filter that remembered
+    secrets would hold the key, or a pattern built from it, and rebuild it for every
+    new one). A bigger one is refused before anything reads it (test_limits)."""
     caplog.set_level(logging.INFO)
     protect(caplog.handler)
     tracemalloc.start(10)
     try:
-        huge = "k" * (10 << 20)
+        huge = "k" * limits.SECRET
         report = mailgate_server.stub.ValidateProvider(pb.ValidateProviderRequest(provider=_echo(huge)))
         assert report.report.checks and not any(c.outcome == c.OUTCOME_PASSED for c in report.report.checks)
         del huge, report
