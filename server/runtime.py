@@ -37,7 +37,7 @@ def lane(caller: str, target: str) -> Iterator[None]:
         _lane.reset(token)
 
 
-class _Slots:
+class Slots:
     """Semaphores by key, made on first use and dropped when nobody holds or awaits one."""
 
     def __init__(self, size: int):
@@ -70,7 +70,7 @@ class Runtime(DriverContext):
                  driver_configs: Mapping[str, Mapping[str, Any]] | None = None):
         self._pool = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="mailgate-io")
         self._checks = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="mailgate-check")
-        self._lanes, self._callers = _Slots(PER_LANE), _Slots(PER_CALLER)
+        self._lanes, self._callers = Slots(PER_LANE), Slots(PER_CALLER)
         self._callbacks = callbacks
         self._loop = asyncio.get_running_loop()  # made by the server, on its loop
         self.default_timeout = default_timeout

@@ -25,6 +25,7 @@ from .messages import Delivery, InboundMessage, InState, holder_of, split_ack_id
 from .parse_workers import ParseWorkers
 from .store import INBOUND, Arrival, InboundStore
 from .numbers import MailboxIds
+from ..runtime import Slots
 from ..store.db import Database
 
 log = logging.getLogger("mailgate.inbound")
@@ -75,7 +76,7 @@ class InboundQueue:
         self.pages = pages
         self._loop = loop
         self._waiters: dict[str, dict[asyncio.Event, None]] = defaultdict(dict)  # in subscription order
-        self._turns: dict[str, int] = defaultdict(int)
+        self._claims = Slots(1)
         self._releasing: set[asyncio.Task[None]] = set()
         self.parsers = ParseWorkers(settings.parse_workers, run_blocking)
 
@@ -110,17 +111,20 @@ class InboundQueue:
 
     def wake(self, topics: list[str]) -> None:
         """Wakes this process's consumers waiting on these topics; from any thread.
-        The first woken claims first: each wake-up of a topic starts with the next
-        of its consumers, so a trickle of mail is shared among them."""
+        The first woken claims first (claims of a queue go one at a time): those
+        served longest ago come first, so a trickle of mail is shared among them."""
         def set_events() -> None:
             for topic in topics:
-                waiters = self._waiters.get(topic)
-                if waiters:
-                    turn = self._turns[topic] = (self._turns[topic] + 1) % len(waiters)
-                    order = list(waiters)
-                    for event in order[turn:] + order[:turn]:
-                        event.set()
+                for event in list(self._waiters.get(topic, ())):
+                    event.set()
         self._loop.call_soon_threadsafe(set_events)
+
+    def served(self, topics: list[str], event: asyncio.Event) -> None:
+        """The consumer waiting on `event` was just given mail: it is woken last next time."""
+        for topic in topics:
+            waiters = self._waiters.get(topic)
+            if waiters is not None and waiters.pop(event, False) is None:
+                waiters[event] = None
 
     def consumers(self, topics: list[str]) -> int:
         """How many of this process's streams wait on any of these topics."""
@@ -143,7 +147,6 @@ class InboundQueue:
                 waiters.pop(event, None)
                 if not waiters:
                     del self._waiters[topic]
-                    self._turns.pop(topic, None)
 
     async def claim(self, sub: Subscription, limit: int, *, holder: str = "", max_bytes: int | None = None,
                     recheck: list[tuple[str, str]] | None = None) -> tuple[dict[str, datetime], list[Delivery]]:
@@ -161,15 +164,23 @@ class InboundQueue:
                 now=utcnow(), dead_letter_after=self.settings.limit, holder=holder, max_bytes=max_bytes or 0,
                 read_bytes=self.settings.claim_bytes, with_raw=sub.include_raw)
             return still, deliveries
-        claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
+        # One claim of a queue at a time in this process, in the order they were asked
+        # (the order the consumers were woken, see wake): on PostgreSQL claims run side
+        # by side, and the first transaction to lock the rows would take them.
+        key = tuple(sub.topics)
+        await self._claims.acquire(key)
         try:
-            return await asyncio.shield(claiming)
-        except asyncio.CancelledError:
-            # The consumer left while the claim was committing: give the leases back
-            # rather than leave them to expire.
-            _, deliveries = await claiming
-            await self.release([(d.message.id, d.token) for d in deliveries])
-            raise
+            claiming = asyncio.ensure_future(self.db.run(claim, heavy=True))
+            try:
+                return await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                # The consumer left while the claim was committing: give the leases back
+                # rather than leave them to expire.
+                _, deliveries = await claiming
+                await self.release([(d.message.id, d.token) for d in deliveries])
+                raise
+        finally:
+            self._claims.release(key)
 
     async def ack(self, ack_ids: list[str], *, holder: str | None = None) -> int:
         """Acknowledges deliveries, from anywhere; tells their holders but `holder`

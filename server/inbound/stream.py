@@ -3,8 +3,8 @@ batches of deliveries it is given.
 
 Its window is counted in messages and in bytes (max_in_flight, max_in_flight_bytes).
 A stream claims its share of the free window (the window split among the streams
-waiting on the same campaign, so that they claim in turns and none starves the
-others) in one transaction, and sends what it took in batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
+waiting on the same campaign; the one served longest ago is woken first, so that
+they claim in turns and none starves the others) in one transaction, and sends what it took in batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
 subscription asks for them, count too), their bodies parsed side by side in
 ParseWorkers. Its window counts the leases it still holds: those acknowledged
 anywhere (AckInboundMail, another stream, another replica: each lease token names
@@ -81,6 +81,7 @@ class Stream:
                 swept = await self._sleep(until)
                 continue
             swept = False
+            self.queue.served(self.sub.topics, self._wake)
             for d in deliveries:
                 self._held[d.message.id] = (d.token, d.until)
                 self._sizes[d.message.id] = d.message.size_bytes
