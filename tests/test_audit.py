@@ -106,3 +106,13 @@ def test_records_are_written_whatever_the_log_level(tmp_path, caplog, monkeypatc
         provider_service_pb2_grpc.ProviderServiceStub(server.channel).CreateProvider(
             provider_service_pb2.CreateProviderRequest(provider=echo("Quiet")))
     assert [r["method"] for r in records(caplog)] == ["CreateProvider"]
+
+
+def test_a_record_repeats_only_names_of_what_the_caller_sent(mailgate_server, caplog):
+    caplog.set_level(logging.INFO, logger="mailgate.audit")
+    with mailgate_server.open_channel() as channel:  # denied: recorded before any field is checked
+        stub = provider_service_pb2_grpc.ProviderServiceStub(channel)
+        for name in ("providers/ok-1", "password=hunter2-and-more", "providers/x\x1b[2J"):
+            expect_error(lambda: stub.GetProvider(provider_service_pb2.GetProviderRequest(name=name)))
+    assert [r["resource"] for r in records(caplog)] == ["providers/ok-1", "(not a resource name)",
+                                                        "(not a resource name)"]

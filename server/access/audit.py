@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 import os
 from typing import Any
 
-from .. import limits
+from .. import limits, logs
 from ..clock import utcnow
 from ..errors import MailgateError
 from .permissions import INBOUND_MANAGE, MAIL_SEND, PROVIDERS_WRITE, TOKENS_ADMIN
@@ -39,10 +40,22 @@ def outcome(exc: BaseException | None) -> str:
 
 
 def resource(request: Any, response: Any = None) -> str:
-    """The resource a call touched, by name: the response's when it made one. Cut to
-    limits.NAME characters (or a few names' worth): a request is recorded before its
-    fields are checked."""
-    return limits.cut(_resource(request, response), 4 * limits.NAME)
+    """The resource a call touched, by name: the response's when it made one. A request
+    is recorded before its fields are checked: what is not shaped as resource names
+    (`collection/id`, ids of letters, digits and -._~) or a campaign is not repeated,
+    so a record holds nothing a caller could have put there but names (and the log
+    filter can pass audit records untouched, see logs.TRUSTED)."""
+    found = _resource(request, response)
+    if found.startswith("campaigns/"):
+        campaign = found.removeprefix("campaigns/")
+        return f"campaigns/{logs.redact(campaign)}" if campaign.isprintable() else "campaigns/(not printable)"
+    names = found.split(",")
+    if found and not all(_NAME.fullmatch(n) for n in names):
+        return "(not a resource name)"
+    return limits.cut(found, 4 * limits.NAME)
+
+
+_NAME = re.compile(r"[a-zA-Z]+/[A-Za-z0-9._~-]{1,64}")
 
 
 def _resource(request: Any, response: Any) -> str:
