@@ -9,6 +9,7 @@ import imapclient
 
 from ..addresses import is_address
 from ..api import Capabilities, DriverContext, Envelope, Kind, Notice, ProviderConfig, SettingField
+from ..transport.limits import MIN_BYTES_PER_SECOND
 from ..mailbox import MAX_TIMEOUT, PLAINTEXT_LOGIN, MailboxDriver, Servers, endpoint
 from ..transport import _watchdog
 from ..transport.auth import PasswordAuth
@@ -18,8 +19,6 @@ from . import presets
 
 log = logging.getLogger("mailgate.drivers.smtp_imap")
 
-# As the SMTP pool: an upload gets time for its size, at this many bytes per second.
-_MIN_BYTES_PER_SECOND = 50_000
 
 SECURITY = ("STARTTLS", "TLS", "NONE")
 PORT = {"kind": Kind.INTEGER, "minimum": 1, "maximum": 65535}
@@ -129,7 +128,7 @@ class SmtpImapDriver(MailboxDriver):
             # connect_imap's deadline ends with the login: the rest gets one of its own
             # (the upload's time for its size, as the SMTP pool's), or a server dripping
             # its answers one line per socket timeout would hold the worker.
-            guard = _watchdog.watch(client.socket(), 3 * timeout + len(raw) / _MIN_BYTES_PER_SECOND)
+            guard = _watchdog.watch(client.socket(), 3 * timeout + len(raw) / MIN_BYTES_PER_SECOND)
             try:
                 if not client.folder_exists(folder):
                     client.create_folder(folder)

@@ -44,7 +44,7 @@ from mailgate.drivers.api import ErrorCode
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, _decode, classify
-from .limits import MAX_REPLY_BYTES, MAX_REPLY_LINES, SmtpTooLarge
+from .limits import MAX_REPLY_BYTES, MAX_REPLY_LINES, MIN_BYTES_PER_SECOND, SmtpTooLarge
 from .loopsock import LoopSocket
 from .smtp import _too_large, connect_smtp
 from .throttle import LoginThrottle
@@ -53,8 +53,6 @@ __all__ = ["SmtpPool", "SendResult", "SendError"]
 
 log = logging.getLogger("mailgate.transport")
 
-# A large body gets extra time, assuming the link moves at least this many bytes per second.
-_MIN_BYTES_PER_SECOND = 50_000
 # As smtplib: a reply line is at most this long (and a reply as limits.py says).
 _MAX_LINE = smtplib._MAXLINE
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -350,7 +348,7 @@ async def _transact(link: Link, timeout: float, mail_from: str, recipients: list
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         loop = asyncio.get_running_loop()
-        link.io.deadline = loop.time() + timeout + len(body) / _MIN_BYTES_PER_SECOND
+        link.io.deadline = loop.time() + timeout + len(body) / MIN_BYTES_PER_SECOND
         if handover is None:
             await link.io.sendall(body + b".\r\n")
         else:

@@ -27,7 +27,7 @@ from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, classify, where
-from .limits import MAX_MESSAGE_BYTES, allowance, human
+from .limits import MAX_MESSAGE_BYTES, MIN_BYTES_PER_SECOND, allowance, human
 from .pop3 import connect_pop3
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
@@ -35,8 +35,6 @@ from .throttle import LoginThrottle
 log = logging.getLogger("mailgate.pop3")
 
 UIDVALIDITY = 0  # what POP3 messages are queued under (the sink's positions)
-# As the IMAP watcher: a message gets time for its size, at this many bytes per second.
-_MIN_BYTES_PER_SECOND = 50_000
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,7 @@ class Pop3Poller:
                         continue
                     allowed = allowance(size, self._max_message) if size is not None else self._max_message
                     # The deadline grows with the size announced, so no further than the limit.
-                    with _deadline(conn, 3 * spec.timeout + allowed / _MIN_BYTES_PER_SECOND):
+                    with _deadline(conn, 3 * spec.timeout + allowed / MIN_BYTES_PER_SECOND):
                         messages.append((number, conn.retrieve(n, allowed)))
                 if messages:
                     self._sink.deliver(spec.key, UIDVALIDITY, messages)

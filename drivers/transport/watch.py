@@ -77,7 +77,7 @@ from .endpoint import Endpoint
 from .errors import TransportError, classify, where
 from .imap import connect_imap
 from .imap_wire import ImapWire
-from .limits import MAX_MESSAGE_BYTES, allowance, human
+from .limits import MAX_MESSAGE_BYTES, MIN_BYTES_PER_SECOND, allowance, human
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
 
@@ -85,9 +85,6 @@ __all__ = ["MailboxSink", "MailboxSpec", "WatchHub"]
 
 log = logging.getLogger("mailgate.watch")
 
-# Like SmtpPool: a large body gets time for its size, assuming the link moves at least
-# this many bytes per second.
-_MIN_BYTES_PER_SECOND = 50_000
 # IDLE rounds (fetch, IDLE again) one job does before it yields its worker to others.
 _ROUNDS_PER_JOB = 20
 _hub_ids = itertools.count(1)
@@ -586,7 +583,7 @@ class WatchHub:
         tag = self._send_fetch(mb, batches[0]) if batches else None
         for i, batch in enumerate(batches):
             size = sum(s for _, s in batch)
-            with self._deadline(mb, 3 * spec.timeout + size / _MIN_BYTES_PER_SECOND):
+            with self._deadline(mb, 3 * spec.timeout + size / MIN_BYTES_PER_SECOND):
                 answers = mb.wire.finish_fetch(tag)
             for uid, info in answers.items():
                 fetched.setdefault(uid, {}).update(info)
