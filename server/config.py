@@ -126,6 +126,17 @@ def check_listen(settings: Settings) -> None:
                           "(MAILGATE_AUTH=on)")
 
 
+def read_toml(path: str, setting: str) -> dict[str, Any]:
+    """A configuration file the setting `setting` names; ConfigError says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{setting}: cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{setting}: {path} is not valid TOML: {e}") from None
+
+
 DEAD_LETTER_RANGE = (5, 100)  # as Pub/Sub's max_delivery_attempts; 0 turns dead-lettering off
 
 
@@ -146,13 +157,7 @@ def load_campaigns(settings: Settings) -> dict[str, int]:
     path = settings.campaigns_file
     if not path:
         return {}
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"MAILGATE_CAMPAIGNS_FILE: cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"MAILGATE_CAMPAIGNS_FILE: {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "MAILGATE_CAMPAIGNS_FILE")
     out = {}
     for name, section in (data.get("campaigns") or {}).items():
         where = f"MAILGATE_CAMPAIGNS_FILE: {path}: [campaigns.{name!r}]"
@@ -167,13 +172,7 @@ def load_drivers_config(path: str) -> dict[str, dict[str, Any]]:
     """The drivers' configuration file: {driver type: its section}."""
     if not path:
         return {}
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: {path} is not valid TOML: {e}") from None
+    data = read_toml(path, "MAILGATE_DRIVERS_CONFIG")
     bad = [k for k, v in data.items() if not isinstance(v, dict)]
     if bad:
         raise ConfigError(f"MAILGATE_DRIVERS_CONFIG: {path}: expected one [section] per driver type, "

@@ -114,15 +114,23 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.request_deserializer is not None:
             handler = handler._replace(request_deserializer=_lenient(
                 handler.request_deserializer, self.large.get(method, self.max_bytes)))
-        if handler.unary_unary:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=_streaming(_parsed_stream(handler.stream_stream), method))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=_unary(_parsed_stream(handler.stream_unary), method))
-        return handler
+        return wrap(handler, lambda fn, streamed: _unary(_parsed_stream(fn) if streamed else fn, method),
+                    lambda fn, streamed: _streaming(_parsed_stream(fn) if streamed else fn, method))
+
+
+Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
+
+
+def wrap(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:
+    """`handler` (grpc.RpcMethodHandler) with its behaviour wrapped, whatever its kind:
+    `unary(fn, requests_streamed)` for a method that answers once, `streaming(fn,
+    requests_streamed)` for one that answers with a stream."""
+    for kind, wrapper, streamed in (("unary_unary", unary, False), ("stream_unary", unary, True),
+                                    ("unary_stream", streaming, False), ("stream_stream", streaming, True)):
+        fn = getattr(handler, kind)
+        if fn:
+            return handler._replace(**{kind: wrapper(fn, streamed)})
+    return handler
 
 
 class _Unparsed:

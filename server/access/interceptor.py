@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 
 from ..errors import MailgateError, Unauthenticated, denied
+from ..rpc_errors import wrap
 from . import audit, scope
 from .permissions import CREDENTIAL_SERVICES, OPEN_SERVICES, RPC_PERMISSIONS, service_of
 from .tls import Clients
@@ -32,15 +33,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         if permission is None and service not in CREDENTIAL_SERVICES:
             permission = ""  # not in the table: nobody may call it
         call = _Call(self._tokens, self._clients, method, permission, details.invocation_metadata or ())
-        if handler.unary_unary:
-            return handler._replace(unary_unary=call.unary(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=call.unary(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=call.streaming(handler.unary_stream, False))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=call.streaming(handler.stream_stream, True))
-        return handler
+        return wrap(handler, lambda fn, streamed: call.unary(fn), call.streaming)
 
 
 class _Call:

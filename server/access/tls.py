@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, Settings, read_toml
 from .permissions import PERMISSIONS
 from .tokens import MAX_NAME, MAX_SCOPE_ITEMS, Principal
 
@@ -83,13 +82,7 @@ class Clients:
     def load(cls, path: str) -> Clients:
         if not path:
             return cls({})
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as e:
-            raise ConfigError(f"MAILGATE_CLIENTS_FILE: cannot read {path}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"MAILGATE_CLIENTS_FILE: {path} is not valid TOML: {e}") from None
+        data = read_toml(path, "MAILGATE_CLIENTS_FILE")
         by_name = {}
         for name, entry in (data.get("clients") or {}).items():
             where = f"MAILGATE_CLIENTS_FILE: {path}: [clients.{name!r}]"
