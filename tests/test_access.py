@@ -391,6 +391,18 @@ def test_a_provider_scoped_sender_sends_reads_and_lists_only_through_its_provide
         campaign_wide.close()
 
 
+def test_a_campaign_scoped_reader_reads_the_mail_its_campaigns_providers_sent(mailgate_server, world):
+    (_, sales_sent), (_, billing_sent) = world["sales"], world["billing"]
+    reader = scoped(mailgate_server, ["mail.read"], campaigns=["sales"])
+    assert reader.mail.GetOutboundMessage(mail_service_pb2.GetOutboundMessageRequest(
+        name=sales_sent.name)).name == sales_sent.name
+    for name in (billing_sent.name, "outboundMessages/00000000-0000-0000-0000-000000000000"):
+        assert_denied(lambda: reader.mail.GetOutboundMessage(mail_service_pb2.GetOutboundMessageRequest(
+            name=name)), "mail.read")
+    listed = reader.mail.ListOutboundMessages(mail_service_pb2.ListOutboundMessagesRequest()).outbound_messages
+    assert [m.name for m in listed] == [sales_sent.name]
+
+
 def test_a_campaign_scoped_administrator_keeps_providers_and_tokens_within_its_campaign(mailgate_server, world):
     sales, billing = world["sales"][0], world["billing"][0]
     admin = scoped(mailgate_server, ["providers.write", "providers.read", "tokens.admin"], campaigns=["sales"])

@@ -54,19 +54,23 @@ def check_new(campaign: str) -> None:
         raise refuse()
 
 
-async def visible(load: Awaitable[T], place: Callable[[T], tuple[str, str]]) -> T:
-    """`load`'s resource if in scope. For a scoped caller, NotFound is refused like
-    anything out of scope; an unscoped caller may see everything and learns NotFound."""
-    principal = current()
+async def found(load: Awaitable[T]) -> T:
+    """`load`'s resource. For a scoped caller, NotFound is refused like anything out
+    of scope; an unscoped caller may see everything and learns NotFound."""
     try:
-        found = await load
+        return await load
     except NotFound:
-        if principal.scoped:
+        if current().scoped:
             raise refuse() from None
         raise
-    if principal.scoped:
-        check(*place(found))
-    return found
+
+
+async def visible(load: Awaitable[T], place: Callable[[T], tuple[str, str]]) -> T:
+    """`load`'s resource if in scope (see found)."""
+    resource = await found(load)
+    if current().scoped:
+        check(*place(resource))
+    return resource
 
 
 def where(principal: Principal, provider_id: Any, campaign: Any | None = None) -> list[ColumnElement[bool]]:

@@ -34,9 +34,8 @@ class MailServicer(mail_service_pb2_grpc.MailServiceServicer):
         return conv.outbound_to_proto(sent)
 
     async def GetOutboundMessage(self, request: pb.GetOutboundMessageRequest, context):
-        message = await scope.visible(self.outbox.get(conv.outbound_id(request.name)),
-                                      lambda m: (m.provider_id, ""))
-        await self._check_provider(message.provider_id)
+        message = await scope.found(self.outbox.get(conv.outbound_id(request.name)))
+        await self._check_provider(message.provider_id)  # the provider's campaign is the message's
         return conv.outbound_to_proto(message)
 
     async def ListOutboundMessages(self, request: pb.ListOutboundMessagesRequest, context):
