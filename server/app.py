@@ -100,8 +100,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         policy = NetworkPolicy.parse(settings.network_allow, settings.network_deny)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if settings.auth:
-        tls.Clients.load(settings.clients_file)  # a bad file, too
+    clients = tls.Clients.load(settings.clients_file) if settings.auth else tls.Clients({})  # a bad file, too
     db = Database(settings.database_url)
     await asyncio.to_thread(db.upgrade)
     box = SecretBox.from_environment(settings.key_file)
@@ -115,8 +114,8 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     runtime = Runtime(records, io_workers=settings.io_workers, default_timeout=settings.timeout,
                       login_backoff=settings.login_backoff, login_backoff_cap=settings.login_backoff_cap,
                       poll_interval=settings.poll_interval, driver_configs=configs)
-    providers = Providers(db, box, events, drivers, runtime, authorization_ttl=settings.authorization_ttl)
-    pages = PageTokens(box.derive_key("page-tokens"))
+    pages = PageTokens(box.derive_key("page-tokens"))  # one key for every list's tokens
+    providers = Providers(db, box, events, drivers, runtime, pages, authorization_ttl=settings.authorization_ttl)
     outbox = Outbox(db, records, drivers, runtime, OutboxSettings(
         max_message_bytes=settings.max_message_bytes, retry_base=settings.retry_base,
         first_attempt_wait=settings.first_attempt_wait, commit_delay=settings.commit_delay,
@@ -143,7 +142,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
-        interceptors.append(AccessInterceptor(tokens, tls.Clients.load(settings.clients_file)))
+        interceptors.append(AccessInterceptor(tokens, clients))
     previous_policy = network.use(policy)
     server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
                              options=[

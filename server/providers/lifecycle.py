@@ -50,9 +50,9 @@ def not_configured(e: NotConfigured, driver: Driver) -> FailedPrecondition:
 
 class Providers:
     def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, drivers: DriverRegistry,
-                 ctx: DriverContext, authorization_ttl: float = 600):
+                 ctx: DriverContext, pages: paging.PageTokens, authorization_ttl: float = 600):
         self.db, self.box, self.events = db, box, events
-        self.pages = paging.PageTokens(box.derive_key("page-tokens"))
+        self.pages = pages
         self.drivers, self.ctx = drivers, ctx
         self.authorization_ttl = authorization_ttl
 
