@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from .providers.authorizations import flow_context
 from .providers.store import secret_context
-from .secrets import ENV_KEY, Sealed, SecretBox, new_key, read_key_file, write_key_file
+from .secrets import ENV_KEY, Sealed, SecretBox, key_id, new_key, read_key_file, write_key_file
 from .store.db import Database
 from .store.models import AuthorizationRow, ProviderSecretRow
 
@@ -59,18 +59,19 @@ def rotate(database_url: str, key_file: Path, *, retire: bool = False, batch: in
         from_env = bool(os.environ.get(ENV_KEY))
         if from_env:
             box = SecretBox.from_environment(key_file)
-            generated = False
+            generated, left = False, 0
         else:
             keys = read_key_file(key_file) if key_file.exists() else []
-            current = SecretBox(keys) if keys else None
-            generated = current is None or not db.transaction(lambda s: _count_stale(s, current))
-            if generated:  # nothing left from an earlier rotation: a new key, first in the file
+            box = SecretBox(keys) if keys else None
+            left = db.transaction(lambda s: _count_stale(s, box)) if box else 0
+            generated = not left  # else an earlier rotation is finished under its key
+            if generated:  # a new key, first in the file
                 keys = [new_key(), *keys]
                 write_key_file(key_file, keys)
-                log.info("new key %s written first in %s", SecretBox(keys).key_id.hex(), key_file)
-            box = SecretBox(keys)
+                box = SecretBox(keys)
+                log.info("new key %s written first in %s", box.key_id.hex(), key_file)
         result = Rotation(box.key_id.hex(), generated)
-        total = db.transaction(lambda s: _count_stale(s, box))
+        total = left or db.transaction(lambda s: _count_stale(s, box))  # counted already when resuming
         progress(0, total)
         while True:
             done = db.transaction(lambda s: _reseal_batch(s, box, batch))
@@ -81,7 +82,7 @@ def rotate(database_url: str, key_file: Path, *, retire: bool = False, batch: in
         used = db.transaction(_key_ids_in_use)
         result.unused = [k.hex() for k in box.key_ids if k not in used and k != box.key_id]
         if retire and result.unused and not from_env:
-            keep = [k for k in read_key_file(key_file) if SecretBox(k).key_id.hex() not in result.unused]
+            keep = [k for k in read_key_file(key_file) if key_id(k).hex() not in result.unused]
             write_key_file(key_file, keep)
             result.retired = result.unused
         return result
@@ -120,4 +121,3 @@ def _key_ids_in_use(s: Session) -> set[bytes]:
         for (value,) in s.execute(select(func.substr(getattr(model, column), 3, 4)).distinct()):
             used.add(bytes(value))
     return used
-

@@ -407,7 +407,7 @@ def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(tmp_path, mai
         streams = [Consumer(server, name=f"c{i}") for i in range(2)]
         try:
             deadline = time.monotonic() + 10
-            while server.app.inbound.listening("campaign:billing") < 2:  # both streams under way
+            while server.app.inbound.consumers(["campaign:billing"]) < 2:  # both streams under way
                 assert time.monotonic() < deadline, "the streams did not start"
                 time.sleep(0.05)
             err = expect_error(lambda: server.stub.ListDrivers(pb.ListDriversRequest()))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import logging
 import os
+import re
 from typing import Any
 
 from .. import limits, logs
@@ -98,4 +98,3 @@ def configure(path: str) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
-    log.setLevel(logging.INFO)

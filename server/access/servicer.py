@@ -59,4 +59,3 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     async def DeleteToken(self, request: pb.DeleteTokenRequest, context):
         await self.tokens.revoke(resource_id(request.name, "tokens"))
         return empty_pb2.Empty()
-

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,9 +40,7 @@ class _Files:
         return tuple(os.stat(p).st_mtime_ns for p in (self.cert, self.key, self.client_ca) if p)
 
     def configuration(self) -> Any:
-        def read(path: str) -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
         return grpc.ssl_server_certificate_configuration(
             [(read(self.key), read(self.cert))], root_certificates=read(self.client_ca) if self.client_ca else None)
 

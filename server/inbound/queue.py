@@ -136,10 +136,6 @@ class InboundQueue:
         for topic in topics:
             self._waiters[topic][event] = None
 
-    def listening(self, topic: str) -> int:
-        """How many of this process's streams wait on `topic` (for operators and tests)."""
-        return len(self._waiters.get(topic, ()))
-
     def unsubscribe(self, topics: list[str], event: asyncio.Event) -> None:
         for topic in topics:
             waiters = self._waiters.get(topic)

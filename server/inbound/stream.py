@@ -4,8 +4,9 @@ batches of deliveries it is given.
 Its window is counted in messages and in bytes (max_in_flight, max_in_flight_bytes).
 A stream claims its share of the free window (the window split among the streams
 waiting on the same campaign; the one served longest ago is woken first, so that
-they claim in turns and none starves the others) in one transaction, and sends what it took in batches of about RESPONSE_BYTES (one bigger message goes alone; raw bytes, when the
-subscription asks for them, count too), their bodies parsed side by side in
+they claim in turns and none starves the others) in one transaction, and sends what
+it took in batches of about RESPONSE_BYTES (one bigger message goes alone; raw
+bytes, when the subscription asks for them, count too), their bodies parsed side by side in
 ParseWorkers. Its window counts the leases it still holds: those acknowledged
 anywhere (AckInboundMail, another stream, another replica: each lease token names
 its stream, which is told) or past their deadline no longer count. It sleeps until a
