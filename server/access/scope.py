@@ -73,6 +73,14 @@ async def visible(load: Awaitable[T], place: Callable[[T], tuple[str, str]]) -> 
     return resource
 
 
+async def in_sight(key: str, load: Callable[[str], Awaitable[T]], place: Callable[[T], tuple[str, str]]) -> str:
+    """`key`, once a scoped caller is known to see the resource `load(key)` reads;
+    for the others nothing is read."""
+    if current().scoped:
+        await visible(load(key), place)
+    return key
+
+
 def where(principal: Principal, provider_id: Any, campaign: Any | None = None) -> list[ColumnElement[bool]]:
     """Conditions a List query adds: `provider_id` is the listed rows' provider
     column; `campaign` their campaign column, or None to take the provider's."""

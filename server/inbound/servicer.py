@@ -45,9 +45,7 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
             await scope.visible(self.providers.get(pid), lambda p: (pid, p.config.campaign))
 
     async def _in_scope(self, message_id: str) -> str:
-        if scope.current().scoped:
-            await scope.visible(self.queue.head(message_id), _place)
-        return message_id
+        return await scope.in_sight(message_id, self.queue.head, _place)
 
     async def StreamInboundMail(self, requests: AsyncIterator[pb.StreamInboundMailRequest],
                                 context: grpc.aio.ServicerContext):

@@ -45,10 +45,7 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         return await scope.visible(self.providers.get(pid), _place)
 
     async def _in_scope(self, pid: str) -> str:
-        """The id, once a scoped caller is known to see it (no read for the others)."""
-        if scope.current().scoped:
-            await self._visible(pid)
-        return pid
+        return await scope.in_sight(pid, self.providers.get, _place)
 
     async def CreateProvider(self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext):
         config = conv.to_config(request.provider, self.drivers)
