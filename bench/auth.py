@@ -42,7 +42,7 @@ from pathlib import Path
 
 import grpc
 
-from mailgate.server.access.interceptor import _Call
+from mailgate.server.access.guard import Guard
 from mailgate.server.access.tls import Clients
 from mailgate.server.access.tokens import Tokens
 from mailgate.server.store.db import Database
@@ -65,24 +65,32 @@ def admission(root: Path, n: int) -> dict[str, float]:
     clients = Clients.load(str(root / "clients.toml"))
     method = "/mailgate.v1.ProviderService/ListDrivers"
 
-    class Peer:  # what a TLS connection's context tells of its certificate
+    class Peer:  # what a call's context tells: its metadata, its TLS connection's certificate
+        def __init__(self, metadata: list[tuple[str, str]]):
+            self.metadata = metadata
+
+        def invocation_metadata(self) -> list[tuple[str, str]]:
+            return self.metadata
+
         @staticmethod
         def auth_context() -> dict[str, list[bytes]]:
             return {"x509_common_name": [b"bench-client"]}
 
     async def run() -> dict[str, float]:
         _, secret = await tokens.create("bench", ["*"], [], [], None)
-        by_token = _Call(tokens, clients, method, "providers.read", [("authorization", f"Bearer {secret}")])
-        by_certificate = _Call(tokens, clients, method, "providers.read", [])
+        admission = Guard(tokens, clients).method(method)
+        assert admission is not None
+        by_token, by_certificate = Peer([("authorization", f"Bearer {secret}")]), Peer([])
 
         async def nothing(request: object, context: object) -> None:
             return None
         out = {}
-        for name, admit in (("empty", nothing), ("token", by_token.admit), ("certificate", by_certificate.admit)):
-            await admit(None, Peer)
+        for name, admit, peer in (("empty", nothing, by_certificate), ("token", admission.admit, by_token),
+                                  ("certificate", admission.admit, by_certificate)):
+            await admit(None, peer)
             t = time.perf_counter()
             for _ in range(n):
-                await admit(None, Peer)
+                await admit(None, peer)
             out[name] = (time.perf_counter() - t) / n
         return out
     try:

@@ -20,7 +20,7 @@ from mailgate.v1 import (inbound_service_pb2, inbound_service_pb2_grpc, mail_ser
 
 from . import limits
 from .access import audit, tls
-from .access.interceptor import AccessInterceptor
+from .access.guard import Guard
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
 from .config import ConfigError, Settings, check_listen, load_campaigns, load_drivers_config
@@ -36,7 +36,7 @@ from .providers.events import ProviderEvents
 from .providers.lifecycle import Providers
 from .providers.records import ProviderRecords
 from .providers.servicer import ProviderServicer
-from .rpc_errors import ErrorInterceptor
+from .calls import CallInterceptor
 from .runtime import Runtime
 from .secrets import SecretBox
 from .store.db import Database
@@ -138,13 +138,12 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         await asyncio.to_thread(listener.start)
     # SendEmail's requests may be as large as a message; every other method's are small.
     large = {f"/{SERVICE_NAMES[1]}/SendEmail": 2 * settings.max_message_bytes + (1 << 20)}
-    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(limits.REQUEST_BYTES, large)]
     audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
-        interceptors.append(AccessInterceptor(tokens, clients))
+    calls = CallInterceptor(limits.REQUEST_BYTES, large, Guard(tokens, clients) if settings.auth else None)
     previous_policy = network.use(policy)
-    server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
+    server = grpc.aio.server(interceptors=[calls], maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
                              options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with

@@ -96,43 +96,6 @@ def internal(method: str) -> status_pb2.Status:
                              details=[info])
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler so a domain error reaches the caller as a rich status, and a
-    request whose bytes do not parse, or that is over its method's size (`max_bytes`,
-    or `large[method]`), is INVALID_ARGUMENT like any other bad input: refused before
-    it is parsed."""
-
-    def __init__(self, max_bytes: int = 0, large: dict[str, int] | None = None):
-        self.max_bytes, self.large = max_bytes, dict(large or {})
-
-    async def intercept_service(self, continuation: Callable[..., Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method = details.method
-        if handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_lenient(
-                handler.request_deserializer, self.large.get(method, self.max_bytes)))
-        return wrap(handler, lambda fn, streamed: _unary(_parsed_stream(fn) if streamed else fn, method),
-                    lambda fn, streamed: _streaming(_parsed_stream(fn) if streamed else fn, method))
-
-
-Wrapper = Callable[[Callable[..., Any], bool], Callable[..., Any]]
-
-
-def wrap(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:
-    """`handler` (grpc.RpcMethodHandler) with its behaviour wrapped, whatever its kind:
-    `unary(fn, requests_streamed)` for a method that answers once, `streaming(fn,
-    requests_streamed)` for one that answers with a stream."""
-    for kind, wrapper, streamed in (("unary_unary", unary, False), ("stream_unary", unary, True),
-                                    ("unary_stream", streaming, False), ("stream_stream", streaming, True)):
-        fn = getattr(handler, kind)
-        if fn:
-            return handler._replace(**{kind: wrapper(fn, streamed)})
-    return handler
-
-
 class _Unparsed:
     """Stands for a request that was not parsed: `problem` says why (gRPC itself would
     answer UNKNOWN)."""
@@ -145,7 +108,7 @@ _UNDECODABLE = _Unparsed("the request's bytes are not a valid message of this me
                          "(truncated, or a string field that is not UTF-8)")
 
 
-def _lenient(parse: Callable[[bytes], Any], max_bytes: int) -> Callable[[bytes], Any]:
+def lenient(parse: Callable[[bytes], Any], max_bytes: int) -> Callable[[bytes], Any]:
     def lenient(data: bytes) -> Any:
         if max_bytes > 0 and len(data) > max_bytes:
             return _Unparsed(f"this method takes requests of at most {max_bytes:,} bytes, got {len(data):,}")
@@ -162,7 +125,7 @@ def _parsed(request: Any) -> Any:
     return request
 
 
-def _parsed_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+def parsed_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A client-streaming handler whose requests are checked as they are read."""
     async def checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for request in requests:
@@ -178,7 +141,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-def _unary(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+def answer_unary(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(_parsed(request), context)
@@ -189,7 +152,7 @@ def _unary(fn: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awai
     return wrapper
 
 
-def _streaming(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def answer_streaming(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             async for item in fn(_parsed(request), context):
