@@ -300,12 +300,12 @@ class Sink:
         return next((p for p in self.reported if p is not None), None)
 
 
-def watched(server: Hostile, **kwargs) -> Sink:
+def watched(server: Hostile, timeout: float = 5, **kwargs) -> Sink:
     """Watches the server's INBOX until it is reported down or a message is delivered."""
     sink = Sink()
     hub = WatchHub(sink, throttle=LoginThrottle(), reconnect=Reconnect(base=5), **kwargs)
     try:
-        hub.watch(MailboxSpec("box", server.endpoint(), AUTH, timeout=5))
+        hub.watch(MailboxSpec("box", server.endpoint(), AUTH, timeout=timeout))
         deadline = time.monotonic() + 5
         while not sink.delivered and not sink.down() and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -424,3 +424,55 @@ def test_a_report_shows_only_a_short_clean_excerpt_of_what_a_server_said(hostile
     [failed] = [c for c in trace if c.outcome is Outcome.FAILED]
     assert "go away" in failed.server_message and len(failed.server_message) <= 300
     assert all(c.isprintable() for c in failed.server_message)
+
+
+# --------------------------------------------------------------------------------------
+# Deadlines follow what arrives, not what a server announces
+
+
+def test_an_imap_message_announced_large_and_then_dripped_is_cut_off_by_what_arrived(hostile):
+    """40 MB announced, then a byte every 50 ms: every read is answered within the socket
+    timeout, but the deadline grows only with the bytes that came (a deadline grown with
+    the size announced would give this server 800 s)."""
+    announced = 40_000_000
+
+    def bodies(peer, tag, command):
+        peer.send(f"* 1 FETCH (UID 1 BODY[] {{{announced}}}\n")
+        peer.drip("x", every=0.05, longest=20)
+    server = hostile(imap_script(sizes=f"* 1 FETCH (UID 1 RFC822.SIZE {announced})\n", bodies=bodies))
+    sink = watched(server, timeout=0.3)
+    problem = sink.down()
+    assert problem is not None and problem.error_code is ErrorCode.TIMEOUT
+    assert problem.server_message.startswith("no complete answer within 0.9") and \
+        problem.server_message.endswith(" s (overall limit)")
+    assert sink.delivered == []
+    server.wait()
+    assert server.hung_up == [True]
+
+
+def test_a_pop3_message_listed_large_and_then_dripped_is_cut_off_by_what_arrived(hostile):
+    server = hostile(pop3_script(listing="1 40000000\n",
+                                 retr=lambda peer: (peer.send("+OK\n"), peer.drip("x", longest=20))))
+    sink, problem = polled(server, timeout=0.2)
+    assert problem is not None and problem.error_code is ErrorCode.TIMEOUT
+    assert problem.server_message.startswith("no complete answer within 0.6")
+    assert sink.delivered == []
+    server.wait(2)
+    assert server.hung_up[:2] == [True, True]
+
+
+def test_a_slow_but_steady_transfer_outlasts_the_first_deadline(hostile):
+    """320 KB at 160 KB/s take 2 s, past the 0.9 s a command gets: the bytes that
+    arrive keep the transfer going."""
+    body = b"Subject: slow\r\n\r\n" + b"y" * (320 * 1024 - 19) + b"\r\n"
+
+    def bodies(peer, tag, command):
+        peer.send(f"* 1 FETCH (UID 1 BODY[] {{{len(body)}}}\n")
+        for i in range(0, len(body), 16 * 1024):
+            peer.conn.sendall(body[i:i + 16 * 1024])
+            time.sleep(0.1)
+        peer.send(f")\n{tag} OK done\n")
+    server = hostile(imap_script(sizes=f"* 1 FETCH (UID 1 RFC822.SIZE {len(body)})\n", bodies=bodies))
+    sink = watched(server, timeout=0.3)
+    assert sink.down() is None
+    assert sink.delivered == [(1, body)]

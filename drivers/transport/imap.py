@@ -5,6 +5,7 @@ import imaplib
 import logging
 import re
 import socket
+from typing import Callable
 
 import imapclient
 
@@ -23,6 +24,7 @@ __all__ = ["connect_imap"]
 _UID = re.compile(rb"\bUID (\d+)", re.I)
 # where imapclient sends imaplib's protocol trace
 _IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")
+_PIECE = 16 << 10  # a literal read with progress: the bytes between two reports
 # imaplib's trace messages that carry whole responses (a FETCH's message bytes)
 _WHOLE_RESPONSES = ("untagged_responses[", "untagged responses dump", "\tmatched")
 
@@ -42,6 +44,8 @@ class _IMAP4(imaplib.IMAP4):
 
     def __init__(self, sock: socket.socket, host: str, port: int) -> None:
         self._premade = sock
+        # Told of every byte read while set: the watch hub credits a transfer's deadline.
+        self.progress: Callable[[int], None] | None = None
         self.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
         try:
             super().__init__(host, port)  # reads the greeting and CAPABILITY (closes itself on error)
@@ -70,8 +74,24 @@ class _IMAP4(imaplib.IMAP4):
         self.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
         return super()._command(name, *args)
 
+    def read(self, size):
+        """A literal; with `progress` set, in pieces, each told as it arrives."""
+        if self.progress is None:
+            return super().read(size)
+        pieces = []
+        while size > 0:
+            piece = super().read(min(size, _PIECE))
+            if not piece:
+                break
+            self.progress(len(piece))
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
+
     def _get_line(self):
         line = super()._get_line()  # imaplib refuses lines over 1 MB (_MAXLINE)
+        if self.progress is not None:
+            self.progress(len(line) + 2)
         self._left -= len(line) + 2
         self._lines_left -= 1
         literal = imaplib.Literal.match(line) if line.endswith(b"}") else None

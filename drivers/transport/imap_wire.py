@@ -42,7 +42,7 @@ class ImapWire:
 
     def __init__(self, client: imapclient.IMAPClient) -> None:
         self.client = client
-        self._imap: imaplib.IMAP4 = client._imap  # its trace level: see imap._IMAPClient
+        self.imap = client._imap  # imap._IMAP4: its bounded reads, its progress, its trace level
 
     def socket(self) -> socket.socket:
         return self.client.socket()
@@ -50,16 +50,16 @@ class ImapWire:
     # -- untagged responses the server volunteered
     def clear(self) -> None:
         """Forgets them; the server may send as much again (imap._IMAP4's budget)."""
-        self._imap.untagged_responses.clear()
-        self._imap.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
+        self.imap.untagged_responses.clear()
+        self.imap.allow(MAX_ANSWER_BYTES, MAX_ANSWER_LINES)
 
     def expunged(self) -> int:
-        return len(self._imap.untagged_responses.get("EXPUNGE", ()))
+        return len(self.imap.untagged_responses.get("EXPUNGE", ()))
 
     def announced(self, known: int) -> bool:
         """The server announced more messages (EXISTS) than the `known` count, less the
         expunges it announced with them: new mail. A repeated EXISTS is not."""
-        responses = self._imap.untagged_responses
+        responses = self.imap.untagged_responses
         exists = responses.get("EXISTS")
         if not exists:
             return False
@@ -72,18 +72,18 @@ class ImapWire:
     def suspicious(self) -> bool:
         """Untagged NO/BAD (Dovecot: "Internal error" when the folder was replaced) or a
         UIDVALIDITY outside EXAMINE: the session's view of the folder may be stale."""
-        responses = self._imap.untagged_responses
+        responses = self.imap.untagged_responses
         return "NO" in responses or "BAD" in responses or "UIDVALIDITY" in responses
 
     def _check_bye(self) -> None:
-        bye = self._imap.untagged_responses.get("BYE")
+        bye = self.imap.untagged_responses.get("BYE")
         if bye:
             raise imaplib.IMAP4.abort(text(bye[-1]))
 
     # -- IDLE (RFC 2177)
     def start_idle(self) -> str:
         """Sends IDLE and reads up to the "+ idling" continuation; returns the tag."""
-        imap = self._imap
+        imap = self.imap
         tag = imap._command("IDLE")
         while imap._get_response() is not None:  # None: the continuation
             self._check_bye()
@@ -96,7 +96,7 @@ class ImapWire:
     def read_idle(self, tag: str, timeout: float) -> bool:
         """Reads what the server sent during IDLE (at least one byte is waiting) and
         everything that follows at once; False when the server ended IDLE itself."""
-        imap = self._imap
+        imap = self.imap
         while True:
             imap._get_response()
             self._check_bye()
@@ -112,7 +112,7 @@ class ImapWire:
 
     def end_idle(self, tag: str) -> None:
         """DONE, and the tagged end of IDLE."""
-        imap = self._imap
+        imap = self.imap
         imap.send(b"DONE\r\n")
         while imap.tagged_commands.get(tag) is None:
             imap._get_response()
@@ -126,7 +126,7 @@ class ImapWire:
         imaplib's buffer, decrypted in the TLS layer, or in the kernel (end of file
         counts: reading it reports the closed connection). A selector sees only the
         kernel. `timeout` is the socket's normal timeout, restored after peeking."""
-        imap = self._imap
+        imap = self.imap
         sock = self.client.socket()
         readbuf = getattr(imap, "_readbuf", None)  # Python >= 3.14: imaplib's own buffer
         if readbuf:
@@ -154,7 +154,7 @@ class ImapWire:
         """UID FETCH first:* (UID RFC822.SIZE): {uid: {b"SEQ": n, b"RFC822.SIZE": size}}.
         "n:*" always matches the highest UID, even below n: callers filter. The
         answer is a listing: at most MAX_LISTING_BYTES, MAX_LISTING_LINES lines."""
-        imap = self._imap
+        imap = self.imap
         imap.untagged_responses.clear()
         tag = imap._command("UID", "FETCH", f"{first_uid}:*", "(UID RFC822.SIZE)")  # as imap.uid(...)
         imap.allow(MAX_LISTING_BYTES, MAX_LISTING_LINES)
@@ -168,7 +168,7 @@ class ImapWire:
         """Sends UID FETCH (BODY.PEEK[]) for ascending uids ({uid: the most bytes its
         message may have}) without waiting; the tag. The answer may hold those
         messages, and MAX_ANSWER_BYTES besides."""
-        imap = self._imap
+        imap = self.imap
         tag = imap._command("UID", "FETCH", uid_set(list(allowed)), "(BODY.PEEK[])")
         imap.allow(sum(allowed.values()) + MAX_ANSWER_BYTES, MAX_ANSWER_LINES + 2 * len(allowed), allowed)
         return tag
@@ -177,7 +177,7 @@ class ImapWire:
         """Waits for the FETCH `tag` to complete; every FETCH response read so far,
         whichever command it answered (a server may run pipelined FETCHes side by
         side), by UID."""
-        imap = self._imap
+        imap = self.imap
         typ, data = imap._command_complete("FETCH", tag)
         if typ != "OK":
             raise imaplib.IMAP4.error(f"UID FETCH failed: {text(data)}")
@@ -186,7 +186,7 @@ class ImapWire:
 
     def shutdown(self) -> None:
         try:
-            self._imap.shutdown()  # imaplib's: IMAPClient.shutdown() adds an INFO log line per close
+            self.imap.shutdown()  # imaplib's: IMAPClient.shutdown() adds an INFO log line per close
         except Exception:  # noqa: BLE001 - the connection is abandoned either way
             pass
 

@@ -26,7 +26,9 @@ KB, MB = 1 << 10, 1 << 20
 # One message: an IMAP FETCH BODY[] literal, a POP3 RETR. The inbound queue's default
 # limit too: mail announced as larger is not downloaded (the watchers skip it).
 MAX_MESSAGE_BYTES = 50 * MB
-# A transfer of a message gets time for its size, the link moving at least this many bytes a second.
+# A transfer of a message keeps its deadline while it moves: each byte that arrives moves the
+# deadline on by the time it takes at this rate (a server that announces much and sends
+# nothing gains nothing).
 MIN_BYTES_PER_SECOND = 50_000
 # Anything else a server says in one piece: an SMTP reply (all its lines), a POP3
 # status line or CAPA listing, an IMAP literal outside a message (greeting, CAPABILITY).

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import poplib
 import socket
+from typing import Callable
 
 from mailgate.drivers.api import CheckResult, ErrorCode
 
@@ -84,10 +85,11 @@ class _POP3(poplib.POP3):
         finally:
             self._long = (MAX_REPLY_BYTES, MAX_REPLY_LINES, "the server's reply")
 
-    def retrieve(self, which: int, limit: int) -> bytes:
+    def retrieve(self, which: int, limit: int, progress: Callable[[int], None] | None = None) -> bytes:
         """RETR `which`: the message's bytes (lines ended by CRLF, dot-stuffing
-        undone), refused past `limit` bytes. Into one buffer: poplib's retr() keeps
-        a bytes object per line, tens of bytes each on top of what the line holds."""
+        undone), refused past `limit` bytes; `progress` is told of each line's bytes.
+        Into one buffer: poplib's retr() keeps a bytes object per line, tens of bytes
+        each on top of what the line holds."""
         self._putcmd(f"RETR {which}")
         self._getresp()
         message = bytearray()
@@ -96,6 +98,8 @@ class _POP3(poplib.POP3):
             line = self.file.readline(room + 3)  # a line that still fits: its stuffed "." and CRLF
             if not line:
                 raise poplib.error_proto("-ERR EOF")
+            if progress is not None:
+                progress(len(line))
             if not line.endswith(b"\n"):
                 if len(line) < room + 3:  # the connection ended within the line
                     raise poplib.error_proto("-ERR EOF")

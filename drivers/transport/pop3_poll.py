@@ -27,7 +27,7 @@ from . import _watchdog
 from .auth import Authenticator
 from .endpoint import Endpoint
 from .errors import TransportError, classify, where
-from .limits import MAX_MESSAGE_BYTES, MIN_BYTES_PER_SECOND, allowance, human
+from .limits import MAX_MESSAGE_BYTES, allowance, human
 from .pop3 import connect_pop3
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
@@ -184,9 +184,9 @@ class Pop3Poller:
                                         "the limit of %s", spec.key, n, f"{size:,}", human(self._max_message))
                         continue
                     allowed = allowance(size, self._max_message) if size is not None else self._max_message
-                    # The deadline grows with the size announced, so no further than the limit.
-                    with _deadline(conn, 3 * spec.timeout + allowed / MIN_BYTES_PER_SECOND):
-                        messages.append((number, conn.retrieve(n, allowed)))
+                    # The deadline grows with the bytes that arrive, not with the size listed.
+                    with _deadline(conn, 3 * spec.timeout) as guard:
+                        messages.append((number, conn.retrieve(n, allowed, guard.credit)))
                 if messages:
                     self._sink.deliver(spec.key, UIDVALIDITY, messages)
                     fetched += len(messages)
@@ -247,19 +247,23 @@ def _sizes(lines: list[bytes]) -> dict[int, int]:
 
 
 @contextmanager
-def _deadline(conn, seconds: float) -> Iterator[None]:
+def _deadline(conn, seconds: float) -> Iterator[_watchdog.Guard]:
     """An overall limit for commands after login, on top of the per-read socket
-    timeout: a server that drips a listing or a message is cut off when it passes."""
+    timeout: a server that drips a listing or a message is cut off when it passes
+    (the guard's `credit` moves it on as a message arrives)."""
     guard = _watchdog.watch(conn.sock, seconds)
     try:
-        yield
+        yield guard
     except Exception as exc:
         if guard.fired:
-            raise TransportError("pop3", "session", ErrorCode.TIMEOUT,
-                                 f"no complete answer within {seconds:g} s (overall limit)") from exc
+            raise _overall_timeout(guard.allowed) from exc
         raise
     finally:
         guard.cancel()
     if guard.fired:
-        raise TransportError("pop3", "session", ErrorCode.TIMEOUT,
-                             f"no complete answer within {seconds:g} s (overall limit)")
+        raise _overall_timeout(guard.allowed)
+
+
+def _overall_timeout(seconds: float) -> TransportError:
+    return TransportError("pop3", "session", ErrorCode.TIMEOUT,
+                          f"no complete answer within {seconds:.3g} s (overall limit)")

@@ -77,7 +77,7 @@ from .endpoint import Endpoint
 from .errors import TransportError, classify, where
 from .imap import connect_imap
 from .imap_wire import ImapWire
-from .limits import MAX_MESSAGE_BYTES, MIN_BYTES_PER_SECOND, allowance, human
+from .limits import MAX_MESSAGE_BYTES, allowance, human
 from .reconnect import Reconnect
 from .throttle import LoginThrottle
 
@@ -582,8 +582,8 @@ class WatchHub:
         fetched: dict[int, dict] = {}  # by UID, whatever FETCH responses have been read
         tag = self._send_fetch(mb, batches[0]) if batches else None
         for i, batch in enumerate(batches):
-            size = sum(s for _, s in batch)
-            with self._deadline(mb, 3 * spec.timeout + size / MIN_BYTES_PER_SECOND):
+            # The deadline grows with the bytes that arrive, not with the sizes announced.
+            with self._deadline(mb, 3 * spec.timeout, growing=True):
                 answers = mb.wire.finish_fetch(tag)
             for uid, info in answers.items():
                 fetched.setdefault(uid, {}).update(info)
@@ -611,20 +611,25 @@ class WatchHub:
             return mb.wire.send_fetch({uid: allowance(size, self._max_message) for uid, size in batch})
 
     @contextmanager
-    def _deadline(self, mb: _Mailbox, seconds: float) -> Iterator[None]:
+    def _deadline(self, mb: _Mailbox, seconds: float, growing: bool = False) -> Iterator[None]:
         """An overall limit for one command, on top of the per-read socket timeout: the
-        watchdog shuts the socket down when it passes, and the read in progress fails."""
+        watchdog shuts the socket down when it passes, and the read in progress fails.
+        `growing`: each byte read moves it on (_watchdog.Guard.credit)."""
         guard = _watchdog.watch(mb.client.socket(), seconds)
+        imap = mb.wire.imap
+        if growing:
+            imap.progress = guard.credit
         try:
             yield
         except Exception as exc:
             if guard.fired:
-                raise _overall_timeout(seconds) from exc
+                raise _overall_timeout(guard.allowed) from exc
             raise
         finally:
+            imap.progress = None
             guard.cancel()
         if guard.fired:
-            raise _overall_timeout(seconds)
+            raise _overall_timeout(guard.allowed)
 
     # -- failures and status ---------------------------------------------------------
 
@@ -731,4 +736,4 @@ def _abort(mb: _Mailbox) -> None:
 
 def _overall_timeout(seconds: float) -> TransportError:
     return TransportError("imap", "session", ErrorCode.TIMEOUT,
-                          f"no complete answer within {seconds:g} s (overall limit)")
+                          f"no complete answer within {seconds:.3g} s (overall limit)")
