@@ -141,9 +141,12 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     audit.configure(settings.audit_file)
     if settings.auth:
         await tokens.ensure_admin_file(settings.admin_token_file)
-    calls = CallInterceptor(limits.REQUEST_BYTES, large, Guard(tokens, clients) if settings.auth else None)
+    calls = CallInterceptor(settings.max_concurrent_calls, limits.REQUEST_BYTES, large,
+                            Guard(tokens, clients) if settings.auth else None)
     previous_policy = network.use(policy)
-    server = grpc.aio.server(interceptors=[calls], maximum_concurrent_rpcs=settings.max_concurrent_calls or None,
+    # The interceptor answers calls past the limit in words; gRPC's own limit, at twice
+    # that, holds back calls that would pile up before they reach it.
+    server = grpc.aio.server(interceptors=[calls], maximum_concurrent_rpcs=2 * settings.max_concurrent_calls or None,
                              options=[
         # gRPC's 4 MB default would refuse a SendEmail with a large attachment before
         # our own size check could answer it in words; responses (a raw message with

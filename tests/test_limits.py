@@ -13,6 +13,7 @@ from email.message import EmailMessage
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import mailgate_echo_driver
 from mailgate.server import limits
@@ -412,6 +413,11 @@ def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(tmp_path, mai
                 time.sleep(0.05)
             err = expect_error(lambda: server.stub.ListDrivers(pb.ListDriversRequest()))
             assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert err.info.reason == "RESOURCE_EXHAUSTED" and err.info.metadata["limit"] == "concurrent_calls"
+            assert err.retry_delay and err.retry_delay > 0
+            assert "2 calls under way" in err.message
+            health = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING  # a probe still answers
         finally:
             for c in streams:
                 c.close()
