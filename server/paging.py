@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from . import limits
 from .converters import name_problem
@@ -16,6 +17,10 @@ from .errors import InvalidArgument, Violation
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A page's answer at most: under the 4 MB that gRPC clients take by default.
+MAX_PAGE_BYTES = 3 << 20
+
+T = TypeVar("T")
 
 # The filter's tokens, in the order tried: a quoted string (JSON escapes: \" and \\
 # inside), "=", a bare word (field names, AND, bare values, true/false), blanks.
@@ -123,15 +128,14 @@ class PageTokens:
         self._key = key
 
     async def page(self, fetch: Callable[[Any, int], Awaitable[list[Any]]], key: Callable[[Any], tuple[datetime, str]],
-                   collection: str, filter_text: str, page_token: str, size: int) -> tuple[list[Any], str]:
+                   collection: str, filter_text: str, page_token: str, size: int) -> Page[Any]:
         """One page of `collection`: `fetch(after, limit)` reads up to `limit` rows after
         the position `after` (None: from the start); `key(row)` is a row's position for
         the next token."""
         limit = page_size(size)
         after = self.decode(page_token, collection, filter_text)
         rows = await fetch(after, limit + 1)  # one more: is there a next page?
-        token = self.encode(key(rows[limit - 1]), collection, filter_text) if len(rows) > limit else ""
-        return rows[:limit], token
+        return Page(rows[:limit], len(rows) > limit, lambda row: self.encode(key(row), collection, filter_text))
 
     def _mac(self, collection: str, payload: bytes) -> bytes:
         return hmac.new(self._key, collection.encode() + b"\0" + payload, hashlib.sha256).digest()[:_MAC_BYTES]
@@ -162,6 +166,28 @@ class PageTokens:
 
 
 _MAC_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Up to a page size of rows, and whether more follow them."""
+
+    rows: list[T]
+    more: bool
+    token_after: Callable[[T], str]  # the token of the page that starts after this row
+
+    def shown(self, convert: Callable[[T], Any]) -> tuple[list[Any], str]:
+        """The rows as the answer shows them (`convert`), as many as fit in MAX_PAGE_BYTES
+        (one at least), and the next page's token ("" when none follows)."""
+        items, total = [], 0
+        for row in self.rows:
+            item = convert(row)
+            total += item.ByteSize() + 8  # a repeated field's tag and length, generously
+            if items and total > MAX_PAGE_BYTES:
+                break
+            items.append(item)
+        more = self.more or len(items) < len(self.rows)
+        return items, self.token_after(self.rows[len(items) - 1]) if more else ""
 
 
 def _fingerprint(query: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 
 import mailgate_echo_driver
+from mailgate.server import paging
 from mailgate.testing.rpc import expect_error
 from mailgate.v1 import provider_pb2, provider_service_pb2 as pb
 
@@ -181,6 +182,21 @@ def test_list_pages_and_filters(server):
     assert [p.name for p in odd.providers] == names[1::2]
     none = server.stub.ListProviders(pb.ListProvidersRequest(filter="state = STATE_RED"))
     assert none.providers == []
+
+
+def test_a_page_holds_what_fits_its_byte_limit_and_its_token_goes_on_from_there(server, monkeypatch):
+    names = [create(server, echo(name=f"B{i}")).name for i in range(5)]
+    one = server.stub.ListProviders(pb.ListProvidersRequest(page_size=1)).providers[0].ByteSize()
+    monkeypatch.setattr(paging, "MAX_PAGE_BYTES", 2 * (one + 8) + 4)  # two fit, a third does not
+    seen, sizes, token = [], [], ""
+    while True:
+        page = server.stub.ListProviders(pb.ListProvidersRequest(page_size=50, page_token=token))
+        seen += [p.name for p in page.providers]
+        sizes.append(len(page.providers))
+        token = page.next_page_token
+        if not token:
+            break
+    assert sizes == [2, 2, 1] and seen == names
 
 
 @pytest.mark.parametrize("request_fields, field", [

@@ -52,9 +52,10 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
         return pb.CreateTokenResponse(token=token_to_proto(row), secret=secret)
 
     async def ListTokens(self, request: pb.ListTokensRequest, context):
-        rows, next_token = await self.pages.page(self.tokens.list, lambda r: (r.create_time, r.id), "tokens", "",
-                                                 request.page_token, request.page_size)
-        return pb.ListTokensResponse(tokens=[token_to_proto(r) for r in rows], next_page_token=next_token)
+        page = await self.pages.page(self.tokens.list, lambda r: (r.create_time, r.id), "tokens", "",
+                                     request.page_token, request.page_size)
+        tokens, next_token = page.shown(token_to_proto)
+        return pb.ListTokensResponse(tokens=tokens, next_page_token=next_token)
 
     async def DeleteToken(self, request: pb.DeleteTokenRequest, context):
         await self.tokens.revoke(resource_id(request.name, "tokens"))

@@ -268,7 +268,7 @@ class InboundQueue:
         return message
 
     async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
-                   ) -> tuple[list[InboundMessage], str]:
+                   ) -> paging.Page[InboundMessage]:
         filters: dict[str, Any] = paging.parse_filter(filter_text, {
             "provider": paging.id_from_name("providers"), "campaign": str, "state": paging.state_name(InState), "conversation_id": str})
         if "provider" in filters:

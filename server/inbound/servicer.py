@@ -95,10 +95,10 @@ class InboundServicer(inbound_service_pb2_grpc.InboundServiceServicer):
             with_attachment_data=request.include_attachment_data))
 
     async def ListInboundMessages(self, request: pb.ListInboundMessagesRequest, context):
-        messages, token = await self.queue.list(request.filter, request.page_token, request.page_size,
-                                                within=scope.current())
-        return pb.ListInboundMessagesResponse(inbound_messages=[conv.inbound_to_proto(m) for m in messages],
-                                              next_page_token=token)
+        page = await self.queue.list(request.filter, request.page_token, request.page_size,
+                                     within=scope.current())
+        messages, token = page.shown(conv.inbound_to_proto)
+        return pb.ListInboundMessagesResponse(inbound_messages=messages, next_page_token=token)
 
     async def RequeueInboundMessage(self, request: pb.RequeueInboundMessageRequest, context):
         return conv.inbound_to_proto(await self.queue.requeue(await self._in_scope(conv.inbound_id(request.name))))

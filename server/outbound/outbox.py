@@ -421,7 +421,7 @@ class Outbox:
         return await self.db.run(lambda s: OutboxStore(s).get(message_id))
 
     async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
-                   ) -> tuple[list[Outbound], str]:
+                   ) -> paging.Page[Outbound]:
         filters = paging.parse_filter(filter_text, {
             "provider": paging.id_from_name("providers"), "state": paging.state_name(OutState), "conversation_id": str})
         if "provider" in filters:

@@ -39,7 +39,7 @@ class MailServicer(mail_service_pb2_grpc.MailServiceServicer):
         return conv.outbound_to_proto(message)
 
     async def ListOutboundMessages(self, request: pb.ListOutboundMessagesRequest, context):
-        rows, token = await self.outbox.list(request.filter, request.page_token, request.page_size,
-                                             within=scope.current())
-        return pb.ListOutboundMessagesResponse(outbound_messages=[conv.outbound_to_proto(m) for m in rows],
-                                               next_page_token=token)
+        page = await self.outbox.list(request.filter, request.page_token, request.page_size,
+                                      within=scope.current())
+        messages, token = page.shown(conv.outbound_to_proto)
+        return pb.ListOutboundMessagesResponse(outbound_messages=messages, next_page_token=token)

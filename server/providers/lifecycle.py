@@ -67,7 +67,7 @@ class Providers:
         return await self.db.run(lambda s: self._store(s).get(provider_id))
 
     async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
-                   ) -> tuple[list[StoredProvider], str]:
+                   ) -> paging.Page[StoredProvider]:
         filters = paging.parse_filter(filter_text, {
             "type": str, "campaign": str, "state": paging.state_name(State), "receive_emails": _bool_filter})
         where = scope.where(within, ProviderRow.id, ProviderRow.campaign)

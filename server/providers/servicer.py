@@ -58,10 +58,10 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
         return self._provider_out(await self._visible(provider_id(request.name)))
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context):
-        rows, token = await self.providers.list(request.filter, request.page_token, request.page_size,
-                                                within=scope.current())
-        return pb.ListProvidersResponse(providers=[self._provider_out(p) for p in rows],
-                                        next_page_token=token)
+        page = await self.providers.list(request.filter, request.page_token, request.page_size,
+                                         within=scope.current())
+        providers, token = page.shown(self._provider_out)
+        return pb.ListProvidersResponse(providers=providers, next_page_token=token)
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest, context):
         pid = provider_id(request.provider.name)
