@@ -163,6 +163,8 @@ def main() -> None:
             directory = root / name.replace(", ", "-").replace(" ", "-")
             directory.mkdir()
             # With mutual TLS the certificate alone names the caller: no token on the channel.
+            # Audit records go to a file of their own, as a deployment keeps them.
+            env = {**env, "MAILGATE_AUDIT_FILE": str(directory / "audit.log")}
             servers[name] = stack.enter_context(mailgate_process(directory, env, credentials,
                                                                  token=name != "mutual TLS"))
         for name in ("plain, auth off", "plain, token"):
