@@ -18,19 +18,9 @@ from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, pr
 from mailgate.v1.provider_event_pb2 import ProviderEvent as PE
 from mailgate.v1 import provider_service_pb2 as pb
 
-from support import PASSWORD, USER, customer_mail, wait_provider
+from support import PASSWORD, USER, customer_mail, receiving_provider, wait_provider
 
 RED, GREEN = provider_pb2.Provider.STATE_RED, provider_pb2.Provider.STATE_GREEN
-
-
-def receiving_provider(server, dovecot, smtp, ca, campaign="support") -> provider_pb2.Provider:
-    return server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
-        display_name="Receiving", type="smtp_imap", account=USER, receive_emails=True, campaign=campaign,
-        smtp_imap=provider_pb2.SmtpImapSettings(
-            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
-            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
-            inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
-                                          security=provider_pb2.SECURITY_TLS)))))
 
 
 def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server, clean_dovecot,
