@@ -1,4 +1,4 @@
-"""`mailgate`: run the server, or manage providers on a running one."""
+"""`mailgate`: run the server, or manage providers, mail and queues on a running one."""
 from __future__ import annotations
 
 import argparse
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import candidate, commands, inbound, mail, tokens
 
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__, epilog=(
-        "exit status: 0 ok, 1 the server said no or a check failed, 2 usage error, "
-        "3 server unreachable. Credentials: the API token in MAILGATE_TOKEN, else in the file "
+        "exit status: 0 ok, 1 the server said no, a check failed or a message was refused for good, "
+        "2 usage error, 3 server unreachable, 130 interrupted. Credentials: the API token in MAILGATE_TOKEN, else in the file "
         "MAILGATE_TOKEN_FILE names, else in ./mailgate.token (the administrator token a server "
         "started in this directory wrote). TLS: MAILGATE_TLS_CA (the CAs to trust, or 'system'), "
         "MAILGATE_TLS_CLIENT_CERT and MAILGATE_TLS_CLIENT_KEY (a client certificate)"))
