@@ -265,6 +265,13 @@ class ProviderCallbacks(ABC):
     async def authorization_lost(self, provider_id: str, message: str) -> None:
         """The OAuth provider refused to renew the tokens: only a new sign-in helps."""
 
+    async def token_renewed(self, provider_id: str, valid_for: float) -> None:
+        """An access token was renewed, valid for `valid_for` seconds (the provider's history)."""
+
+    async def token_renewal_failed(self, provider_id: str, message: str) -> None:
+        """Renewing an access token failed for a reason a later attempt may not have
+        (the token endpoint unreachable): the provider's history."""
+
 
 @dataclass(frozen=True)
 class Position:
@@ -310,6 +317,12 @@ class InboundSink(ABC):
         server turns the provider RED or GREEN again and words the reason. Call it
         on changes; it never blocks."""
 
+    def reconnecting(self, mailbox: str, problem: CheckResult) -> None:
+        """The mailbox's connection failed or dropped (`problem`: the failed step)
+        and the source tries again: call it at every retry, quiet ones included
+        (those that do not turn the provider RED). The server counts them in the
+        provider's history, coalesced. It never blocks."""
+
 
 class InboundSource(ABC):
     """A provider's incoming mail, watched the driver's way (IMAP IDLE, POP3
@@ -350,6 +363,12 @@ class DriverContext(ABC):
         (AUTHORIZATION_LOST), stops watching its mailbox and keeps its mail.
         Blocking: call it from `run_blocking` work."""
         raise NotImplementedError
+
+    def token_renewed(self, provider_id: str, valid_for: float) -> None:
+        """ProviderCallbacks.token_renewed. Never blocks; from any thread."""
+
+    def token_renewal_failed(self, provider_id: str, message: str) -> None:
+        """ProviderCallbacks.token_renewal_failed. Never blocks; from any thread."""
 
     @abstractmethod
     def run_blocking(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:

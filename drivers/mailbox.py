@@ -213,10 +213,17 @@ class _Receivers:
         sink.deliver(mailbox, uidvalidity, messages)
 
     def status(self, key: str, problem: CheckResult | None) -> None:
-        with self._lock:
-            found = self._routes.get(key)
-        if found is not None:
+        if found := self._found(key):
             found[0].status(found[1], problem)
+
+    def reconnecting(self, key: str, problem: CheckResult) -> None:
+        if found := self._found(key):
+            found[0].reconnecting(found[1], problem)
+
+    def _found(self, key: str) -> tuple[InboundSink, str] | None:
+        """Where a report goes; None for a mailbox no longer watched (it says nothing)."""
+        with self._lock:
+            return self._routes.get(key)
 
     def close(self) -> None:
         self.hub.close()

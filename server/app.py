@@ -23,7 +23,7 @@ from .access import audit, tls
 from .access.guard import Guard
 from .access.servicer import TokenServicer
 from .access.tokens import Tokens
-from .config import ConfigError, Settings, check_listen, load_campaigns, load_drivers_config
+from .config import ConfigError, Settings, check_listen, event_retention, load_campaigns, load_drivers_config
 from .inbound.queue import InboundQueue, InboundSettings
 from .inbound.servicer import InboundServicer
 from .inbound.sources import Sources
@@ -33,6 +33,7 @@ from .outbound.servicer import MailServicer
 from .paging import PageTokens
 from .providers.callback import CallbackListener
 from .providers.events import ProviderEvents
+from .providers.history import History
 from .providers.lifecycle import Providers
 from .providers.records import ProviderRecords
 from .providers.servicer import ProviderServicer
@@ -63,6 +64,7 @@ class App:
     sources: Sources
     drivers: DriverRegistry
     tokens: Tokens
+    history: History
     callback: CallbackListener | None = None
     wakeups: Listener | None = None
     previous_policy: NetworkPolicy | None = None  # put back on stop (tests run servers one after another)
@@ -82,6 +84,7 @@ class App:
         await self.sources.close()
         for driver in self.drivers:  # their connections and the threads that watch mailboxes
             await driver.release_all()
+        await self.history.stop()  # what the windows held back
         await asyncio.to_thread(self.inbound.parsers.close)
         if self.wakeups:
             await asyncio.to_thread(self.wakeups.close)
@@ -96,6 +99,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     check_listen(settings)  # refuse a bad address or an open network before touching anything
     configs = load_drivers_config(settings.drivers_config)
     campaigns = load_campaigns(settings)
+    retention = event_retention(settings)
     try:
         policy = NetworkPolicy.parse(settings.network_allow, settings.network_deny)
     except ValueError as e:
@@ -110,12 +114,14 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
         for section in configs.values():
             section.setdefault("redirect_uri", callback.redirect_uri)
     events = ProviderEvents()
-    records = ProviderRecords(db, box, events)
+    pages = PageTokens(box.derive_key("page-tokens"))  # one key for every list's tokens
+    history = History(db, pages, retention)
+    records = ProviderRecords(db, box, events, history)
     runtime = Runtime(records, io_workers=settings.io_workers, default_timeout=settings.timeout,
                       login_backoff=settings.login_backoff, login_backoff_cap=settings.login_backoff_cap,
                       poll_interval=settings.poll_interval, driver_configs=configs)
-    pages = PageTokens(box.derive_key("page-tokens"))  # one key for every list's tokens
-    providers = Providers(db, box, events, drivers, runtime, pages, authorization_ttl=settings.authorization_ttl)
+    providers = Providers(db, box, events, history, drivers, runtime, pages,
+                          authorization_ttl=settings.authorization_ttl)
     outbox = Outbox(db, records, drivers, runtime, OutboxSettings(
         max_message_bytes=settings.max_message_bytes, retry_base=settings.retry_base,
         first_attempt_wait=settings.first_attempt_wait, commit_delay=settings.commit_delay,
@@ -165,6 +171,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
             else server.add_insecure_port(settings.listen))
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
+    await history.start()
     await server.start()
     outbox.start()
     await sources.start()
@@ -173,7 +180,7 @@ async def start(settings: Settings, extra_plugins: Iterable[object] = ()) -> App
     if callback:
         callback.start(providers, asyncio.get_running_loop())
     app = App(settings, server, port, db, runtime, health_servicer, providers, outbox, inbound, sources,
-              drivers, tokens, callback, listener, previous_policy)
+              drivers, tokens, history, callback, listener, previous_policy)
     access = (f"API tokens required; administrator token in {settings.admin_token_file}" if settings.auth
               else "authentication OFF: anyone who reaches the port may do anything")
     log.info("mailgate listening on %s (database %s; drivers: %s; %s)", app.address,

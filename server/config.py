@@ -5,6 +5,7 @@ import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ class Settings:
     clients_file: str = field(default_factory=lambda: _env("MAILGATE_CLIENTS_FILE", ""))
     # where audit records go instead of the log (JSON lines, mode 0600); empty: with the log
     audit_file: str = field(default_factory=lambda: _env("MAILGATE_AUDIT_FILE", ""))
+    # days a provider's events (ListProviderEvents) are kept
+    event_retention_days: float = field(default_factory=lambda: float(_env("MAILGATE_EVENT_RETENTION_DAYS", "30")))
     grace: float = 10.0  # seconds given to running calls on SIGTERM
 
     @property
@@ -135,6 +138,14 @@ def read_toml(path: str, setting: str) -> dict[str, Any]:
         raise ConfigError(f"{setting}: cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{setting}: {path} is not valid TOML: {e}") from None
+
+
+def event_retention(settings: Settings) -> timedelta:
+    days = settings.event_retention_days
+    if not 0 < days <= 3650:  # NaN too
+        raise ConfigError(f"MAILGATE_EVENT_RETENTION_DAYS must be a number of days above 0 and at most 3650, "
+                          f"not {days!r}")
+    return timedelta(days=days)
 
 
 DEAD_LETTER_RANGE = (5, 100)  # as Pub/Sub's max_delivery_attempts; 0 turns dead-lettering off

@@ -103,10 +103,17 @@ def id_from_name(collection: str) -> Callable[[str], str]:
 
 def state_name(states: type[enum.Enum]) -> Callable[[str], str]:
     """A filter value converter: `STATE_RED` or `RED` -> `RED`, for one of `states`."""
+    return enum_name(states, "STATE_", "state")
+
+
+def enum_name(members: type[enum.Enum], prefix: str, what: str) -> Callable[[str], str]:
+    """A filter value converter: the proto enum's `PREFIX_NAME` or `NAME` -> `NAME`,
+    for one of `members`."""
     def convert(value: str) -> str:
-        name = value.removeprefix("STATE_")
-        if name not in states.__members__:
-            raise ValueError(f"unknown state {limits.shown(value)}; use " + ", ".join(f"STATE_{s}" for s in states.__members__))
+        name = value.removeprefix(prefix)
+        if name not in members.__members__:
+            raise ValueError(f"unknown {what} {limits.shown(value)}; use "
+                             + ", ".join(prefix + m for m in members.__members__))
         return name
     return convert
 

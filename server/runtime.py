@@ -87,6 +87,19 @@ class Runtime(DriverContext):
     def authorization_lost(self, provider_id: str, message: str) -> None:
         self._on_loop(self._callbacks.authorization_lost(provider_id, message))
 
+    def token_renewed(self, provider_id: str, valid_for: float) -> None:
+        self._soon(self._callbacks.token_renewed(provider_id, valid_for))
+
+    def token_renewal_failed(self, provider_id: str, message: str) -> None:
+        self._soon(self._callbacks.token_renewal_failed(provider_id, message))
+
+    def _soon(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Runs a coroutine on the server's loop, from any thread, without waiting."""
+        try:
+            asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            coro.close()
+
     def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Runs a coroutine on the server's loop from a worker thread, and waits."""
         try:

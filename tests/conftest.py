@@ -1,11 +1,16 @@
 """Held by every test of the suite: no password of the test accounts and no API
-token secret reaches a log record (audit records included), at INFO and above."""
+token secret reaches a log record (audit records included), at INFO and above.
+Shared: `cli`, the `mailgate` command run in-process against the test's server."""
 from __future__ import annotations
 
+import io
 import logging
 import re
+import sys
 
 import pytest
+
+from mailgate.cli import main
 
 from mailgate.testing.fixtures import MAIL_USERS
 
@@ -27,3 +32,17 @@ def _no_secret_in_a_log_record(request: pytest.FixtureRequest, caplog: pytest.Lo
         text = record.getMessage() + "\n" + (record.exc_text or "")
         leaked = TOKEN_SECRET.search(text) or next((p for p in passwords if p in text), None)
         assert not leaked, f"a secret in a log record of {record.name}: {text[:300]!r}"
+
+
+@pytest.fixture
+def cli(mailgate_server, capsys, monkeypatch):
+    """Runs `mailgate --server <test server> ARGS...` in-process: (exit, stdout, stderr)."""
+    monkeypatch.setenv("MAILGATE_TOKEN_FILE", str(mailgate_server.settings.admin_token_file))
+
+    def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["--server", mailgate_server.address, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -24,6 +24,17 @@ def make_provider(server, smtp: SmtpServer, ca, name="Desk", **fields) -> provid
         **fields)))
 
 
+def receiving_provider(server, dovecot, smtp, ca, campaign="support") -> provider_pb2.Provider:
+    """"Receiving": sends through `smtp`, watches the test account's INBOX on `dovecot`."""
+    return server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
+        display_name="Receiving", type="smtp_imap", account=USER, receive_emails=True, campaign=campaign,
+        smtp_imap=provider_pb2.SmtpImapSettings(
+            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
+            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
+            inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
+                                          security=provider_pb2.SECURITY_TLS)))))
+
+
 def mail(server) -> mail_service_pb2_grpc.MailServiceStub:
     return mail_service_pb2_grpc.MailServiceStub(server.channel)
 

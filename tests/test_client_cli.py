@@ -45,20 +45,6 @@ def echo(name: str = "Support line", key: str = KEY, **fields) -> Provider:
     return Provider(display_name=name, type="echo", plugin_settings=settings, **fields)
 
 
-@pytest.fixture
-def cli(mailgate_server, capsys, monkeypatch):
-    """Runs `mailgate --server <test server> ARGS...` in-process: (exit, stdout, stderr)."""
-    monkeypatch.setenv("MAILGATE_TOKEN_FILE", str(mailgate_server.settings.admin_token_file))
-
-    def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(["--server", mailgate_server.address, *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-    return run
-
-
 def create_args(name: str = "Support line", *extra: str) -> list[str]:
     return ["providers", "create", "--type", "echo", "--name", name,
             "--account", "support@example.test", "--setting", "greeting=hello",

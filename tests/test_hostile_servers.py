@@ -296,6 +296,9 @@ class Sink:
         self.reported.append(problem)
         self.problems.put(problem)
 
+    def reconnecting(self, key, problem):
+        pass
+
     def down(self) -> CheckResult | None:
         return next((p for p in self.reported if p is not None), None)
 

@@ -3,8 +3,10 @@ following the key file, an interrupted rotation finished by the next run."""
 from __future__ import annotations
 
 import base64
+import io
 import os
 import stat
+import sys
 
 import mailgate_echo_driver
 import pytest
@@ -136,7 +138,15 @@ def test_the_cli_rotates_and_says_what_it_did(tmp_path, monkeypatch, capsys):
     assert main(["keys", "rotate"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("new key ") and "2 secrets re-sealed" in captured.out
-    assert "re-sealed 2 of 2 secrets" in captured.err
+    assert "re-sealed" not in captured.err  # progress only for a person: stderr is no terminal here
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert main(["keys", "rotate"]) == 0  # a second rotation: a person watching sees it go
+    assert "re-sealed 2 of 2 secrets" in sys.stderr.getvalue() and sys.stderr.getvalue().endswith("\r\x1b[K")
+    assert " of 2 secrets" not in capsys.readouterr().out
     assert main(["keys", "rotate", "--retire"]) == 0
     assert "retired keys no secret uses" in capsys.readouterr().out
     assert len(read_key_file(tmp_path / "mailgate.key")) == 1

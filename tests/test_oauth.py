@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from mailgate.server.logs import protect
 from mailgate.testing.fixtures import GMAIL_CLIENT_ID, OAUTH_CLIENTS, OUTLOOK_CLIENT_ID
@@ -21,7 +22,8 @@ from mailgate.testing.conformance import DriverConformance
 from mailgate.testing.consumer import Consumer
 from mailgate.testing.harness import ServerThread, make_settings
 from mailgate.testing.rpc import expect_error
-from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_pb2
+from mailgate.v1 import mail_service_pb2 as mpb, mail_service_pb2_grpc, provider_event_pb2, provider_pb2, validation_pb2
+from mailgate.v1.provider_event_pb2 import ProviderEvent as PE
 from mailgate.v1 import provider_service_pb2 as pb
 
 USER = "agent@example.test"
@@ -109,6 +111,9 @@ service_account_file = "{account}"
             if m.state == mpb.OutboundMessage.STATE_SENT or time.monotonic() > deadline:
                 return m
             time.sleep(0.1)
+
+    def events(self, name) -> list[provider_event_pb2.ProviderEvent]:
+        return list(self.stub.ListProviderEvents(pb.ListProviderEventsRequest(parent=name)).provider_events)
 
     def stored(self, name):
         """The provider as the store holds it (secrets opened), for what the API never shows."""
@@ -207,10 +212,13 @@ def test_no_credential_reaches_a_log_handler_even_at_debug_level(mg, type_, acce
     assert done.state == GREEN, done.state_reason
     assert mg.wait_sent(mg.send(p.name)).state == mpb.OutboundMessage.STATE_SENT
     secrets = [*mg.oauth.issued, *OAUTH_CLIENTS.values()] + [
-        params[k] for _, params in mg.oauth.requests for k in ("code", "code_verifier", "assertion") if params.get(k)]
+        params[k] for _, params in mg.oauth.requests for k in ("code", "code_verifier", "assertion", "state")
+        if params.get(k)]
     logged = caplog.text
     assert "access token renewed" in logged  # the log was captured
     assert mg.oauth.issued and not [t for t in secrets if t in logged]
+    history = json.dumps([MessageToDict(e) for e in mg.events(p.name)])  # nor in the provider's events
+    assert "TYPE_TOKEN_RENEWED" in history and not [t for t in secrets if t in history]
 
 
 def test_the_cli_prints_the_sign_in_address_and_completes_with_the_redirect(mg, oauth_dovecot, oauth_smtp,
@@ -426,6 +434,18 @@ def test_a_refused_renewal_turns_red_keeps_the_mail_and_signing_in_again_restore
     time.sleep(0.5)
     m = mg.mail.GetOutboundMessage(mpb.GetOutboundMessageRequest(name=waiting.name))
     assert m.state in (mpb.OutboundMessage.STATE_QUEUED, mpb.OutboundMessage.STATE_RETRYING)
+
+    # The history: signed in, renewed, refused (in the provider's own words), RED.
+    found = mg.events(p.name)
+    kinds = [PE.Type.Name(e.type) for e in found]
+    assert kinds[:2] == ["TYPE_STATE_CHANGED", "TYPE_TOKEN_RENEWAL_FAILED"], kinds
+    assert found[0].state_cause == provider_pb2.Provider.STATE_CAUSE_AUTHORIZATION_LOST
+    refused = found[1]
+    assert refused.error_code == validation_pb2.Check.ERROR_CODE_AUTHORIZATION_REQUIRED
+    assert refused.reason == ("renewing the access token was refused: "
+                              "invalid_grant: AADSTS50173: the grant was revoked")
+    assert {"TYPE_TOKEN_RENEWED", "TYPE_AUTHORIZATION_COMPLETED", "TYPE_AUTHORIZATION_STARTED"} <= set(kinds[2:])
+    assert kinds[-1] == "TYPE_STATE_CHANGED" and found[-1].state == GREY  # created, waiting for the sign-in
 
     mg.oauth.refuse_refresh = None
     assert mg.sign_in(p.name).provider.state == GREEN

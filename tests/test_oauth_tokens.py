@@ -19,6 +19,8 @@ class Recorder(DriverContext):
     def __init__(self) -> None:
         self.saved: list[dict[str, str]] = []
         self.lost: list[str] = []
+        self.renewed: list[float] = []  # valid for, seconds
+        self.unavailable: list[str] = []
 
     def run_blocking(self, fn, *args):  # not used by Tokens
         raise AssertionError
@@ -28,6 +30,12 @@ class Recorder(DriverContext):
 
     def authorization_lost(self, provider_id, message):
         self.lost.append(message)
+
+    def token_renewed(self, provider_id, valid_for):
+        self.renewed.append(valid_for)
+
+    def token_renewal_failed(self, provider_id, message):
+        self.unavailable.append(message)
 
 
 def script(*steps, clock: FakeClock | None = None, lifetime: float = 3600):
@@ -59,6 +67,7 @@ def test_a_fresh_token_is_reused_and_renewed_once_it_enters_the_margin_before_ex
     assert tokens.token() == "token-1" and len(calls) == 1
     clock.now += 2  # inside the margin: renewed now, while the old token still works
     assert tokens.token() == "token-2" and len(calls) == 2
+    assert ctx.renewed == [MARGIN + 60] * 2  # each renewal is told, for the provider's history
 
 
 def test_a_rotated_refresh_token_is_saved_before_the_new_access_token_is_handed_out():
@@ -91,7 +100,7 @@ def test_an_unreachable_token_endpoint_is_retried_and_never_counts_as_a_refusal(
     ctx = Recorder()
     renew, calls = script(TokenError("connection reset", refused=False), None)
     assert Tokens("p1", renew, ctx).token() == "token-2"
-    assert len(calls) == 2 and ctx.lost == []
+    assert len(calls) == 2 and ctx.lost == [] and ctx.unavailable == []  # a failure retried at once is no news
 
 
 def test_a_token_endpoint_down_through_every_attempt_raises_a_transient_error():
@@ -100,6 +109,7 @@ def test_a_token_endpoint_down_through_every_attempt_raises_a_transient_error():
     with pytest.raises(TokenError) as e:
         Tokens("p1", renew, ctx).token()
     assert not e.value.refused and len(calls) == tokens_mod.ATTEMPTS and ctx.lost == []
+    assert ctx.unavailable == ["connection refused"] and ctx.renewed == []
 
 
 def test_a_refusal_is_reported_once_and_no_more_renewals_are_attempted():

@@ -15,19 +15,12 @@ from mailgate.testing.harness import connect_process, serve_env
 from mailgate.testing.rpc import expect_error
 from mailgate.testing.servers.silent import free_ports
 from mailgate.v1 import inbound_service_pb2 as ipb, inbound_service_pb2_grpc, provider_pb2, provider_service_pb2_grpc
+from mailgate.v1.provider_event_pb2 import ProviderEvent as PE
 from mailgate.v1 import provider_service_pb2 as pb
 
-from support import PASSWORD, USER, customer_mail, wait_provider
+from support import PASSWORD, USER, customer_mail, receiving_provider, wait_provider
 
-
-def receiving_provider(server, dovecot, smtp, ca, campaign="support") -> provider_pb2.Provider:
-    return server.stub.CreateProvider(pb.CreateProviderRequest(provider=provider_pb2.Provider(
-        display_name="Receiving", type="smtp_imap", account=USER, receive_emails=True, campaign=campaign,
-        smtp_imap=provider_pb2.SmtpImapSettings(
-            password=PASSWORD, ca_certificates_pem=ca.ca_pem,
-            smtp=provider_pb2.Endpoint(host=smtp.host, port=smtp.port, security=provider_pb2.SECURITY_STARTTLS),
-            inbound=provider_pb2.Endpoint(host=dovecot.host, port=dovecot.imaps_port,
-                                          security=provider_pb2.SECURITY_TLS)))))
+RED, GREEN = provider_pb2.Provider.STATE_RED, provider_pb2.Provider.STATE_GREEN
 
 
 def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server, clean_dovecot,
@@ -53,7 +46,7 @@ def test_mail_delivered_to_the_mailbox_reaches_a_stream_consumer(mailgate_server
         consumer.close()
 
 
-def test_dovecot_restart_turns_the_provider_red_then_green_and_nothing_is_lost(
+def test_dovecot_restart_turns_the_provider_red_then_green_nothing_is_lost_and_its_events_tell(
         mailgate_server, dovecot_factory, smtp_server, mail_ca):
     dovecot = dovecot_factory()
     p = receiving_provider(mailgate_server, dovecot, smtp_server("STARTTLS"), mail_ca)
@@ -75,6 +68,18 @@ def test_dovecot_restart_turns_the_provider_red_then_green_and_nothing_is_lost(
         assert consumer.nothing(0.5)  # the first message is not delivered again
     finally:
         consumer.close()
+    # The history says when it went down, why, that it kept trying, and when it came back.
+    found = list(mailgate_server.stub.ListProviderEvents(pb.ListProviderEventsRequest(parent=p.name)).provider_events)
+    changes = [(e.previous_state, e.state, e.state_cause) for e in found if e.type == PE.TYPE_STATE_CHANGED]
+    assert changes == [(RED, GREEN, provider_pb2.Provider.STATE_CAUSE_RECOVERED),
+                       (GREEN, RED, provider_pb2.Provider.STATE_CAUSE_MAILBOX_UNREACHABLE),
+                       (provider_pb2.Provider.STATE_UNSPECIFIED, GREEN, provider_pb2.Provider.STATE_CAUSE_CHECKS_PASSED)]
+    down = next(e for e in found if e.state == RED)
+    assert down.reason == red.state_reason and down.event_time == red.state_time
+    reconnects = [e for e in found if e.type == PE.TYPE_RECONNECT]
+    assert reconnects and all(e.check_id.startswith("imap.") and e.reason.endswith("; trying again")
+                              for e in reconnects)
+    assert found.index(reconnects[-1]) > found.index(down)  # the session dropped before it turned RED
 
 
 def test_sigkill_and_restart_loses_nothing_and_redelivers_only_the_unacknowledged(

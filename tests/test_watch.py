@@ -40,6 +40,7 @@ class Sink:
         self.positions: dict[str, tuple[int | None, int]] = {}
         self.messages: list[tuple[str, int, int, bytes, float]] = []  # key, validity, uid, raw, when
         self.statuses: list[tuple[str, CheckResult | None]] = []  # key, problem
+        self.reconnects: list[tuple[str, CheckResult]] = []  # key, problem
         self.deliver_calls = 0
         self.fail_deliveries = fail_deliveries
 
@@ -68,6 +69,11 @@ class Sink:
         with self.cv:
             self.statuses.append((key, problem))
             self.cv.notify_all()
+
+    def reconnecting(self, key, problem):
+        assert problem.outcome is Outcome.FAILED
+        with self.cv:
+            self.reconnects.append((key, problem))
 
     def wait(self, predicate, timeout: float = 5.0) -> bool:
         with self.cv:
@@ -395,6 +401,10 @@ def test_dovecot_restart_is_reported_and_recovered(dovecot_factory, mail_ca, mai
     server.start()
     assert sink.wait(lambda: sink.states(AGENT) == [True, False, True], timeout=10)
     assert hub.stats()["reconnects"] >= 1
+    # Every reconnect is told, the quiet first one (the session dropped) included.
+    assert len(sink.reconnects) == hub.stats()["reconnects"] >= 3
+    first, *refused = [p for _, p in sink.reconnects]
+    assert first.id != "imap.connect" and {p.id for p in refused} == {"imap.connect"}
 
     raw = message("after restart")
     start = time.monotonic()

@@ -1,5 +1,6 @@
-"""MailgateClient: the generated ProviderService, MailService and TokenService stubs with
-Python manners. It presents an API token (see credentials.find_token).
+"""MailgateClient: the generated ProviderService, MailService, InboundService and
+TokenService stubs with Python manners. It presents an API token (see
+credentials.find_token).
 
 Every method returns proto messages (mailgate.v1) and raises MailgateError for any
 failed call. Wherever a provider is referred to, `ref` may be the resource name
@@ -7,13 +8,15 @@ failed call. Wherever a provider is referred to, `ref` may be the resource name
 """
 from __future__ import annotations
 
+import queue
 from datetime import datetime
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
 
-from mailgate.v1 import driver_pb2, mail_service_pb2, mail_service_pb2_grpc, provider_pb2
+from mailgate.v1 import (driver_pb2, inbound_service_pb2, inbound_service_pb2_grpc, mail_service_pb2,
+                         mail_service_pb2_grpc, provider_event_pb2, provider_pb2)
 from mailgate.v1 import provider_service_pb2 as pb
 from mailgate.v1 import provider_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc
 
@@ -45,6 +48,7 @@ class MailgateClient:
         self.timeout = timeout
         self.stub = provider_service_pb2_grpc.ProviderServiceStub(self.channel)
         self.mail = mail_service_pb2_grpc.MailServiceStub(self.channel)
+        self.inbound = inbound_service_pb2_grpc.InboundServiceStub(self.channel)
         self.tokens = token_service_pb2_grpc.TokenServiceStub(self.channel)
 
     def close(self) -> None:
@@ -101,6 +105,12 @@ class MailgateClient:
         return self._call(self.stub.CompleteAuthorization, pb.CompleteAuthorizationRequest(
             authorization_response=authorization_response, state=state, code=code))
 
+    def list_provider_events(self, ref: str, filter: str = "", page_size: int = 0
+                             ) -> Iterator[provider_event_pb2.ProviderEvent]:
+        """The provider's history, newest first; `filter` e.g. `type = TYPE_STATE_CHANGED`."""
+        return self._pages(self.stub.ListProviderEvents, "provider_events", pb.ListProviderEventsRequest(
+            parent=self.resolve(ref), filter=filter, page_size=page_size))
+
     def list_drivers(self) -> list[driver_pb2.Driver]:
         return list(self._pages(self.stub.ListDrivers, "drivers", pb.ListDriversRequest()))
 
@@ -113,12 +123,46 @@ class MailgateClient:
             provider=self.resolve(provider_ref), **fields))
 
     def get_outbound_message(self, name: str) -> mail_service_pb2.OutboundMessage:
-        return self._call(self.mail.GetOutboundMessage, mail_service_pb2.GetOutboundMessageRequest(name=name))
+        """`name`: `outboundMessages/{id}` or the bare id."""
+        return self._call(self.mail.GetOutboundMessage, mail_service_pb2.GetOutboundMessageRequest(
+            name=_named(name, "outboundMessages/")))
 
     def list_outbound_messages(self, filter: str = "", page_size: int = 0
                                ) -> Iterator[mail_service_pb2.OutboundMessage]:
         return self._pages(self.mail.ListOutboundMessages, "outbound_messages",
                            mail_service_pb2.ListOutboundMessagesRequest(filter=filter, page_size=page_size))
+
+    # ------------------------------------------------------------ inbound
+    def stream_inbound_mail(self, campaign: str = "", *, providers: Iterable[str] = (), consumer: str = "",
+                            max_in_flight: int = 0, ack_deadline_seconds: int = 0,
+                            include_raw: bool = False) -> "InboundStream":
+        """A StreamInboundMail subscription to a campaign (or providers): iterate it
+        for deliveries; acknowledge them with `ack` (on the stream) or `ack_inbound_mail`."""
+        return InboundStream(self.inbound, inbound_service_pb2.StreamInboundMailRequest(
+            campaign=campaign, providers=[self.resolve(p) for p in providers], consumer=consumer,
+            max_in_flight=max_in_flight, ack_deadline_seconds=ack_deadline_seconds, include_raw=include_raw))
+
+    def ack_inbound_mail(self, ack_ids: Iterable[str]) -> None:
+        """Acknowledges deliveries; committed when it returns."""
+        self._call(self.inbound.AckInboundMail, inbound_service_pb2.AckInboundMailRequest(ack_ids=list(ack_ids)))
+
+    def get_inbound_message(self, name: str, *, include_raw: bool = False, include_attachment_data: bool = False
+                            ) -> inbound_service_pb2.InboundMessage:
+        """`name`: `inboundMessages/{id}` or the bare id."""
+        return self._call(self.inbound.GetInboundMessage, inbound_service_pb2.GetInboundMessageRequest(
+            name=_named(name, "inboundMessages/"), include_raw=include_raw,
+            include_attachment_data=include_attachment_data))
+
+    def list_inbound_messages(self, filter: str = "", page_size: int = 0
+                              ) -> Iterator[inbound_service_pb2.InboundMessage]:
+        """Newest first; `filter` on provider, campaign, state, conversation_id."""
+        return self._pages(self.inbound.ListInboundMessages, "inbound_messages",
+                           inbound_service_pb2.ListInboundMessagesRequest(filter=filter, page_size=page_size))
+
+    def requeue_inbound_message(self, name: str) -> inbound_service_pb2.InboundMessage:
+        """Puts a dead-lettered message back in its queue."""
+        return self._call(self.inbound.RequeueInboundMessage, inbound_service_pb2.RequeueInboundMessageRequest(
+            name=_named(name, "inboundMessages/")))
 
     # ------------------------------------------------------------ tokens
     def create_token(self, display_name: str, permissions: list[str], *, campaigns: list[str] = (),
@@ -136,8 +180,7 @@ class MailgateClient:
 
     def revoke_token(self, name: str) -> None:
         """`name`: `tokens/{id}` or the bare id."""
-        name = name if name.startswith("tokens/") else f"tokens/{name}"
-        self._call(self.tokens.DeleteToken, token_service_pb2.DeleteTokenRequest(name=name))
+        self._call(self.tokens.DeleteToken, token_service_pb2.DeleteTokenRequest(name=_named(name, "tokens/")))
 
     # ------------------------------------------------------------ helpers
     def _pages(self, method: Callable[..., Any], field: str, request: Any) -> Iterator[Any]:
@@ -180,6 +223,51 @@ class MailgateClient:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+
+
+class InboundStream:
+    """One StreamInboundMail call: iterate for ReceivedInboundMessages (MailgateError
+    when the stream fails); `ack` and `extend` travel back on the same stream."""
+
+    def __init__(self, stub: inbound_service_pb2_grpc.InboundServiceStub,
+                 subscription: inbound_service_pb2.StreamInboundMailRequest):
+        self._requests: queue.Queue[inbound_service_pb2.StreamInboundMailRequest | None] = queue.Queue()
+        self._requests.put(subscription)
+        self._call = stub.StreamInboundMail(iter(self._requests.get, None))
+
+    def __iter__(self) -> Iterator[inbound_service_pb2.ReceivedInboundMessage]:
+        try:
+            for response in self._call:
+                yield from response.received_messages
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:  # closed by us
+                raise from_rpc_error(err) from err
+
+    def ack(self, ack_ids: Iterable[str]) -> None:
+        """Acknowledges deliveries on the stream (committed soon after, not when this returns)."""
+        self._requests.put(inbound_service_pb2.StreamInboundMailRequest(ack_ids=list(ack_ids)))
+
+    def extend(self, ack_ids: Iterable[str], seconds: int) -> None:
+        """Sets the deadline of deliveries to `seconds` from now (0: gives them back)."""
+        ids = list(ack_ids)
+        self._requests.put(inbound_service_pb2.StreamInboundMailRequest(
+            modify_deadline_ack_ids=ids, modify_deadline_seconds=[seconds] * len(ids)))
+
+    def close(self) -> None:
+        """Ends the stream; what is not acknowledged goes back to the queue untried."""
+        self._requests.put(None)
+        self._call.cancel()
+
+    def __enter__(self) -> "InboundStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _named(name: str, prefix: str) -> str:
+    """A resource name from a name or a bare id."""
+    return name if "/" in name else prefix + name
 
 
 def _copy(provider: Provider) -> Provider:

@@ -70,8 +70,9 @@ class Tokens:
                     raise TokenError("renewed tokens could not be stored yet", refused=False) from None
                 self._unsaved.clear()
             self._token, self._expires_at = grant.access_token, grant.expires_at
-            log.info("provider %s: access token renewed, valid for %.0f s",
-                     self.provider_id, grant.expires_at - self._clock())
+            valid_for = grant.expires_at - self._clock()
+            log.info("provider %s: access token renewed, valid for %.0f s", self.provider_id, valid_for)
+            self._ctx.token_renewed(self.provider_id, valid_for)
             return self._token
 
     def invalidate(self, token: str) -> None:
@@ -91,6 +92,7 @@ class Tokens:
                     self._ctx.authorization_lost(self.provider_id, e.message)
                     raise
                 if attempt == ATTEMPTS - 1:
+                    self._ctx.token_renewal_failed(self.provider_id, e.message)
                     raise
                 delay = BACKOFF * 2 ** attempt
                 log.info("provider %s: token endpoint unreachable (%s); retrying in %.1f s",

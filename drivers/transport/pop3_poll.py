@@ -63,6 +63,9 @@ class Pop3Sink(Protocol):
     def status(self, key: str, problem: CheckResult | None) -> None:
         """Reachable (None) or not (the failed step); on changes only."""
 
+    def reconnecting(self, key: str, problem: CheckResult) -> None:
+        """A poll failed (the failed step) and is tried again; never blocks."""
+
 
 class _Box:
     def __init__(self, spec: Pop3Spec) -> None:
@@ -217,6 +220,11 @@ class Pop3Poller:
             self._status(box, problem)
         log.info("pop3 %s: %s at %s: %s; next attempt in %.1f s", spec.key, problem.id, where(spec.endpoint),
                  problem.server_message, delay)
+        if not box.stopped:
+            try:
+                self._sink.reconnecting(spec.key, problem)
+            except Exception:  # noqa: BLE001 - polling goes on; the sink logs its own trouble
+                log.warning("pop3 %s: sink.reconnecting failed", spec.key, exc_info=True)
         return delay
 
     def _status(self, box: _Box, problem: CheckResult | None) -> None:

@@ -104,6 +104,10 @@ class MailboxSink(Protocol):
         """The mailbox became reachable (None) or not (the failed step); called on
         changes only."""
 
+    def reconnecting(self, key: str, problem: CheckResult) -> None:
+        """The connection failed or dropped (the failed step) and is tried again:
+        called at every retry, quiet ones included; never blocks."""
+
 
 @dataclass(frozen=True)
 class MailboxSpec:
@@ -669,6 +673,7 @@ class WatchHub:
                     self._status(mb, problem)
             log.info("watch %s: %s at %s: %s; reconnecting in %.1f s", spec.key, problem.id,
                      where(spec.endpoint), problem.server_message, delay)
+            self._reconnecting(mb, problem)
         mb.phase = "backoff"
         self._count("reconnects")
         self._post(("timer", mb, delay, "connect"))
@@ -697,6 +702,14 @@ class WatchHub:
             self._sink.status(mb.spec.key, problem)
         except Exception:  # noqa: BLE001 - the watcher goes on; the sink logs its own trouble
             log.warning("watch %s: sink.status failed", mb.spec.key, exc_info=True)
+
+    def _reconnecting(self, mb: _Mailbox, problem: CheckResult) -> None:
+        if mb.stopped:
+            return
+        try:
+            self._sink.reconnecting(mb.spec.key, problem)
+        except Exception:  # noqa: BLE001 - the watcher goes on; the sink logs its own trouble
+            log.warning("watch %s: sink.reconnecting failed", mb.spec.key, exc_info=True)
 
     def _close_client(self, mb: _Mailbox) -> None:
         with mb.lock:

@@ -1,4 +1,4 @@
-"""`mailgate`: run the server, or manage providers on a running one."""
+"""`mailgate`: run the server, or manage providers, mail and queues on a running one."""
 from __future__ import annotations
 
 import argparse
@@ -35,20 +35,25 @@ def _rotate_keys(args: argparse.Namespace) -> int:
     from mailgate.server.config import Settings
     from mailgate.server.secrets import SecretKeyError
 
+    from .progress import StatusLine
+
     settings = Settings()
     if args.database_url:
         settings.database_url = args.database_url
     logs.configure("WARNING")
 
+    status = StatusLine()
+
     def progress(done: int, total: int) -> None:
         if total:
-            print(f"\rre-sealed {done} of {total} secrets", end="" if done < total else "\n", file=sys.stderr,
-                  flush=True)
+            status.show(f"re-sealed {done} of {total} secrets")
     try:
         done = keys.rotate(settings.database_url, settings.key_file, retire=args.retire, progress=progress)
     except SecretKeyError as e:
+        status.clear()
         print(f"mailgate keys rotate: {e}", file=sys.stderr)
         return EXIT_USAGE
+    status.clear()
     print(("new key " if done.generated else "key ") + f"{done.key_id}: {done.resealed} secrets re-sealed")
     if done.retired:
         print("retired keys no secret uses: " + ", ".join(done.retired))
@@ -59,11 +64,11 @@ def _rotate_keys(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import candidate, commands, tokens
+    from . import candidate, commands, inbound, mail, tokens
 
     parser = argparse.ArgumentParser(prog="mailgate", description=__doc__, epilog=(
-        "exit status: 0 ok, 1 the server said no or a check failed, 2 usage error, "
-        "3 server unreachable. Credentials: the API token in MAILGATE_TOKEN, else in the file "
+        "exit status: 0 ok, 1 the server said no, a check failed or a message was refused for good, "
+        "2 usage error, 3 server unreachable, 130 interrupted. Credentials: the API token in MAILGATE_TOKEN, else in the file "
         "MAILGATE_TOKEN_FILE names, else in ./mailgate.token (the administrator token a server "
         "started in this directory wrote). TLS: MAILGATE_TLS_CA (the CAs to trust, or 'system'), "
         "MAILGATE_TLS_CLIENT_CERT and MAILGATE_TLS_CLIENT_KEY (a client certificate)"))
@@ -136,9 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etag", default="", help="refuse (ABORTED) if the provider changed since")
     p.set_defaults(handler=commands.delete)
 
+    p = psub.add_parser("events", parents=[common],
+                        help="a provider's history, newest first: state changes, failed checks, reconnects, "
+                             "token renewals, sign-ins")
+    p.add_argument("ref", help=ref_help)
+    p.add_argument("--type", help="only events of this type, e.g. STATE_CHANGED, RECONNECT, CHECK_FAILED")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
+    p.set_defaults(handler=commands.events)
+
     p = sub.add_parser("drivers", parents=[common], help="list installed drivers, or show one's settings")
     p.add_argument("type", nargs="?", help="show this driver's settings schema")
     p.set_defaults(handler=commands.drivers)
+    mail.add_commands(sub, common)
+    inbound.add_commands(sub, common)
     tokens.add_commands(sub, common)
     return parser
 

@@ -10,9 +10,9 @@ import grpc
 from mailgate.client import MailgateClient, MailgateError
 from mailgate.v1 import driver_pb2, provider_pb2
 
-from . import candidate, output
+from . import candidate, output, progress
 from .candidate import UsageError
-from .output import Stream
+from .output import Stream, limited, page_size
 
 Provider = provider_pb2.Provider
 OK, REFUSED = 0, 1
@@ -22,7 +22,8 @@ def create(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
     type_ = args.type or "smtp_imap"
     provider, _ = candidate.build(args, type_, _driver(mg, type_, strict=False), prompt=True)
     provider.type = type_
-    created = mg.create_provider(provider, validate_only=args.validate_only)
+    with progress.waiting("checking the credentials"):
+        created = mg.create_provider(provider, validate_only=args.validate_only)
     if args.json:
         out.print(output.to_json(created))
         return OK
@@ -59,7 +60,8 @@ def update(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
     if not paths:
         raise UsageError("nothing to change: give the flags of the fields to change (see --help)")
     patch.name, patch.etag = current.name, args.etag
-    updated = mg.update_provider(patch, paths, validate_only=args.validate_only)
+    with progress.waiting("updating"):
+        updated = mg.update_provider(patch, paths, validate_only=args.validate_only)
     if args.json:
         out.print(output.to_json(updated))
         return OK
@@ -74,12 +76,13 @@ def validate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
         if flags := candidate.given(args):
             raise UsageError(f"{flags[0]} describes a candidate; give either a provider or flags, "
                              "not both")
-        resp = mg.validate_provider(args.ref)
+        target: str | Provider = args.ref
     else:
         type_ = args.type or "smtp_imap"
-        provider, _ = candidate.build(args, type_, _driver(mg, type_, strict=False), prompt=True)
-        provider.type = type_
-        resp = mg.validate_provider(provider)
+        target, _ = candidate.build(args, type_, _driver(mg, type_, strict=False), prompt=True)
+        target.type = type_
+    with progress.waiting("checking"):
+        resp = mg.validate_provider(target)
     if args.json:
         out.print(output.to_json(resp))
     else:
@@ -90,11 +93,27 @@ def validate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
 
 
 def activate(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
-    return _state_and_report(mg.activate_provider(args.ref), args, out)
+    with progress.waiting("activating"):
+        resp = mg.activate_provider(args.ref)
+    return _state_and_report(resp, args, out)
 
 
 def authorize(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
-    return _state_and_report(mg.complete_authorization(args.redirect_url), args, out)
+    with progress.waiting("completing the sign-in"):
+        resp = mg.complete_authorization(args.redirect_url)
+    return _state_and_report(resp, args, out)
+
+
+def events(mg: MailgateClient, args: argparse.Namespace, out: Stream) -> int:
+    filter_ = f"type = {args.type.upper()}" if args.type else ""
+    found = limited(mg.list_provider_events(args.ref, filter_, page_size=page_size(args.limit)), args.limit)
+    if args.json:
+        out.print(output.to_json(found))
+    elif found:
+        output.event_table(out, found)
+    else:
+        out.print("no events" + (" of that type" if args.type else ""))
+    return OK
 
 
 def _state_and_report(resp, args: argparse.Namespace, out: Stream) -> int:

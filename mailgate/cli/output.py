@@ -6,21 +6,27 @@ import json
 import os
 import shutil
 from datetime import timezone
-from typing import Any, Iterable, Sequence, TextIO
+from itertools import islice
+from typing import Any, Iterable, Iterator, Sequence, TextIO, TypeVar
 
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 from mailgate.client import MailgateError
-from mailgate.v1 import driver_pb2, provider_pb2, validation_pb2
+from mailgate.v1 import driver_pb2, inbound_service_pb2, mail_service_pb2, provider_event_pb2, provider_pb2, validation_pb2
 
 Provider = provider_pb2.Provider
 Check = validation_pb2.Check
+OutboundMessage = mail_service_pb2.OutboundMessage
+InboundMessage = inbound_service_pb2.InboundMessage
+ProviderEvent = provider_event_pb2.ProviderEvent
+T = TypeVar("T")
 
 # ANSI colours by the word they paint.
-_COLOURS = {"GREEN": "32", "PASSED": "32", "RED": "31", "FAILED": "31", "GREY": "90",
-            "SKIPPED": "33", "warn": "33"}
+_COLOURS = {"GREEN": "32", "PASSED": "32", "SENT": "32", "ACKNOWLEDGED": "32",
+            "RED": "31", "FAILED": "31", "DEAD_LETTER": "31", "GREY": "90",
+            "SKIPPED": "33", "RETRYING": "33", "warn": "33"}
 
 Cell = str | tuple[str, str]  # plain text, or (text, colour key)
 
@@ -96,6 +102,16 @@ def when(ts: Any) -> str:
     if not ts.seconds and not ts.nanos:
         return ""
     return ts.ToDatetime(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def limited(items: Iterator[T], limit: int) -> list[T]:
+    """The first `limit` of a listing (0: all of it)."""
+    return list(islice(items, limit) if limit > 0 else items)
+
+
+def page_size(limit: int) -> int:
+    """The page size that fetches `limit` items (0: all) in the fewest calls."""
+    return min(limit, 1000) if limit > 0 else 1000
 
 
 def to_json(message: Message | Sequence[Message]) -> str:
@@ -199,6 +215,82 @@ def _flatten_struct(struct: struct_pb2.Struct, prefix: str = "") -> list[tuple[s
 def notices(out: Stream, items: Iterable[provider_pb2.Notice]) -> None:
     for n in items:
         out.print(f"note: {n.field + ': ' if n.field else ''}{n.message}")
+
+
+def event_table(out: Stream, events: Sequence[ProviderEvent]) -> None:
+    rows = []
+    for e in events:
+        kind = enum_word(ProviderEvent.Type.DESCRIPTOR, e.type)
+        if e.type == ProviderEvent.TYPE_STATE_CHANGED:
+            after = state_word(e.state)
+            before = state_word(e.previous_state) if e.previous_state else "new"
+            what: Cell = (f"{before} -> {after} ({enum_word(Provider.StateCause.DESCRIPTOR, e.state_cause)})", after)
+        else:
+            code = enum_word(Check.ErrorCode.DESCRIPTOR, e.error_code) if e.error_code else ""
+            what = " ".join(x for x in (e.check_id, code) if x)
+        rows.append([when(e.event_time), kind, what, str(e.count) if e.count > 1 else "", e.reason])
+    table(out, ["TIME", "EVENT", "STATE / CHECK", "COUNT", "REASON"], rows, right=frozenset({3}), fit_last=True)
+
+
+# ------------------------------------------------------------------ mail
+def outbound_table(out: Stream, messages: Sequence[OutboundMessage]) -> None:
+    rows = []
+    for m in messages:
+        state = enum_word(OutboundMessage.State.DESCRIPTOR, m.state)
+        rows.append([m.name.removeprefix("outboundMessages/"), (state, state), when(m.create_time),
+                     ", ".join([*m.to, *m.cc, *m.bcc]), m.subject])
+    table(out, ["ID", "STATE", "CREATED", "TO", "SUBJECT"], rows, fit_last=True)
+
+
+def outbound_details(out: Stream, m: OutboundMessage) -> None:
+    state = enum_word(OutboundMessage.State.DESCRIPTOR, m.state)
+    pairs: list[tuple[str, Cell]] = [
+        ("name", m.name), ("provider", m.provider), ("state", (state, state)), ("message id", m.message_id),
+        ("to", ", ".join(m.to)), ("cc", ", ".join(m.cc)), ("bcc", ", ".join(m.bcc)), ("subject", m.subject),
+        ("attachments", ", ".join(f"{a.filename} ({a.size_bytes} bytes)" for a in m.attachments)),
+        ("size", f"{m.size_bytes} bytes"), ("attempts", str(m.attempts)),
+        ("created", when(m.create_time)), ("sent", when(m.sent_time))]
+    if m.state in (OutboundMessage.STATE_QUEUED, OutboundMessage.STATE_RETRYING):
+        pairs.append(("next attempt", when(m.next_attempt_time)))
+    if m.HasField("last_error"):
+        e = m.last_error
+        pairs.append(("last error", (f"{e.smtp_code} " if e.smtp_code else "") + e.message
+                      + (" (transient)" if e.transient else "")))
+    keyvalues(out, pairs)
+
+
+def inbound_line(m: InboundMessage) -> str:
+    """One received message on one line, as `inbound tail` prints it."""
+    return "  ".join([when(m.receive_time), m.name.removeprefix("inboundMessages/"), m.campaign,
+                      ", ".join(getattr(m, "from")) or "-", truncate(m.subject, 200) or "-"])
+
+
+def inbound_table(out: Stream, messages: Sequence[InboundMessage]) -> None:
+    rows = []
+    for m in messages:
+        state = enum_word(InboundMessage.State.DESCRIPTOR, m.state)
+        rows.append([m.name.removeprefix("inboundMessages/"), (state, state), when(m.receive_time), m.campaign,
+                     ", ".join(getattr(m, "from")), m.subject])
+    table(out, ["ID", "STATE", "RECEIVED", "CAMPAIGN", "FROM", "SUBJECT"], rows, fit_last=True)
+
+
+def inbound_details(out: Stream, m: InboundMessage) -> None:
+    state = enum_word(InboundMessage.State.DESCRIPTOR, m.state)
+    keyvalues(out, [
+        ("name", m.name), ("provider", m.provider), ("campaign", m.campaign), ("state", (state, state)),
+        ("message id", m.message_id), ("from", ", ".join(getattr(m, "from"))), ("to", ", ".join(m.to)),
+        ("cc", ", ".join(m.cc)), ("reply to", ", ".join(m.reply_to)), ("subject", m.subject),
+        ("date", when(m.date)), ("received", when(m.receive_time)), ("deliveries", str(m.delivery_count)),
+        ("automatic", "yes" if m.automatic else "no"), ("size", f"{m.size_bytes} bytes"
+                                                          + (" (over the limit: headers only)" if m.oversized else "")),
+        ("attachments", ", ".join(f"{a.filename or '-'} ({a.content_type}, {a.size_bytes} bytes)"
+                                  for a in m.attachments)),
+        ("conversation", m.conversation_id)])
+    for defect in m.parse_defects:
+        out.print(f"note: {defect}")
+    if m.text_body or m.html_body:
+        out.print()
+        out.print(m.text_body if m.text_body else m.html_body)
 
 
 # ------------------------------------------------------------------ validation

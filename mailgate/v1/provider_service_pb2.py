@@ -30,10 +30,11 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from mailgate.v1 import driver_pb2 as mailgate_dot_v1_dot_driver__pb2
 from mailgate.v1 import provider_pb2 as mailgate_dot_v1_dot_provider__pb2
+from mailgate.v1 import provider_event_pb2 as mailgate_dot_v1_dot_provider__event__pb2
 from mailgate.v1 import validation_pb2 as mailgate_dot_v1_dot_validation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mailgate/v1/provider_service.proto\x12\x0bmailgate.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailgate/v1/driver.proto\x1a\x1amailgate/v1/provider.proto\x1a\x1cmailgate/v1/validation.proto\"]\n\x15\x43reateProviderRequest\x12-\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.ProviderB\x04\xe2\x41\x01\x02\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"B\n\x12GetProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\"M\n\x14ListProvidersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.mailgate.v1.Provider\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x15UpdateProviderRequest\x12-\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.ProviderB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"S\n\x15\x44\x65leteProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"z\n\x17ValidateProviderRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1a\xfa\x41\x17\n\x15mailgate.dev/ProviderH\x00\x12)\n\x08provider\x18\x02 \x01(\x0b\x32\x15.mailgate.v1.ProviderH\x00\x42\x08\n\x06target\"o\n\x18ValidateProviderResponse\x12-\n\x06report\x18\x01 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\x12$\n\x07notices\x18\x02 \x03(\x0b\x32\x13.mailgate.v1.Notice\"G\n\x17\x41\x63tivateProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\"\xac\x01\n\x18\x41\x63tivateProviderResponse\x12\'\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.Provider\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\x12\x38\n\rauthorization\x18\x03 \x01(\x0b\x32!.mailgate.v1.AuthorizationRequest\"q\n\x14\x41uthorizationRequest\x12\x19\n\x11\x61uthorization_uri\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x1c\x43ompleteAuthorizationRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x04 \x01(\t\x12\x1e\n\x16\x61uthorization_response\x18\x05 \x01(\t\"w\n\x1d\x43ompleteAuthorizationResponse\x12\'\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.Provider\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\";\n\x12ListDriversRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListDriversResponse\x12$\n\x07\x64rivers\x18\x01 \x03(\x0b\x32\x13.mailgate.v1.Driver\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfb\x06\n\x0fProviderService\x12X\n\x0e\x43reateProvider\x12\".mailgate.v1.CreateProviderRequest\x1a\x15.mailgate.v1.Provider\"\x0b\xda\x41\x08provider\x12N\n\x0bGetProvider\x12\x1f.mailgate.v1.GetProviderRequest\x1a\x15.mailgate.v1.Provider\"\x07\xda\x41\x04name\x12[\n\rListProviders\x12!.mailgate.v1.ListProvidersRequest\x1a\".mailgate.v1.ListProvidersResponse\"\x03\xda\x41\x00\x12\x64\n\x0eUpdateProvider\x12\".mailgate.v1.UpdateProviderRequest\x1a\x15.mailgate.v1.Provider\"\x17\xda\x41\x14provider,update_mask\x12U\n\x0e\x44\x65leteProvider\x12\".mailgate.v1.DeleteProviderRequest\x1a\x16.google.protobuf.Empty\"\x07\xda\x41\x04name\x12_\n\x10ValidateProvider\x12$.mailgate.v1.ValidateProviderRequest\x1a%.mailgate.v1.ValidateProviderResponse\x12h\n\x10\x41\x63tivateProvider\x12$.mailgate.v1.ActivateProviderRequest\x1a%.mailgate.v1.ActivateProviderResponse\"\x07\xda\x41\x04name\x12n\n\x15\x43ompleteAuthorization\x12).mailgate.v1.CompleteAuthorizationRequest\x1a*.mailgate.v1.CompleteAuthorizationResponse\x12U\n\x0bListDrivers\x12\x1f.mailgate.v1.ListDriversRequest\x1a .mailgate.v1.ListDriversResponse\"\x03\xda\x41\x00\x1a\x12\xca\x41\x0flocalhost:50051BO\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mailgate/v1/provider_service.proto\x12\x0bmailgate.v1\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mailgate/v1/driver.proto\x1a\x1amailgate/v1/provider.proto\x1a mailgate/v1/provider_event.proto\x1a\x1cmailgate/v1/validation.proto\"]\n\x15\x43reateProviderRequest\x12-\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.ProviderB\x04\xe2\x41\x01\x02\x12\x15\n\rvalidate_only\x18\x02 \x01(\x08\"B\n\x12GetProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\"M\n\x14ListProvidersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"Z\n\x15ListProvidersResponse\x12(\n\tproviders\x18\x01 \x03(\x0b\x32\x15.mailgate.v1.Provider\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x15UpdateProviderRequest\x12-\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.ProviderB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"S\n\x15\x44\x65leteProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"z\n\x17ValidateProviderRequest\x12*\n\x04name\x18\x01 \x01(\tB\x1a\xfa\x41\x17\n\x15mailgate.dev/ProviderH\x00\x12)\n\x08provider\x18\x02 \x01(\x0b\x32\x15.mailgate.v1.ProviderH\x00\x42\x08\n\x06target\"o\n\x18ValidateProviderResponse\x12-\n\x06report\x18\x01 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\x12$\n\x07notices\x18\x02 \x03(\x0b\x32\x13.mailgate.v1.Notice\"G\n\x17\x41\x63tivateProviderRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15mailgate.dev/Provider\"\xac\x01\n\x18\x41\x63tivateProviderResponse\x12\'\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.Provider\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\x12\x38\n\rauthorization\x18\x03 \x01(\x0b\x32!.mailgate.v1.AuthorizationRequest\"q\n\x14\x41uthorizationRequest\x12\x19\n\x11\x61uthorization_uri\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x1c\x43ompleteAuthorizationRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x04 \x01(\t\x12\x1e\n\x16\x61uthorization_response\x18\x05 \x01(\t\"w\n\x1d\x43ompleteAuthorizationResponse\x12\'\n\x08provider\x18\x01 \x01(\x0b\x32\x15.mailgate.v1.Provider\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.mailgate.v1.ValidationReport\"\x87\x01\n\x19ListProviderEventsRequest\x12\x33\n\x06parent\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\x12\x1amailgate.dev/ProviderEvent\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"j\n\x1aListProviderEventsResponse\x12\x33\n\x0fprovider_events\x18\x01 \x03(\x0b\x32\x1a.mailgate.v1.ProviderEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x12ListDriversRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x13ListDriversResponse\x12$\n\x07\x64rivers\x18\x01 \x03(\x0b\x32\x13.mailgate.v1.Driver\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xed\x07\n\x0fProviderService\x12X\n\x0e\x43reateProvider\x12\".mailgate.v1.CreateProviderRequest\x1a\x15.mailgate.v1.Provider\"\x0b\xda\x41\x08provider\x12N\n\x0bGetProvider\x12\x1f.mailgate.v1.GetProviderRequest\x1a\x15.mailgate.v1.Provider\"\x07\xda\x41\x04name\x12[\n\rListProviders\x12!.mailgate.v1.ListProvidersRequest\x1a\".mailgate.v1.ListProvidersResponse\"\x03\xda\x41\x00\x12\x64\n\x0eUpdateProvider\x12\".mailgate.v1.UpdateProviderRequest\x1a\x15.mailgate.v1.Provider\"\x17\xda\x41\x14provider,update_mask\x12U\n\x0e\x44\x65leteProvider\x12\".mailgate.v1.DeleteProviderRequest\x1a\x16.google.protobuf.Empty\"\x07\xda\x41\x04name\x12_\n\x10ValidateProvider\x12$.mailgate.v1.ValidateProviderRequest\x1a%.mailgate.v1.ValidateProviderResponse\x12h\n\x10\x41\x63tivateProvider\x12$.mailgate.v1.ActivateProviderRequest\x1a%.mailgate.v1.ActivateProviderResponse\"\x07\xda\x41\x04name\x12n\n\x15\x43ompleteAuthorization\x12).mailgate.v1.CompleteAuthorizationRequest\x1a*.mailgate.v1.CompleteAuthorizationResponse\x12p\n\x12ListProviderEvents\x12&.mailgate.v1.ListProviderEventsRequest\x1a\'.mailgate.v1.ListProviderEventsResponse\"\t\xda\x41\x06parent\x12U\n\x0bListDrivers\x12\x1f.mailgate.v1.ListDriversRequest\x1a .mailgate.v1.ListDriversResponse\"\x03\xda\x41\x00\x1a\x12\xca\x41\x0flocalhost:50051BO\n\x0f\x64\x65v.mailgate.v1P\x01Z:github.com/mailgate/mailgate/gen/go/mailgate/v1;mailgatev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +54,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEPROVIDERREQUEST'].fields_by_name['name']._serialized_options = b'\372A\027\n\025mailgate.dev/Provider'
   _globals['_ACTIVATEPROVIDERREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_ACTIVATEPROVIDERREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\027\n\025mailgate.dev/Provider'
+  _globals['_LISTPROVIDEREVENTSREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_LISTPROVIDEREVENTSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\034\022\032mailgate.dev/ProviderEvent'
   _globals['_PROVIDERSERVICE']._loaded_options = None
   _globals['_PROVIDERSERVICE']._serialized_options = b'\312A\017localhost:50051'
   _globals['_PROVIDERSERVICE'].methods_by_name['CreateProvider']._loaded_options = None
@@ -67,38 +70,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERSERVICE'].methods_by_name['DeleteProvider']._serialized_options = b'\332A\004name'
   _globals['_PROVIDERSERVICE'].methods_by_name['ActivateProvider']._loaded_options = None
   _globals['_PROVIDERSERVICE'].methods_by_name['ActivateProvider']._serialized_options = b'\332A\004name'
+  _globals['_PROVIDERSERVICE'].methods_by_name['ListProviderEvents']._loaded_options = None
+  _globals['_PROVIDERSERVICE'].methods_by_name['ListProviderEvents']._serialized_options = b'\332A\006parent'
   _globals['_PROVIDERSERVICE'].methods_by_name['ListDrivers']._loaded_options = None
   _globals['_PROVIDERSERVICE'].methods_by_name['ListDrivers']._serialized_options = b'\332A\000'
-  _globals['_CREATEPROVIDERREQUEST']._serialized_start=316
-  _globals['_CREATEPROVIDERREQUEST']._serialized_end=409
-  _globals['_GETPROVIDERREQUEST']._serialized_start=411
-  _globals['_GETPROVIDERREQUEST']._serialized_end=477
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=479
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=556
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=558
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=648
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=651
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=793
-  _globals['_DELETEPROVIDERREQUEST']._serialized_start=795
-  _globals['_DELETEPROVIDERREQUEST']._serialized_end=878
-  _globals['_VALIDATEPROVIDERREQUEST']._serialized_start=880
-  _globals['_VALIDATEPROVIDERREQUEST']._serialized_end=1002
-  _globals['_VALIDATEPROVIDERRESPONSE']._serialized_start=1004
-  _globals['_VALIDATEPROVIDERRESPONSE']._serialized_end=1115
-  _globals['_ACTIVATEPROVIDERREQUEST']._serialized_start=1117
-  _globals['_ACTIVATEPROVIDERREQUEST']._serialized_end=1188
-  _globals['_ACTIVATEPROVIDERRESPONSE']._serialized_start=1191
-  _globals['_ACTIVATEPROVIDERRESPONSE']._serialized_end=1363
-  _globals['_AUTHORIZATIONREQUEST']._serialized_start=1365
-  _globals['_AUTHORIZATIONREQUEST']._serialized_end=1478
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=1481
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=1614
-  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_start=1616
-  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_end=1735
-  _globals['_LISTDRIVERSREQUEST']._serialized_start=1737
-  _globals['_LISTDRIVERSREQUEST']._serialized_end=1796
-  _globals['_LISTDRIVERSRESPONSE']._serialized_start=1798
-  _globals['_LISTDRIVERSRESPONSE']._serialized_end=1882
-  _globals['_PROVIDERSERVICE']._serialized_start=1885
-  _globals['_PROVIDERSERVICE']._serialized_end=2776
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=350
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=443
+  _globals['_GETPROVIDERREQUEST']._serialized_start=445
+  _globals['_GETPROVIDERREQUEST']._serialized_end=511
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=513
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=590
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=592
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=682
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=685
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=827
+  _globals['_DELETEPROVIDERREQUEST']._serialized_start=829
+  _globals['_DELETEPROVIDERREQUEST']._serialized_end=912
+  _globals['_VALIDATEPROVIDERREQUEST']._serialized_start=914
+  _globals['_VALIDATEPROVIDERREQUEST']._serialized_end=1036
+  _globals['_VALIDATEPROVIDERRESPONSE']._serialized_start=1038
+  _globals['_VALIDATEPROVIDERRESPONSE']._serialized_end=1149
+  _globals['_ACTIVATEPROVIDERREQUEST']._serialized_start=1151
+  _globals['_ACTIVATEPROVIDERREQUEST']._serialized_end=1222
+  _globals['_ACTIVATEPROVIDERRESPONSE']._serialized_start=1225
+  _globals['_ACTIVATEPROVIDERRESPONSE']._serialized_end=1397
+  _globals['_AUTHORIZATIONREQUEST']._serialized_start=1399
+  _globals['_AUTHORIZATIONREQUEST']._serialized_end=1512
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=1515
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=1648
+  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_start=1650
+  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_end=1769
+  _globals['_LISTPROVIDEREVENTSREQUEST']._serialized_start=1772
+  _globals['_LISTPROVIDEREVENTSREQUEST']._serialized_end=1907
+  _globals['_LISTPROVIDEREVENTSRESPONSE']._serialized_start=1909
+  _globals['_LISTPROVIDEREVENTSRESPONSE']._serialized_end=2015
+  _globals['_LISTDRIVERSREQUEST']._serialized_start=2017
+  _globals['_LISTDRIVERSREQUEST']._serialized_end=2076
+  _globals['_LISTDRIVERSRESPONSE']._serialized_start=2078
+  _globals['_LISTDRIVERSRESPONSE']._serialized_end=2162
+  _globals['_PROVIDERSERVICE']._serialized_start=2165
+  _globals['_PROVIDERSERVICE']._serialized_end=3170
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from mailgate.v1 import driver_pb2 as _driver_pb2
 from mailgate.v1 import provider_pb2 as _provider_pb2
+from mailgate.v1 import provider_event_pb2 as _provider_event_pb2
 from mailgate.v1 import validation_pb2 as _validation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -130,6 +131,26 @@ class CompleteAuthorizationResponse(_message.Message):
     provider: _provider_pb2.Provider
     report: _validation_pb2.ValidationReport
     def __init__(self, provider: _Optional[_Union[_provider_pb2.Provider, _Mapping]] = ..., report: _Optional[_Union[_validation_pb2.ValidationReport, _Mapping]] = ...) -> None: ...
+
+class ListProviderEventsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token", "filter")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    filter: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class ListProviderEventsResponse(_message.Message):
+    __slots__ = ("provider_events", "next_page_token")
+    PROVIDER_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    provider_events: _containers.RepeatedCompositeFieldContainer[_provider_event_pb2.ProviderEvent]
+    next_page_token: str
+    def __init__(self, provider_events: _Optional[_Iterable[_Union[_provider_event_pb2.ProviderEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListDriversRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

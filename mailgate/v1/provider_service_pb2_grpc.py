@@ -81,6 +81,11 @@ class ProviderServiceStub:
                 request_serializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.SerializeToString,
                 response_deserializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.FromString,
                 _registered_method=True)
+        self.ListProviderEvents = channel.unary_unary(
+                '/mailgate.v1.ProviderService/ListProviderEvents',
+                request_serializer=mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsRequest.SerializeToString,
+                response_deserializer=mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsResponse.FromString,
+                _registered_method=True)
         self.ListDrivers = channel.unary_unary(
                 '/mailgate.v1.ProviderService/ListDrivers',
                 request_serializer=mailgate_dot_v1_dot_provider__service__pb2.ListDriversRequest.SerializeToString,
@@ -149,8 +154,9 @@ class ProviderServiceServicer:
 
     def ValidateProvider(self, request, context):
         """Checks a stored provider or an unsaved candidate against its servers and
-        reports every step. Never stores anything and never changes state.
-        Failing checks are reported in the response, not as an error.
+        reports every step. Never changes state; failing checks are reported in
+        the response, not as an error (those of a stored provider also in its
+        events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,6 +181,16 @@ class ProviderServiceServicer:
         Returns INVALID_ARGUMENT for a missing or unknown state, and
         FAILED_PRECONDITION (ErrorInfo reason AUTHORIZATION_STATE_USED or
         AUTHORIZATION_STATE_EXPIRED) for a state that was used or has expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProviderEvents(self, request, context):
+        """Lists a provider's events (its history: state changes, failed checks,
+        reconnects, token renewals, sign-ins), newest first. Returns NOT_FOUND if
+        the provider does not exist, INVALID_ARGUMENT for a bad filter or page
+        token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +245,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.CompleteAuthorization,
                     request_deserializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.FromString,
                     response_serializer=mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.SerializeToString,
+            ),
+            'ListProviderEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProviderEvents,
+                    request_deserializer=mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsRequest.FromString,
+                    response_serializer=mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsResponse.SerializeToString,
             ),
             'ListDrivers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDrivers,
@@ -457,6 +478,33 @@ class ProviderService:
             '/mailgate.v1.ProviderService/CompleteAuthorization',
             mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationRequest.SerializeToString,
             mailgate_dot_v1_dot_provider__service__pb2.CompleteAuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProviderEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailgate.v1.ProviderService/ListProviderEvents',
+            mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsRequest.SerializeToString,
+            mailgate_dot_v1_dot_provider__service__pb2.ListProviderEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ TOKENS_ADMIN = "tokens.admin"
 ALL = "*"  # every permission, present and future: the administrator token
 
 PERMISSIONS = {
-    PROVIDERS_READ: "read providers and the installed drivers",
+    PROVIDERS_READ: "read providers, their events and the installed drivers",
     PROVIDERS_WRITE: "create, change, check, activate, authorize and delete providers",
     MAIL_SEND: "send mail",
     MAIL_READ: "read sent mail and its state",
@@ -31,6 +31,7 @@ _BY_SERVICE = {
         "UpdateProvider": PROVIDERS_WRITE, "DeleteProvider": PROVIDERS_WRITE,
         "ValidateProvider": PROVIDERS_WRITE, "ActivateProvider": PROVIDERS_WRITE,
         "CompleteAuthorization": PROVIDERS_WRITE, "ListDrivers": PROVIDERS_READ,
+        "ListProviderEvents": PROVIDERS_READ,
     },
     "mailgate.v1.MailService": {
         "SendEmail": MAIL_SEND, "GetOutboundMessage": MAIL_READ, "ListOutboundMessages": MAIL_READ,

@@ -18,6 +18,7 @@ from mailgate.drivers.registry import DriverRegistry
 
 from ..providers import reasons
 from ..providers.events import ProviderChange
+from ..providers.history import EventType, problem_event
 from ..providers.records import ProviderRecords
 from ..providers.state import Cause, State, StoredProvider
 from .queue import InboundQueue
@@ -113,6 +114,10 @@ class ProviderSink(InboundSink):
             self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._settle()))
         except RuntimeError:  # the server's loop is closed: it is shutting down
             pass
+
+    def reconnecting(self, mailbox: str, problem: CheckResult) -> None:
+        self.records.history.record_soon(problem_event(
+            self.provider_id, EventType.RECONNECT, problem, reasons.reconnecting(problem, mailbox)))
 
     async def _settle(self) -> None:
         """Brings the provider's state in line with its mailboxes (in order: one at a time)."""

@@ -17,8 +17,9 @@ from google.protobuf.message import Message
 from mailgate.drivers.api import (CheckResult, Driver, Notice, ProviderConfig, Report,
                                   SettingField)
 from mailgate.drivers.registry import DriverRegistry
-from mailgate.v1 import driver_pb2, provider_pb2, provider_service_pb2, validation_pb2
+from mailgate.v1 import driver_pb2, provider_event_pb2, provider_pb2, provider_service_pb2, validation_pb2
 
+from .history import Event
 from .state import State, StoredProvider
 from ..converters import timestamp
 from .. import limits
@@ -124,7 +125,7 @@ def to_proto(p: StoredProvider, drivers: DriverRegistry,
         name=f"providers/{p.id}", display_name=c.display_name, type=c.type, account=c.account,
         from_name=c.from_name, receive_emails=c.receive_emails,
         active_reference=c.active_reference, reply_to=list(c.reply_to), campaign=c.campaign,
-        state=provider_pb2.Provider.State.Value(f"STATE_{p.state.value}"),
+        state=_state(p.state),
         state_cause=provider_pb2.Provider.StateCause.Value(f"STATE_CAUSE_{p.cause.value}"),
         state_reason=p.state_reason, state_time=timestamp(p.state_time), create_time=timestamp(p.create_time),
         update_time=timestamp(p.update_time), etag=p.etag,
@@ -159,6 +160,23 @@ def _check(c: CheckResult) -> validation_pb2.Check:
         outcome=validation_pb2.Check.Outcome.Value(f"OUTCOME_{c.outcome.value}"),
         error_code=validation_pb2.Check.ErrorCode.Value(f"ERROR_CODE_{c.error_code.value}"),
         server_message=c.server_message, duration=d)
+
+
+def event_to_proto(e: Event) -> provider_event_pb2.ProviderEvent:
+    assert e.time is not None
+    return provider_event_pb2.ProviderEvent(
+        name=f"providers/{e.provider_id}/events/{e.seq}",
+        type=provider_event_pb2.ProviderEvent.Type.Value(f"TYPE_{e.type.value}"),
+        event_time=timestamp(e.time),
+        previous_state=_state(e.previous_state), state=_state(e.state),
+        state_cause=provider_pb2.Provider.StateCause.Value(f"STATE_CAUSE_{e.cause.value}") if e.cause else 0,
+        reason=e.reason, check_id=e.check_id,
+        error_code=validation_pb2.Check.ErrorCode.Value(f"ERROR_CODE_{e.error_code}") if e.error_code else 0,
+        count=e.count)
+
+
+def _state(s: State | None) -> int:
+    return provider_pb2.Provider.State.Value(f"STATE_{s.value}") if s else 0
 
 
 def state_from_proto(value: int) -> State:

@@ -28,6 +28,7 @@ from ..store.models import ProviderRow
 from . import reasons, validation
 from .authorizations import AuthorizationStore
 from .events import ProviderChange, ProviderEvents
+from .history import Event, EventType, History, checks_failed
 from .state import State, Status, StoredProvider
 from .store import ProviderStore
 
@@ -49,9 +50,10 @@ def not_configured(e: NotConfigured, driver: Driver) -> FailedPrecondition:
 
 
 class Providers:
-    def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, drivers: DriverRegistry,
-                 ctx: DriverContext, pages: paging.PageTokens, authorization_ttl: float = 600):
-        self.db, self.box, self.events = db, box, events
+    def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, history: History,
+                 drivers: DriverRegistry, ctx: DriverContext, pages: paging.PageTokens,
+                 authorization_ttl: float = 600):
+        self.db, self.box, self.events, self.history = db, box, events, history
         self.pages = pages
         self.drivers, self.ctx = drivers, ctx
         self.authorization_ttl = authorization_ttl
@@ -65,6 +67,12 @@ class Providers:
     # -- reads
     async def get(self, provider_id: str) -> StoredProvider:
         return await self.db.run(lambda s: self._store(s).get(provider_id))
+
+    async def list_events(self, provider_id: str, filter_text: str, page_token: str, size: int
+                          ) -> tuple[list[Event], str]:
+        """A page of the provider's history, newest first; NotFound if it does not exist."""
+        await self.get(provider_id)
+        return await self.history.list(provider_id, filter_text, page_token, size)
 
     async def list(self, filter_text: str, page_token: str, size: int, within: Principal = UNRESTRICTED
                    ) -> paging.Page[StoredProvider]:
@@ -145,6 +153,8 @@ class Providers:
                 report = await driver.validate(config, self.ctx)
             if not report.ok:
                 log.info("update of %s refused: %s", provider_id, _summary(report))
+                if not validate_only:
+                    await self.history.record(*checks_failed(provider_id, report, "update refused"))
                 raise reasons.checks_failed(report, "not updated")
             status = reasons.checked("credentials checked after update")
         if validate_only:
@@ -185,7 +195,10 @@ class Providers:
             driver = self._driver(target.type)
             config, notices = self.prepare(driver, target)
         with checking(config):
-            return await driver.validate(config, self.ctx), notices
+            report = await driver.validate(config, self.ctx)
+        if isinstance(target, str):
+            await self.history.record(*checks_failed(target, report, "validation"))
+        return report, notices
 
     async def activate(self, provider_id: str
                        ) -> tuple[StoredProvider, Report, PendingAuthorization | None]:
@@ -204,9 +217,12 @@ class Providers:
             expires = await self.db.run(lambda s: AuthorizationStore(s, self.box).add(
                 provider_id, auth.state, auth.flow, self.authorization_ttl))
             log.info("provider %s: sign-in started, valid until %s", provider_id, f"{expires:%H:%M:%S}")
+            await self.history.record(Event(provider_id, EventType.AUTHORIZATION_STARTED,
+                                            reasons.sign_in_started(expires)))
             return current, Report(), PendingAuthorization(auth.uri, auth.state, expires)
         report = activation.report or Report()
         status = reasons.checked("activated") if report.ok else reasons.activation_failed(report)
+        await self.history.record(*checks_failed(provider_id, report, "activation"))
         stored, _ = await self.db.run(lambda s: self._store(s).set_state(provider_id, status))
         log.info("activated provider %s: %s %s", provider_id, status.state.value, status.reason)
         await self._changed(provider_id, stored, config_changed=False)
@@ -243,13 +259,17 @@ class Providers:
         await driver.release(provider_id)
         if failure:  # no tokens kept: the provider waits for a sign-in that works
             log.info("provider %s: %s", provider_id, failure)
+            await self.history.record(Event(provider_id, EventType.AUTHORIZATION_FAILED, failure))
             stored = await self._write(current.config.with_(secrets={}), reasons.sign_in_failed(failure))
             return stored, Report()
         # Stored before they are used: a refresh token rotated by the checks is saved over them.
         config = current.config.with_(secrets=dict(done.secrets))
         await self.db.run(lambda s: self._store(s).update(config, None))
+        await self.history.record(Event(provider_id, EventType.AUTHORIZATION_COMPLETED,
+                                        reasons.signed_in_as(done.account)))
         with checking(config):
             report = await driver.validate(config, self.ctx)
+        await self.history.record(*checks_failed(provider_id, report, "checks after the sign-in"))
         return await self._write(config, reasons.signed_in(done.account, report), reread=True), report
 
     async def _write(self, config: ProviderConfig, status: Status, reread: bool = False) -> StoredProvider:

@@ -3,6 +3,8 @@ administrator, and the reason that goes with each cause. Code branches on causes
 (state.Cause) and error codes; only people read these."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from mailgate.drivers.api import CheckResult, ErrorCode, Report
 
 from ..errors import ChecksFailed
@@ -82,3 +84,28 @@ def mailbox_down(problem: CheckResult, mailbox: str | None = None) -> Status:
 
 
 RECOVERED = Status(State.GREEN, Cause.RECOVERED, "mailbox reachable again")
+
+
+# -- the words of a provider's events (history.py) other than its state changes
+def reconnecting(problem: CheckResult, mailbox: str) -> str:
+    return f"{describe(problem, mailbox)}; trying again"
+
+
+def token_renewed(valid_for: float) -> str:
+    return f"access token renewed, valid for {valid_for:.0f} s"
+
+
+def token_unavailable(message: str) -> str:
+    return f"the access token could not be renewed: {message}; trying again later"
+
+
+def token_refused(message: str) -> str:
+    return f"renewing the access token was refused: {message}"
+
+
+def sign_in_started(expires: datetime) -> str:
+    return f"sign-in started, to complete by {expires:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def signed_in_as(account: str) -> str:
+    return f"signed in as {account}"

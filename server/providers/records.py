@@ -1,18 +1,19 @@
 """The stored providers as every room sees them: read one, list those that
-receive, change a state with its cause, keep renewed secrets. Every change it makes
-is published to the listeners (events.ProviderEvents). It is also what drivers call
-back into (drivers.api.ProviderCallbacks)."""
+receive, change a state with its cause, keep renewed secrets, add to a provider's
+history. Every change it makes is published to the listeners (events.ProviderEvents).
+It is also what drivers call back into (drivers.api.ProviderCallbacks)."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Mapping
 
-from mailgate.drivers.api import ProviderCallbacks
+from mailgate.drivers.api import ErrorCode, ProviderCallbacks
 
 from ..secrets import SecretBox
 from ..store.db import Database
 from . import reasons
 from .events import ProviderChange, ProviderEvents
+from .history import Event, EventType, History
 from .state import Cause, State, Status, StoredProvider
 from .store import ProviderStore
 
@@ -20,8 +21,8 @@ log = logging.getLogger("mailgate.providers")
 
 
 class ProviderRecords(ProviderCallbacks):
-    def __init__(self, db: Database, box: SecretBox, events: ProviderEvents):
-        self.db, self.box, self.events = db, box, events
+    def __init__(self, db: Database, box: SecretBox, events: ProviderEvents, history: History):
+        self.db, self.box, self.events, self.history = db, box, events, history
 
     def store(self, session: Any) -> ProviderStore:
         """For a transaction of the caller's that reads providers with other rows."""
@@ -62,4 +63,13 @@ class ProviderRecords(ProviderCallbacks):
         log.info("provider %s: renewed %s stored", provider_id, ", ".join(sorted(secrets)))
 
     async def authorization_lost(self, provider_id: str, message: str) -> None:
+        await self.history.record(Event(provider_id, EventType.TOKEN_RENEWAL_FAILED, reasons.token_refused(message),
+                                        error_code=ErrorCode.AUTHORIZATION_REQUIRED.value))
         await self.set_state(provider_id, reasons.authorization_lost(message))
+
+    async def token_renewed(self, provider_id: str, valid_for: float) -> None:
+        await self.history.record(Event(provider_id, EventType.TOKEN_RENEWED, reasons.token_renewed(valid_for)))
+
+    async def token_renewal_failed(self, provider_id: str, message: str) -> None:
+        await self.history.record(Event(provider_id, EventType.TOKEN_RENEWAL_FAILED, reasons.token_unavailable(message),
+                                        error_code=ErrorCode.TOKEN_UNAVAILABLE.value))

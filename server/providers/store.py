@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailgate.drivers.api import ProviderConfig
 
+from .history import HistoryStore, state_changed
 from .state import Cause, State, Status, StoredProvider
 from ..clock import utcnow
 from ..errors import NotFound, etag_mismatch, name_taken
@@ -91,6 +92,7 @@ class ProviderStore:
             self.session.flush()
         except IntegrityError:  # lost a race with a concurrent create of the same name
             raise name_taken(config.display_name) from None
+        HistoryStore(self.session).add([state_changed(row.id, None, status.state, status.cause, status.reason, now)])
         return self._load(row)
 
     def update(self, config: ProviderConfig, expected_version: int | None,
@@ -143,10 +145,14 @@ class ProviderStore:
             raise etag_mismatch(provider_id, row.version)
         return row
 
-    @staticmethod
-    def _set_state(row: ProviderRow, status: Status) -> None:
+    def _set_state(self, row: ProviderRow, status: Status) -> None:
+        """The new status, and its event in the provider's history when it differs."""
+        before = State(row.state), row.state_cause, row.state_reason
         row.state, row.state_cause, row.state_reason = status.state.value, status.cause.value, status.reason
         row.state_time = utcnow()
+        if before != (status.state, status.cause.value, status.reason):
+            HistoryStore(self.session).add([state_changed(row.id, before[0], status.state, status.cause,
+                                                          status.reason, row.state_time)])
 
     def _write(self, row: ProviderRow, c: ProviderConfig) -> None:
         row.display_name = c.display_name.strip()

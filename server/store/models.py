@@ -261,3 +261,27 @@ class ApiTokenRow(Base):
     create_time: Mapped[datetime]
     expire_time: Mapped[datetime | None]
     last_use_time: Mapped[datetime | None]
+
+
+class ProviderEventRow(Base):
+    """A provider's history (server/providers/history.py): what happened to it, newest
+    first by seq. Pruned by age and capped per provider and type."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (
+        Index("ix_provider_events_list", "provider_id", "seq"),
+        Index("ix_provider_events_type", "provider_id", "type", "seq"),  # the filter, and the cap
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime] = mapped_column(index=True)  # the retention's prune
+    previous_state: Mapped[str] = mapped_column(String(8), default="")
+    state: Mapped[str] = mapped_column(String(8), default="")
+    cause: Mapped[str] = mapped_column(String(32), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    check_id: Mapped[str] = mapped_column(String(64), default="")
+    error_code: Mapped[str] = mapped_column(String(32), default="")
+    count: Mapped[int] = mapped_column(default=1)
