@@ -254,7 +254,7 @@ class History:
         return dropped
 
     async def list(self, provider_id: str, filter_text: str, page_token: str, size: int
-                   ) -> tuple[list[Event], str]:
+                   ) -> paging.Page[Event]:
         filters = paging.parse_filter(filter_text, {"type": paging.enum_name(EventType, "TYPE_", "type")})
         return await self.pages.page(
             lambda after, limit: self.db.run(lambda s: HistoryStore(s).page(

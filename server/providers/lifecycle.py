@@ -69,7 +69,7 @@ class Providers:
         return await self.db.run(lambda s: self._store(s).get(provider_id))
 
     async def list_events(self, provider_id: str, filter_text: str, page_token: str, size: int
-                          ) -> tuple[list[Event], str]:
+                          ) -> paging.Page[Event]:
         """A page of the provider's history, newest first; NotFound if it does not exist."""
         await self.get(provider_id)
         return await self.history.list(provider_id, filter_text, page_token, size)

@@ -114,9 +114,9 @@ class ProviderServicer(provider_service_pb2_grpc.ProviderServiceServicer):
 
     async def ListProviderEvents(self, request: pb.ListProviderEventsRequest, context):
         pid = await self._in_scope(provider_id(request.parent, field="parent"))
-        events, token = await self.providers.list_events(pid, request.filter, request.page_token, request.page_size)
-        return pb.ListProviderEventsResponse(provider_events=[conv.event_to_proto(e) for e in events],
-                                             next_page_token=token)
+        page = await self.providers.list_events(pid, request.filter, request.page_token, request.page_size)
+        events, token = page.shown(conv.event_to_proto)
+        return pb.ListProviderEventsResponse(provider_events=events, next_page_token=token)
 
     async def ListDrivers(self, request: pb.ListDriversRequest, context):
         size = paging.page_size(request.page_size, maximum=100, default=100)
