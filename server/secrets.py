@@ -149,10 +149,16 @@ def read_key_file(path: Path) -> list[bytes]:
 
 def write_key_file(path: Path, keys: Sequence[bytes]) -> None:
     """Replaces the key file at once (mode 0600): a reader sees the old file or the new one."""
+    write_private_file(path, "".join(base64.b64encode(k).decode() + "\n" for k in keys))
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replaces `path` with `text` at once, readable by its owner only (mode 0600, from
+    the first byte): a reader sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("".join(base64.b64encode(k).decode() + "\n" for k in keys))
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

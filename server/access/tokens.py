@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import socket
@@ -29,6 +28,7 @@ from ..converters import name_problem
 from ..errors import NotFound, Unauthenticated, Violations
 from ..inbound import wakeups
 from ..outbound.compose import text_problem
+from ..secrets import write_private_file
 from ..store.db import Database
 from ..store.models import ApiTokenRow
 from .permissions import ALL, PERMISSIONS
@@ -171,11 +171,7 @@ class Tokens:
         _, secret = await self.create(f"administrator ({socket.gethostname()}:{path.resolve()})"[:MAX_NAME],
                                       [ALL], [], [], None)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-        os.replace(tmp, path)
+        write_private_file(path, secret + "\n")
         log.info("wrote an administrator token to %s (mode 0600)", path)
 
 
