@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, NamedTuple
 
 from ..clock import utcnow
 from .messages import Delivery, new_holder, split_ack_id
@@ -35,14 +35,20 @@ RESPONSE_BYTES = 1 << 20
 Batch = list[tuple[Delivery, Body | None]]  # deliveries with their bodies (None: oversized)
 
 
+class _Lease(NamedTuple):
+    token: str
+    until: datetime  # its deadline
+    size: int  # the message's bytes
+
+
 class Stream:
     def __init__(self, queue: InboundQueue, sub: Subscription):
         self.queue, self.sub = queue, sub
         self.holder = new_holder()  # in every lease token this stream is given
-        # message id -> (lease token, deadline) of this stream's deliveries. The window
-        # counts those whose deadline has not passed: an expired lease is anyone's.
-        self._held: dict[str, tuple[str, datetime]] = {}
-        self._sizes: dict[str, int] = {}  # message id -> bytes, of those held
+        # message id -> the lease of this stream's delivery of it. The window counts
+        # those whose deadline has not passed: an expired lease is anyone's.
+        self._held: dict[str, _Lease] = {}
+        self._bytes = 0  # the sizes of the messages held, together
         self._wake = asyncio.Event()
         # Set when this stream's leases may have been acknowledged or changed elsewhere
         # (AckInboundMail, another stream, another replica): the next claim looks
@@ -64,7 +70,7 @@ class Stream:
             room = self._room()
             if swept and room <= 0:
                 self._elsewhere.set()  # a wake-up missed (a replica's notification lost) costs a sweep
-            recheck = [(mid, token) for mid, (token, _) in self._held.items()] if self._elsewhere.is_set() else []
+            recheck = [(mid, lease.token) for mid, lease in self._held.items()] if self._elsewhere.is_set() else []
             self._elsewhere.clear()
             deliveries: list[Delivery] = []
             share = 0
@@ -73,7 +79,7 @@ class Stream:
                 share = -(-room // max(1, self.queue.consumers(self.sub.topics))) if room > 0 else 0
                 still, deliveries = await self.queue.claim(
                     self.sub, share, holder=self.holder, recheck=recheck,
-                    max_bytes=max(0, self.sub.max_in_flight_bytes - sum(self._sizes.values())))
+                    max_bytes=max(0, self.sub.max_in_flight_bytes - self._bytes))
                 if self._left:  # while claiming: nobody will release them but us
                     await self.queue.release([(d.message.id, d.token) for d in deliveries])
                     return
@@ -84,8 +90,8 @@ class Stream:
             swept = False
             self.queue.served(self.sub.topics, self._wake)
             for d in deliveries:
-                self._held[d.message.id] = (d.token, d.until)
-                self._sizes[d.message.id] = d.message.size_bytes
+                self._held[d.message.id] = _Lease(d.token, d.until, d.message.size_bytes)
+                self._bytes += d.message.size_bytes
             # A message sent with its raw bytes counts twice: they come on top of its parsed parts.
             parts = list(_by_size(deliveries, RESPONSE_BYTES // 2 if self.sub.include_raw else RESPONSE_BYTES))
             parsing = [asyncio.ensure_future(self.queue.parsers.bodies(
@@ -101,28 +107,32 @@ class Stream:
 
     def _room(self) -> int:
         """How many more messages the window takes: none once its bytes are full."""
-        if self._sizes and sum(self._sizes.values()) >= self.sub.max_in_flight_bytes:
+        if self._held and self._bytes >= self.sub.max_in_flight_bytes:
             return 0
         return self.sub.max_in_flight - len(self._held)
 
     def _drop(self, mid: str) -> None:
-        del self._held[mid]
-        self._sizes.pop(mid, None)
+        self._bytes -= self._held.pop(mid).size
+
+    def _token(self, mid: str) -> str:
+        """The token of this stream's lease of the message; "" when it holds none."""
+        lease = self._held.get(mid)
+        return lease.token if lease else ""
 
     def _expire(self, now: datetime) -> None:
         """Leases past their deadline leave the window: the next claim (this stream's
         or another's) delivers them again, or dead-letters them."""
-        for mid in [mid for mid, (_, until) in self._held.items() if until <= now]:
+        for mid in [mid for mid, lease in self._held.items() if lease.until <= now]:
             self._drop(mid)
 
     def _settle(self, recheck: list[tuple[str, str]], still: dict[str, datetime]) -> None:
         """After a claim that rechecked these leases: those no longer held leave the
         window; the others keep their deadline as stored."""
         for mid, token in recheck:
-            if self._held.get(mid, ("",))[0] != token:
+            if self._token(mid) != token:
                 continue  # acknowledged or given back here meanwhile
             if mid in still:
-                self._held[mid] = (token, still[mid])
+                self._held[mid] = self._held[mid]._replace(until=still[mid])
             else:
                 self._drop(mid)
 
@@ -132,7 +142,7 @@ class Stream:
         nothing woke it."""
         timeout = self.queue.settings.sweep_interval
         if self._held:
-            first = min(until_ for _, until_ in self._held.values())
+            first = min(lease.until for lease in self._held.values())
             timeout = max(0.0, min(timeout, (first - utcnow()).total_seconds()))
         waiter = asyncio.ensure_future(self._wake.wait())
         try:
@@ -145,7 +155,7 @@ class Stream:
         await self.queue.ack(ack_ids, holder=self.holder)
         full = self._room() <= 0
         for mid, token in filter(None, map(split_ack_id, ack_ids)):
-            if self._held.get(mid, ("",))[0] == token:
+            if self._token(mid) == token:
                 self._drop(mid)
         if full:  # room for more; with room already, only news of the queue is worth a look
             self._wake.set()
@@ -157,12 +167,12 @@ class Stream:
         full = self._room() <= 0
         for ack_id, sec in zip(ack_ids, seconds):
             pair = split_ack_id(ack_id)
-            if not pair or self._held.get(pair[0], ("",))[0] != pair[1]:
+            if not pair or self._token(pair[0]) != pair[1]:
                 continue
             if sec <= 0:
                 self._drop(pair[0])
             else:
-                self._held[pair[0]] = (pair[1], now + timedelta(seconds=sec))
+                self._held[pair[0]] = self._held[pair[0]]._replace(until=now + timedelta(seconds=sec))
         if full:  # room for more (what was given back wakes the campaign's consumers in turn)
             self._wake.set()
 
@@ -180,9 +190,9 @@ class Stream:
         self._wake.set()  # a waiting batches() ends
         self.queue.unsubscribe(self._topics, self._wake)
         self.queue.unsubscribe([holder_topic(self.holder)], self._elsewhere)
-        leases = [(mid, token) for mid, (token, _) in self._held.items()]
+        leases = [(mid, lease.token) for mid, lease in self._held.items()]
         self._held.clear()
-        self._sizes.clear()
+        self._bytes = 0
         await self.queue.release(leases)
         log.info("consumer %r left; %d unacknowledged message(s) back in the queue", self.sub.consumer, len(leases))
 
